@@ -1,0 +1,80 @@
+"""The `ccfs` command: `ccfs STAGE PRESET [key=value ...]` and `ccfs prepare`.
+
+User errors (`CCFSError`) print one line and exit 2; nothing else is caught.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ccfs.errors import CCFSError
+
+STAGE_HELP = {
+    "teacher": "train the teacher on the full train set (or import one) and record difficulty scores",
+    "distill": "make the distilled part (SRe2L / CDA from the teacher, or import images)",
+    "select": "choose the real part: CCFS curricula and the baselines in select.method",
+    "evaluate": "train fresh KD students on each synthetic set, several seeds; append to results.jsonl",
+    "export": "write each synthetic set as class folders of PNGs with a labels file",
+    "report": "write OUT/report.md with tables and plots from the run's records",
+    "run": "the whole pipeline: teacher, distill, select, evaluate, export, report (resumable)",
+}
+
+EPILOG = """examples:
+  ccfs prepare --dataset fashion-mnist
+  ccfs run fmnist-quick
+  ccfs run fmnist-ipc50 out=runs/ipc50 select.method=[ccfs,random,window] eval.seeds=[0,1,2]
+  ccfs select fmnist-quick out=runs/quick select.curricula=1
+
+PRESET is a name under configs/ or a YAML file; key=value overrides use dotted keys
+(data.root, teacher.model, select.ipc, select.alpha, train.epochs, eval.seeds, out, ...).
+Every stage reads and writes artifacts in the run directory `out`, and skips work that is
+already finished there, so an interrupted run resumes where it stopped."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ccfs", description="CCFS dataset distillation: from a raw "
+                                "dataset to an evaluated, exported synthetic training set.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    prep = sub.add_parser("prepare", help="decode a dataset once into the tensor cache and summarise it")
+    prep.add_argument("--dataset", required=True, help="dataset name (fashion-mnist, mnist, cifar10, "
+                      "cifar100, tiny-imagenet, imagefolder)")
+    prep.add_argument("--root", help="folder holding the dataset files (default: the table's default)")
+    prep.add_argument("--image-size", type=int, help="imagefolder: resize images to this size")
+    prep.add_argument("--channels", type=int, choices=(1, 3), help="imagefolder: 1 (gray) or 3 (RGB)")
+    for name, text in STAGE_HELP.items():
+        sp = sub.add_parser(name, help=text, description=text, epilog=EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        sp.add_argument("preset", help="preset name under configs/ or a YAML path")
+        sp.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    return p
+
+
+def _prepare(args) -> None:
+    from ccfs.data.cache import load_dataset
+
+    options = {k: v for k, v in (("image_size", args.image_size), ("channels", args.channels)) if v}
+    print(load_dataset(args.dataset, args.root, **options).summary())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.stage == "prepare":
+            _prepare(args)
+        else:
+            from ccfs.config import load_config
+            from ccfs.pipeline import run_stage
+
+            run_stage(args.stage, load_config(args.preset, args.overrides))
+    except CCFSError as e:
+        print(f"ccfs: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ccfs: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""`Run`: a configuration plus its run directory, with the artifacts stages share.
+
+Stages are functions `stage(run)` that read artifacts from `run.out` and write new
+ones; everything loaded here is loaded lazily and once.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import torch
+
+from ccfs.config import Config
+from ccfs.data.datasets import Dataset, Split
+from ccfs.errors import ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but no CUDA device is available; use device=cpu or auto")
+    return torch.device(name)
+
+
+class Run:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.device = resolve_device(cfg.device)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+
+    # ------------------------------------------------------------------ data
+    @cached_property
+    def data(self) -> Dataset:
+        from ccfs.data.cache import load_dataset
+
+        d = self.cfg.data
+        options = {k: v for k, v in (("image_size", d.image_size), ("channels", d.channels)) if v}
+        return load_dataset(d.name, d.root, **options)
+
+    @property
+    def cpc(self) -> int:
+        """Distilled images per class: int(IPC * alpha)."""
+        return int(self.cfg.select.ipc * self.cfg.select.alpha)
+
+    def model(self, name: str, seed: int):
+        from ccfs.models import create_model
+
+        torch.manual_seed(seed)
+        d = self.data
+        return create_model(name, d.num_classes, d.channels, d.image_size)
+
+    # ------------------------------------------------------------------ teacher artifacts
+    @property
+    def teacher_dir(self) -> Path:
+        return self.out / "teacher"
+
+    @cached_property
+    def teacher(self) -> torch.nn.Module:
+        from ccfs.models import load_checkpoint
+
+        path = self.teacher_dir / "model.pt"
+        if not path.is_file():
+            raise ConfigError(f"{path} is missing: run `ccfs teacher` for this out= first")
+        model = self.model(self.cfg.teacher.model, 0)
+        load_checkpoint(model, path, arch=self.cfg.teacher.model)
+        return model.to(self.device).eval().requires_grad_(False)
+
+    @cached_property
+    def teacher_train_logits(self) -> torch.Tensor:
+        from ccfs.train import predict_logits
+
+        d = self.data
+        return predict_logits(self.teacher, d.train.images, d.mean, d.std, self.device).cpu()
+
+    @cached_property
+    def scores(self) -> dict[str, torch.Tensor]:
+        """Difficulty scores recorded by (or imported into) the teacher stage, raw values."""
+        import numpy as np
+
+        path = self.teacher_dir / "scores.npz"
+        if not path.is_file():
+            return {}
+        with np.load(path) as z:
+            return {k: torch.from_numpy(z[k]) for k in z.files}
+
+    @cached_property
+    def teacher_correct(self) -> torch.Tensor:
+        import numpy as np
+
+        mask = torch.zeros(len(self.data.train), dtype=torch.bool)
+        mask[torch.from_numpy(np.load(self.teacher_dir / "correct_indices.npy"))] = True
+        return mask
+
+    # ------------------------------------------------------------------ distilled images
+    @cached_property
+    def distilled(self) -> Split:
+        """All distilled images (uint8) with labels, sorted by class."""
+        path = self.out / "distill" / "images.pt"
+        if not path.is_file():
+            return Split(torch.empty(0, *self.data.train.images.shape[1:], dtype=torch.uint8),
+                         torch.empty(0, dtype=torch.long))
+        blob = torch.load(path, weights_only=True)
+        return Split(blob["images"], blob["labels"])
+
+    def distilled_part(self, per_class: int) -> Split:
+        """The first `per_class` distilled images of every class."""
+        d = self.distilled
+        if per_class == 0:
+            return d.subset([])
+        keep = [i for c in range(self.data.num_classes)
+                for i in (d.labels == c).nonzero().flatten()[:per_class].tolist()]
+        part = d.subset(keep)
+        if len(part) < per_class * self.data.num_classes:
+            raise ConfigError(f"the run has {len(d)} distilled images, {per_class} per class are needed; "
+                              "re-run `ccfs distill` with this select.ipc / select.alpha")
+        return part
+
+    def synthetic_set(self, distilled_per_class: int, indices) -> Split:
+        """distilled images ∪ train[indices], as one uint8 Split."""
+        part = self.distilled_part(distilled_per_class)
+        real = self.data.train.subset(indices)
+        return Split(torch.cat([part.images, real.images]), torch.cat([part.labels, real.labels]))

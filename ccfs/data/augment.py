@@ -1,0 +1,102 @@
+"""Batched, per-sample random augmentation on whatever device the batch is on.
+
+Every geometric augmentation used in ccfs (RandomResizedCrop, random crop with padding,
+horizontal flip) is an axis-aligned affine map, so a whole batch is augmented by building
+one `[B, 2, 3]` matrix per sample and calling `grid_sample` once. Parameters are drawn on
+the CPU from an explicit `torch.Generator` (repeatable on any device) and moved over.
+
+Why not kornia: `kornia.augmentation.RandomResizedCrop` does the same warp but adds
+per-call validation and parameter objects; `bench/augment.py` measures both (see README).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AugmentPolicy:
+    """What `augment` does. `kind`: "rrc" (RandomResizedCrop to the input size),
+    "crop" (random crop after zero padding of `pad` pixels), or "none"."""
+    kind: str = "rrc"
+    flip: bool = True
+    scale: tuple[float, float] = (0.08, 1.0)  # RRC area fraction range
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)  # RRC aspect-ratio range (w / h)
+    pad: int = 4  # pixels, for kind="crop"
+
+
+def rrc_boxes(n: int, scale: tuple[float, float], ratio: tuple[float, float],
+              generator: torch.Generator, tries: int = 10) -> torch.Tensor:
+    """Sample RandomResizedCrop boxes as fractions of the image: [n, 4] = (w, h, x0, y0).
+
+    Same distribution as torchvision: area fraction uniform in `scale`, log aspect ratio
+    uniform in `ratio`, the first of `tries` draws that fits, else the whole image."""
+    area = torch.empty(n, tries).uniform_(scale[0], scale[1], generator=generator)
+    log_r = torch.empty(n, tries).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    w = torch.sqrt(area * torch.exp(log_r))
+    h = torch.sqrt(area / torch.exp(log_r))
+    ok = (w <= 1) & (h <= 1)
+    first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((n,), -1))
+    pick = first.clamp(min=0)[:, None]
+    w = torch.where(first >= 0, w.gather(1, pick)[:, 0], torch.ones(n))
+    h = torch.where(first >= 0, h.gather(1, pick)[:, 0], torch.ones(n))
+    x0 = torch.rand(n, generator=generator) * (1 - w)
+    y0 = torch.rand(n, generator=generator) * (1 - h)
+    return torch.stack([w, h, x0, y0], 1)
+
+
+def crop_boxes(n: int, size: int, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Random crop of `size` pixels from the image zero-padded by `pad`: integer shifts."""
+    shift = torch.randint(-pad, pad + 1, (n, 2), generator=generator).float() / size
+    ones = torch.ones(n)
+    return torch.stack([ones, ones, shift[:, 0], shift[:, 1]], 1)
+
+
+def boxes_to_theta(boxes: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """[n, 4] boxes (w, h, x0, y0 as fractions) and [n] bool flips -> [n, 2, 3] affine maps
+    from output to input coordinates in grid_sample's [-1, 1] convention."""
+    w, h, x0, y0 = boxes.unbind(1)
+    sx = torch.where(flip, -w, w)
+    cx = 2 * (x0 + w / 2) - 1
+    cy = 2 * (y0 + h / 2) - 1
+    zero = torch.zeros_like(w)
+    return torch.stack([torch.stack([sx, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1)
+
+
+def sample_theta(n: int, size: int, policy: AugmentPolicy, generator: torch.Generator) -> torch.Tensor:
+    if policy.kind == "rrc":
+        boxes = rrc_boxes(n, policy.scale, policy.ratio, generator)
+    elif policy.kind == "crop":
+        boxes = crop_boxes(n, size, policy.pad, generator)
+    elif policy.kind == "none":
+        boxes = torch.tensor([[1.0, 1.0, 0.0, 0.0]]).expand(n, 4)
+    else:
+        raise ValueError(f"unknown augmentation kind {policy.kind!r}")
+    flip = (torch.rand(n, generator=generator) < 0.5) if policy.flip else torch.zeros(n, dtype=torch.bool)
+    return boxes_to_theta(boxes, flip)
+
+
+def warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Apply per-sample affine maps: x [B, C, H, W] float, theta [B, 2, 3] -> [B, C, H, W]."""
+    grid = F.affine_grid(theta.to(device=x.device, dtype=x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def augment(x: torch.Tensor, policy: AugmentPolicy, generator: torch.Generator) -> torch.Tensor:
+    """x [B, C, H, W] float pixels in [0, 1] -> augmented batch of the same shape."""
+    if policy.kind == "none" and not policy.flip:
+        return x
+    return warp(x, sample_theta(x.shape[0], x.shape[-1], policy, generator))
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """x [B, C, H, W] in [0, 1]; mean, std [C] -> (x - mean) / std."""
+    return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+
+def to_float(images_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, C, H, W] -> float32 in [0, 1]."""
+    return images_u8.float().div_(255.0)

@@ -1,0 +1,98 @@
+"""The dataset table and `load_dataset`, which decodes once and then reads the cache.
+
+A `Dataset` holds both splits as uint8 tensors `[N, C, H, W]` with int64 labels, plus
+class names and the normalisation mean/std. Rows of `train.images` are the identity of
+a sample everywhere in ccfs (scores are `[N]` arrays, selections are index lists).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable
+
+import torch
+
+from ccfs.data import readers
+from ccfs.errors import DataError
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # uint8 [N, C, H, W]
+    labels: torch.Tensor  # int64 [N]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices) -> "Split":
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return Split(self.images[idx], self.labels[idx])
+
+    def to(self, device) -> "Split":
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass
+class Dataset:
+    name: str
+    train: Split
+    test: Split
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def channels(self) -> int:
+        return self.train.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.train.images.shape[-1]
+
+    def summary(self) -> str:
+        c, h, w = self.train.images.shape[1:]
+        return (f"{self.name}: {len(self.train)} train / {len(self.test)} test, "
+                f"{self.num_classes} classes, images {c}x{h}x{w}")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One row of the dataset table."""
+    reader: Callable[..., readers.RawDataset]
+    default_root: str | None
+    mean: tuple[float, ...] | None  # None: computed from the train split
+    std: tuple[float, ...] | None
+    options: dict = field(default_factory=dict)  # reader keyword arguments (part of the cache key)
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "fashion-mnist": DatasetSpec(partial(readers.read_idx, classes=readers.FASHION_CLASSES),
+                                 "/usr/share/datasets/fashion-mnist", (0.2861,), (0.3530,)),
+    "mnist": DatasetSpec(partial(readers.read_idx, classes=readers.MNIST_CLASSES),
+                         "/usr/share/datasets/mnist", (0.1307,), (0.3081,)),
+    "cifar10": DatasetSpec(readers.read_cifar10, "data/cifar-10-batches-py",
+                           (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": DatasetSpec(readers.read_cifar100, "data/cifar-100-python",
+                            (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "tiny-imagenet": DatasetSpec(readers.read_tiny_imagenet, "data/tiny-imagenet-200",
+                                 (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262)),
+    "imagefolder": DatasetSpec(readers.read_imagefolder, None, None, None,
+                               {"image_size": 32, "channels": 3}),
+}
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def resolve_root(name: str, root: str | None) -> str:
+    root = root or dataset_spec(name).default_root
+    if root is None:
+        raise DataError(f"dataset {name!r} has no default folder; pass --root / data.root")
+    return root

@@ -1,0 +1,40 @@
+"""Training objectives: a callable `(model, x, y) -> (loss, logits)`.
+
+The same training loop trains the teacher (cross-entropy), the CCFS filters and the
+final students (knowledge distillation), so they cannot drift apart (SPEC.md §3).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CrossEntropy:
+    """Hard-label cross-entropy."""
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        logits = model(x)  # [B, K]
+        return F.cross_entropy(logits, y), logits
+
+
+class KD:
+    """Pure knowledge distillation: KL(softmax(t/T) || softmax(s/T)) * T^2, with the
+    teacher's logits computed on the same augmented batch; no hard-label term."""
+
+    def __init__(self, teacher: nn.Module, temperature: float = 20.0):
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.temperature = temperature
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        with torch.no_grad():
+            t_logits = self.teacher(x)  # [B, K]
+        logits = model(x)
+        return kd_loss(logits, t_logits, self.temperature), logits
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    t = temperature
+    log_p = F.log_softmax(student_logits.float() / t, dim=1)
+    log_q = F.log_softmax(teacher_logits.float() / t, dim=1)
+    return F.kl_div(log_p, log_q, reduction="batchmean", log_target=True) * (t * t)

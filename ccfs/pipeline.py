@@ -1,0 +1,91 @@
+"""Stages and `ccfs run`: each stage is a function of a `Run`; `run` chains them.
+
+Before any work, the whole configuration is checked against the data (budgets, score
+files, architectures), so a bad config fails in seconds, not after the teacher.
+"""
+from __future__ import annotations
+
+import time
+
+from ccfs.config import Config, save_config, to_dict
+from ccfs.context import Run
+from ccfs.errors import ConfigError
+
+
+def preflight(run: Run) -> None:
+    """Checks that need the dataset but no training."""
+    from ccfs.models import MODELS
+    from ccfs.selection.run import check_budget
+    from ccfs.teacher.score_files import load_score_file
+
+    cfg = run.cfg
+    for name in [cfg.teacher.model, *cfg.eval.models] + ([cfg.select.filter_model] if cfg.select.filter_model else []):
+        if name not in MODELS:
+            raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+    check_budget(run)
+    if cfg.teacher.scores:
+        load_score_file(cfg.teacher.scores, run.data.train.labels)
+    needs_scores = any(m in cfg.select.method for m in ("ccfs", "self_evolved", "forgetting", "window"))
+    if needs_scores and cfg.select.score not in ("logits", "forgetting", "el2n", "el2n_early", "loss", "margin", "aum") \
+            and not cfg.teacher.scores:
+        raise ConfigError(f"select.score={cfg.select.score} cannot be recorded while training; "
+                          "import it with teacher.scores=FILE")
+    if cfg.teacher.checkpoint and not cfg.teacher.scores and needs_scores and cfg.select.score != "logits":
+        if not (run.teacher_dir / "scores.npz").is_file():
+            raise ConfigError("an imported teacher (teacher.checkpoint) brings no training dynamics: "
+                              "give teacher.scores=FILE or use select.score=logits")
+
+
+def _stages():
+    from ccfs.distill.run import distill_stage
+    from ccfs.evaluate.run import evaluate_stage
+    from ccfs.export import export_stage
+    from ccfs.report.run import report_stage
+    from ccfs.selection.run import select_stage
+    from ccfs.teacher.run import teacher_stage
+
+    return {"teacher": teacher_stage, "distill": distill_stage, "select": select_stage,
+            "evaluate": evaluate_stage, "export": export_stage, "report": report_stage}
+
+
+def run_all(run: Run) -> None:
+    from ccfs.evaluate.run import load_records
+    from ccfs.report.tables import summary_table
+
+    t0 = time.perf_counter()
+    for name, stage in _stages().items():
+        stage(run)
+    print(f"\n== {run.cfg.data.name}, IPC {run.cfg.select.ipc}: final-epoch test accuracy "
+          f"(mean ± std over seeds) ==")
+    print(summary_table(load_records(run.out / "results.jsonl")))
+    print(f"total {time.perf_counter() - t0:.0f}s; report: {run.out / 'report.md'}")
+
+
+def run_stage(stage: str, cfg: Config) -> None:
+    run = Run(cfg)
+    _check_same_run(run)
+    print(run.data.summary())
+    preflight(run)
+    save_config(cfg, run.out / "config.yaml")
+    if stage == "run":
+        run_all(run)
+    else:
+        _stages()[stage](run)
+
+
+# Sections whose change invalidates finished artifacts in an existing run directory.
+PINNED = ("data", "teacher", "distill", "seed")
+
+
+def _check_same_run(run: Run) -> None:
+    import yaml
+
+    path = run.out / "config.yaml"
+    if not path.is_file():
+        return
+    old = yaml.safe_load(path.read_text()) or {}
+    new = to_dict(run.cfg)
+    changed = [k for k in PINNED if old.get(k) != new.get(k)]
+    if changed:
+        raise ConfigError(f"{run.out} holds a run made with other {', '.join(changed)} settings; "
+                          "use a new out= directory (or delete the old one) so its artifacts are not mixed")

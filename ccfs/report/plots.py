@@ -1,0 +1,63 @@
+"""Plots for the report (matplotlib, Agg backend). Pure functions of artifacts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ccfs.artifacts import atomic_path  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def filter_accuracy(rounds: list[dict], path: Path) -> None:
+    """Filter accuracy on the test set and on the un-augmented train set, per round."""
+    r = [x for x in rounds if x["filter_test_acc"] is not None]
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    ax.plot([x["round"] for x in r], [x["filter_test_acc"] for x in r], "o-", label="test")
+    ax.plot([x["round"] for x in r], [x["filter_train_acc"] for x in r], "s--", label="train (un-augmented)")
+    ax.set_xlabel("round (curriculum)")
+    ax.set_ylabel("filter accuracy %")
+    ax.set_xticks([x["round"] for x in rounds])
+    ax.legend()
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def chosen_difficulty(rounds: list[dict], hardness: np.ndarray, score: str, path: Path) -> None:
+    """Distribution of the difficulty score of the images chosen in each round."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    data = [hardness[np.asarray(x["indices"], dtype=np.int64)] for x in rounds if x["indices"]]
+    ax.boxplot(data, showfliers=False)
+    ax.set_xticks(range(1, len(data) + 1), [f"round {x['round']}" for x in rounds if x["indices"]])
+    ax.set_ylabel(f"{score} (higher = harder)")
+    ax.set_title("difficulty of the chosen real images")
+    ax.grid(alpha=0.3, axis="y")
+    _save(fig, path)
+
+
+def chosen_grid(rounds: list[dict], images: np.ndarray, labels: np.ndarray, classes: list[str],
+                path: Path, per_class: int = 4) -> None:
+    """Rows = classes, column blocks = rounds: the first images chosen in each round."""
+    nr, nc = len(classes), len(rounds) * per_class
+    fig, axes = plt.subplots(nr, nc, figsize=(nc * 0.6, nr * 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for j, r in enumerate(rounds):
+        idx = np.asarray(r["indices"], dtype=np.int64)
+        for c in range(nr):
+            for k, i in enumerate(idx[labels[idx] == c][:per_class]):
+                img = images[i].transpose(1, 2, 0)
+                axes[c, j * per_class + k].imshow(img.squeeze(), cmap="gray" if img.shape[2] == 1 else None)
+        axes[0, j * per_class].set_title(f"round {r['round']}", fontsize=7, loc="left")
+    for c, name in enumerate(classes):
+        axes[c, 0].text(-2, 0.5, name, transform=axes[c, 0].transAxes, ha="right", va="center", fontsize=6)
+    _save(fig, path)

@@ -1,0 +1,53 @@
+"""The report stage: OUT/report.md with the results table, the round log of every CCFS
+selection, and plots (filter accuracy per round, difficulty of the chosen images per
+round, a grid of the chosen images per round). Reads records; never trains."""
+from __future__ import annotations
+
+from ccfs.artifacts import read_json, write_text
+from ccfs.context import Run
+from ccfs.evaluate.run import load_records
+from ccfs.report import plots
+from ccfs.report.tables import results_table, rounds_table
+from ccfs.selection.run import hardness
+
+
+def _teacher_section(run: Run) -> str:
+    path = run.teacher_dir / "metrics.json"
+    if not path.is_file():
+        return ""
+    m = read_json(path)
+    return (f"## Teacher\n\n`{m['model']}`: test accuracy {m['test_acc']:.2f} %, un-augmented train "
+            f"accuracy {m['train_acc']:.2f} %, {m['seconds']:.0f} s of training"
+            f"{' (imported)' if m['imported'] else ''}; scores: {', '.join(m['scores']) or 'none'}.\n")
+
+
+def _rounds_section(run: Run, method: str, rounds: list[dict]) -> str:
+    d = run.data
+    plot_dir = run.out / "plots"
+    parts = [f"## Round log: {method}\n", rounds_table(rounds, d.classes), ""]
+    if any(r["filter_test_acc"] is not None for r in rounds):
+        plots.filter_accuracy(rounds, plot_dir / f"{method}_filter_acc.png")
+        parts.append(f"![filter accuracy per round](plots/{method}_filter_acc.png)")
+    h = hardness(run)
+    if h is not None:
+        plots.chosen_difficulty(rounds, h.numpy(), run.cfg.select.score, plot_dir / f"{method}_difficulty.png")
+        parts.append(f"![difficulty of chosen images](plots/{method}_difficulty.png)")
+    plots.chosen_grid(rounds, d.train.images.numpy(), d.train.labels.numpy(), d.classes,
+                      plot_dir / f"{method}_chosen.png")
+    parts.append(f"![images chosen per round](plots/{method}_chosen.png)")
+    return "\n".join(parts) + "\n"
+
+
+def report_stage(run: Run) -> None:
+    records = load_records(run.out / "results.jsonl")
+    cfg = run.cfg
+    parts = [f"# ccfs report: {cfg.data.name}, IPC {cfg.select.ipc}, α {cfg.select.alpha}\n",
+             f"Run directory `{run.out}`; config in `config.yaml`. Accuracies are test-set top-1 in %, "
+             "mean ± sample std over seeds (n = number of students). **final-epoch** accuracy is the "
+             "primary figure; the paper's metric (best test accuracy over the evaluated epochs in the "
+             "last 20 % of training) is shown beside it and selects epochs on the test set.\n",
+             _teacher_section(run), "## Results\n", results_table(records) if records else "no results yet", ""]
+    for folder in sorted((run.out / "select").glob("*/rounds.json")):
+        parts.append(_rounds_section(run, folder.parent.name, read_json(folder)))
+    write_text(run.out / "report.md", "\n".join(parts))
+    print(f"report: {run.out / 'report.md'}")

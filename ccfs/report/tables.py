@@ -1,0 +1,92 @@
+"""Result tables as pure functions of the records in results.jsonl (no training here)."""
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+
+
+def mean_std(values: list[float]) -> tuple[float, float, int]:
+    n = len(values)
+    return (statistics.fmean(values), statistics.stdev(values) if n > 1 else 0.0, n)
+
+
+def fmt(values: list[float]) -> str:
+    if not values:
+        return "–"
+    m, s, n = mean_std(values)
+    return f"{m:.2f} ± {s:.2f} (n={n})"
+
+
+def group(records: list[dict], field: str = "final_acc") -> dict[tuple, list[float]]:
+    """(method, model, ipc, alpha) -> values of `field` over seeds."""
+    out: dict[tuple, list[float]] = defaultdict(list)
+    for r in records:
+        out[(r["method"], r["model"], r["ipc"], round(r["alpha"], 4))].append(r[field])
+    return out
+
+
+def oracle_window(records: list[dict]) -> dict[tuple, str]:
+    """(model, ipc) -> the window method with the best mean final accuracy. It is chosen on
+    the test set, as SelMatch's oracle is; the report labels it so."""
+    best: dict[tuple, tuple[float, str]] = {}
+    for (method, model, ipc, _), vals in group(records).items():
+        if method.startswith("window_b"):
+            m = mean_std(vals)[0]
+            if (model, ipc) not in best or m > best[(model, ipc)][0]:
+                best[(model, ipc)] = (m, method)
+    return {k: v[1] for k, v in best.items()}
+
+
+ORDER = ["full", "ccfs", "self_evolved", "random", "distill_only", "herding", "kcenter", "forgetting"]
+
+
+def _rank(method: str) -> tuple:
+    base = "window" if method.startswith("window_b") else method
+    return (ORDER.index(base) if base in ORDER else len(ORDER), method)
+
+
+def results_table(records: list[dict]) -> str:
+    """Markdown table: one row per (method, model, ipc, alpha); final-epoch accuracy first."""
+    finals, bests = group(records, "final_acc"), group(records, "best_last20_acc")
+    oracle = set(oracle_window(records).items())
+    lines = ["| method | model | IPC | α | final-epoch acc % (primary) | best of last 20 % epochs, paper's metric |",
+             "|---|---|---|---|---|---|"]
+    for key in sorted(finals, key=lambda k: (_rank(k[0]), k[1], k[2])):
+        method, model, ipc, alpha = key
+        label = method + (" ← oracle window (β picked on test acc)" if ((model, ipc), method) in oracle else "")
+        lines.append(f"| {label} | {model} | {ipc} | {alpha:g} | {fmt(finals[key])} | {fmt(bests[key])} |")
+    return "\n".join(lines)
+
+
+def summary_table(records: list[dict]) -> str:
+    """The short table printed at the end of `ccfs run`: mean ± std final accuracy."""
+    finals = group(records)
+    oracle = set(oracle_window(records).items())
+    rows = []
+    for key in sorted(finals, key=lambda k: (_rank(k[0]), k[1])):
+        method, model, ipc, alpha = key
+        if method.startswith("window_b") and ((model, ipc), method) not in oracle:
+            continue
+        name = f"oracle {method}" if method.startswith("window_b") else method
+        rows.append(f"{name:<22} {model:<16} ipc {ipc:<5} α {alpha:<5g} final acc {fmt(finals[key])}")
+    return "\n".join(rows)
+
+
+def rounds_table(rounds: list[dict], classes: list[str]) -> str:
+    lines = ["| round | filter test acc % | filter train acc % | candidates (min/median/max per class) | "
+             "chosen | shortfall | filled from pool | chosen score mean | filter train s | inference s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rounds:
+        cand = sorted(r["candidates_per_class"])
+        f = (lambda v, p=1: "–" if v is None else f"{v:.{p}f}")
+        stats = r["score_stats"]
+        lines.append(f"| {r['round']} | {f(r['filter_test_acc'], 2)} | {f(r['filter_train_acc'], 2)} | "
+                     f"{cand[0]} / {cand[len(cand) // 2]} / {cand[-1]} | {r['chosen']} | "
+                     f"{sum(r['shortfall_per_class'])} | {r['filled_from_pool']} | "
+                     f"{f(stats.get('mean'), 3)} | {f(r['filter_train_seconds'])} | {f(r['filter_infer_seconds'], 2)} |")
+    short = [(r["round"], classes[c], s) for r in rounds for c, s in enumerate(r["shortfall_per_class"]) if s]
+    if short:
+        lines.append("")
+        lines.append("Shortfalls (class ran out of candidates): " +
+                     "; ".join(f"round {j}: {name} short by {s}" for j, name, s in short))
+    return "\n".join(lines)

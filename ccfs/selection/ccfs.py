@@ -1,0 +1,184 @@
+"""CCFS: curriculum coarse-to-fine selection (SPEC.md §2).
+
+    for round j in 1..J:
+        filter_j = fresh model trained (KD) on  distilled ∪ train[selected]
+        coarse:  candidates = pool, not selected, misclassified by filter_j
+        fine:    per class, the q[j] easiest candidates by the difficulty score
+
+The pure functions below are the algorithm; `ccfs_rounds` strings them together and
+takes the filter training as a callable so it can be tested without training anything.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+
+def round_quotas(spc: int, rounds: int) -> list[int]:
+    """Split `spc` images per class into `rounds` near-equal parts, remainder first:
+    400 over 3 -> [134, 133, 133]."""
+    base, extra = divmod(spc, rounds)
+    return [base + (1 if j < extra else 0) for j in range(rounds)]
+
+
+def coarse_candidates(pred: torch.Tensor, labels: torch.Tensor, eligible: torch.Tensor,
+                      keep: str = "misclassified") -> torch.Tensor:
+    """Coarse stage: [N] bool of eligible samples the filter gets wrong (or right)."""
+    wrong = pred != labels
+    return eligible & (wrong if keep == "misclassified" else ~wrong)
+
+
+def rank_order(candidates: torch.Tensor, ease: torch.Tensor, tiebreak: torch.Tensor,
+               order: str, generator: torch.Generator | None) -> torch.Tensor:
+    """Indices of the candidates (bool [N]) sorted easiest first ("simple"), hardest first
+    ("hard") or at random. Ties in `ease` break by `tiebreak` (higher = easier), then by
+    index, so the order is deterministic."""
+    idx = candidates.nonzero().flatten()
+    if order == "random":
+        return idx[torch.randperm(len(idx), generator=generator)]
+    sign = 1.0 if order == "simple" else -1.0
+    # three stable sorts, least significant key first: index, tiebreak, ease
+    idx = idx[torch.argsort(-sign * tiebreak[idx].double(), stable=True)]
+    return idx[torch.argsort(-sign * ease[idx].double(), stable=True)]
+
+
+def fine_select(candidates: torch.Tensor, labels: torch.Tensor, ease: torch.Tensor,
+                tiebreak: torch.Tensor, quotas: torch.Tensor, order: str = "simple",
+                balance: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Fine stage: per class c, the first quotas[c] candidates in `order`; without
+    balance, the first quotas.sum() over all classes. Returns indices in selection order
+    (class by class)."""
+    if not balance:
+        return rank_order(candidates, ease, tiebreak, order, generator)[: int(quotas.sum())]
+    chosen = []
+    for c in range(len(quotas)):
+        ranked = rank_order(candidates & (labels == c), ease, tiebreak, order, generator)
+        chosen.append(ranked[: int(quotas[c])])
+    return torch.cat(chosen) if chosen else torch.empty(0, dtype=torch.long)
+
+
+def per_class_counts(indices: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    return torch.bincount(labels[indices], minlength=num_classes)
+
+
+@dataclass
+class Filter:
+    """What a trained filter tells the selection: logits on the un-augmented train set."""
+    train_logits: torch.Tensor  # [N, K]
+    test_acc: float  # percent
+    train_seconds: float
+    infer_seconds: float
+
+
+@dataclass
+class CCFSOptions:
+    ipc_real: int  # spc: real images per class to select
+    rounds: int = 3
+    coarse: str = "misclassified"
+    fine: str = "simple"
+    balance: bool = True
+    shortfall: str = "carry"  # carry | reference
+    score_name: str = "forgetting"
+
+
+@dataclass
+class RoundState:
+    """Everything needed to resume after a finished round."""
+    selected: list[int] = field(default_factory=list)
+    deficit: list[int] = field(default_factory=list)
+    log: list[dict] = field(default_factory=list)
+
+
+def true_class_logit(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return logits.gather(1, labels[:, None])[:, 0]
+
+
+def _stats(values: torch.Tensor) -> dict:
+    if len(values) == 0:
+        return {"n": 0}
+    v = values.double()
+    return {"n": len(v), "mean": v.mean().item(), "median": v.median().item(),
+            "min": v.min().item(), "max": v.max().item()}
+
+
+def ccfs_round(j: int, state: RoundState, labels: torch.Tensor, pool: torch.Tensor,
+               ease: torch.Tensor | None, difficulty: torch.Tensor | None, quotas: list[int],
+               opts: CCFSOptions, flt: Filter | None, fallback_logits: torch.Tensor,
+               generator: torch.Generator) -> RoundState:
+    """One coarse-to-fine round. `ease` is the fine-stage key (higher = easier; None means
+    the filter's true-class logit, score "logits"); `difficulty` the raw score, logged.
+    `flt` is None when the current synthetic set is empty (α = 0, round 1): then the
+    coarse stage is skipped and `fallback_logits` (the teacher's) break ties."""
+    num_classes = int(labels.max()) + 1
+    t0 = time.perf_counter()
+    selected = torch.tensor(state.selected, dtype=torch.long)
+    eligible = pool.clone()
+    eligible[selected] = False
+    logits = flt.train_logits if flt is not None else fallback_logits
+    tie = true_class_logit(logits, labels).float()
+    key = tie if ease is None else ease
+    if flt is None:
+        cand = eligible
+    else:
+        cand = coarse_candidates(logits.argmax(1), labels, eligible, opts.coarse)
+    quota = torch.full((num_classes,), quotas[j], dtype=torch.long)
+    if opts.shortfall == "carry" and state.deficit:
+        quota = quota + torch.tensor(state.deficit)
+    if opts.shortfall == "reference":
+        tie = torch.zeros_like(tie)  # official code: sort by the score alone, ties by index
+    taken = fine_select(cand, labels, key, tie, quota, opts.fine, opts.balance, generator)
+    got = per_class_counts(taken, labels, num_classes)
+    short = (quota - got).clamp(min=0) if opts.balance else torch.zeros(num_classes, dtype=torch.long)
+    filled = torch.empty(0, dtype=torch.long)
+    last = j == opts.rounds - 1
+    if opts.shortfall == "carry" and last and short.sum() > 0:
+        rest = eligible.clone()
+        rest[taken] = False
+        filled = fine_select(rest, labels, key, tie, short, "simple", True, generator)
+    new = torch.cat([taken, filled])
+    cand_pc = torch.bincount(labels[cand], minlength=num_classes)
+    entry = {
+        "round": j + 1,
+        "quota_per_class": quota.tolist(),
+        "candidates_per_class": cand_pc.tolist(),
+        "chosen": len(new),
+        "shortfall_per_class": short.tolist(),
+        "filled_from_pool": len(filled),
+        "unfilled_per_class": (short - per_class_counts(filled, labels, num_classes)).tolist() if last else None,
+        "filter_test_acc": None if flt is None else flt.test_acc,
+        "filter_train_acc": None if flt is None else
+        100.0 * (flt.train_logits.argmax(1) == labels).float().mean().item(),
+        "filter_train_seconds": None if flt is None else flt.train_seconds,
+        "filter_infer_seconds": None if flt is None else flt.infer_seconds,
+        "select_seconds": time.perf_counter() - t0,
+        "score": opts.score_name,
+        "score_stats": _stats(difficulty[new]) if difficulty is not None and len(new) else {"n": len(new)},
+        "indices": new.tolist(),
+    }
+    carry = short - per_class_counts(filled, labels, num_classes) if last else short
+    return RoundState(selected=state.selected + new.tolist(),
+                      deficit=(carry if opts.shortfall == "carry" else torch.zeros_like(carry)).tolist(),
+                      log=state.log + [entry])
+
+
+def ccfs_rounds(labels: torch.Tensor, pool: torch.Tensor, ease: torch.Tensor | None,
+                difficulty: torch.Tensor | None, opts: CCFSOptions, has_distilled: bool,
+                train_filter: Callable[[int, list[int]], Filter], fallback_logits: torch.Tensor,
+                seed: int = 0, state: RoundState | None = None,
+                on_round: Callable[[RoundState], None] | None = None) -> RoundState:
+    """All J rounds. `train_filter(j, selected)` trains the round-j filter on distilled ∪
+    train[selected]. `state` resumes after its last finished round; `on_round` persists it."""
+    quotas = round_quotas(opts.ipc_real, opts.rounds)
+    state = state or RoundState()
+    for j in range(len(state.log), opts.rounds):
+        empty = not has_distilled and not state.selected
+        flt = None if empty else train_filter(j, state.selected)
+        gen = torch.Generator().manual_seed(seed * 1000 + j)  # per round: resumes reproduce
+        state = ccfs_round(j, state, labels, pool, ease, difficulty, quotas, opts, flt,
+                           fallback_logits, gen)
+        if on_round is not None:
+            on_round(state)
+    return state

@@ -1,0 +1,227 @@
+"""The one training loop (`fit`) and batched inference (`predict_logits`).
+
+Data stay a uint8 tensor `[N, C, H, W]` (on the device when it fits); each step gathers
+a batch of rows, augments it on the device in one `grid_sample`, normalises, and runs the
+swappable objective. SGD with momentum, linear warmup then cosine, stepped per epoch.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from ccfs.artifacts import torch_save
+from ccfs.data.augment import AugmentPolicy, augment, normalize, to_float
+from ccfs.data.datasets import Split
+
+Hook = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
+
+
+@dataclass
+class Recipe:
+    """How a model is trained: teacher, filters and students all use this."""
+    epochs: int = 30
+    batch_size: int = 256  # images; 0 = the paper's rule: 32 if |S| < 5000, 64 if < 10000, else 128
+    lr: float = 0.05  # peak learning rate (SGD)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 0  # linear warmup from warmup_start * lr, then cosine to 0 (per epoch)
+    warmup_start: float = 0.01
+    augment: str = "rrc"  # rrc (RandomResizedCrop) | crop (pad + random crop) | none
+    flip: bool = True
+    rrc_min_scale: float = 0.08  # RandomResizedCrop area range [rrc_min_scale, 1]
+    crop_pad: int = 4  # pixels, for augment=crop
+    temperature: float = 20.0  # KD temperature T
+    eval_every: int = 0  # test every k epochs; 0 = only the last `eval_last` evaluations
+    eval_last: int = 4  # evaluations spread over the last 20 % of epochs (final epoch included)
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    channels_last: bool = True  # channels-last memory format on CUDA (ignored on CPU)
+
+    def policy(self) -> AugmentPolicy:
+        return AugmentPolicy(kind=self.augment, flip=self.flip, scale=(self.rrc_min_scale, 1.0),
+                             pad=self.crop_pad)
+
+    def batch_for(self, n: int) -> int:
+        if self.batch_size > 0:
+            return min(self.batch_size, n)
+        return 32 if n < 5000 else 64 if n < 10000 else 128
+
+
+def lr_factor(epoch: int, epochs: int, warmup: int, start: float) -> float:
+    """Multiplier of the peak lr at `epoch`: linear warmup from `start`, then cosine to 0."""
+    if epoch < warmup:
+        return start + (1 - start) * epoch / warmup
+    span = max(1, epochs - warmup)
+    return 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / span))
+
+
+def eval_epochs(epochs: int, every: int, last: int) -> set[int]:
+    """Epochs (0-based) after which the test set is evaluated; the final one always."""
+    if every > 0:
+        return {e for e in range(epochs) if (e + 1) % every == 0} | {epochs - 1}
+    start = int(0.8 * epochs)
+    n = max(1, min(last, epochs - start))
+    return {epochs - 1 - round(i * (epochs - 1 - start) / max(1, n - 1)) for i in range(n)} if n > 1 else {epochs - 1}
+
+
+def batch_indices(n: int, batch: int, generator: torch.Generator, shuffle: bool = True) -> list[torch.Tensor]:
+    """One epoch of index batches; a trailing batch of one sample joins the previous one
+    (BatchNorm cannot train on a batch of one)."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    chunks = list(order.split(batch))
+    if len(chunks) > 1 and len(chunks[-1]) == 1:
+        chunks[-2] = torch.cat(chunks[-2:])
+        chunks.pop()
+    return chunks
+
+
+class Normalizer:
+    """uint8 batch -> (augmented) normalised float batch on the device."""
+
+    def __init__(self, mean, std, device, channels_last: bool):
+        self.mean = torch.tensor(mean, device=device)
+        self.std = torch.tensor(std, device=device)
+        self.channels_last = channels_last
+
+    def __call__(self, x_u8: torch.Tensor, policy: AugmentPolicy | None, gen: torch.Generator | None):
+        x = to_float(x_u8)
+        if policy is not None:
+            x = augment(x, policy, gen)
+        x = normalize(x, self.mean, self.std)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if device.type == "cuda" and enabled:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, enabled=False)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, mean, std, device="cpu",
+                   batch_size: int = 1024, amp: bool = True) -> torch.Tensor:
+    """Logits [N, K] (float32, on `device`) of un-augmented uint8 images [N, C, H, W]."""
+    device = torch.device(device)
+    model.eval()
+    cl = device.type == "cuda"
+    norm = Normalizer(mean, std, device, cl)
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = norm(images[start:start + batch_size].to(device, non_blocking=True), None, None)
+        with _autocast(device, amp):
+            out.append(model(x).float())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def accuracy(model: nn.Module, split: Split, mean, std, device="cpu") -> float:
+    """Top-1 accuracy in percent on un-augmented images."""
+    logits = predict_logits(model, split.images, mean, std, device)
+    return 100.0 * (logits.argmax(1).cpu() == split.labels.cpu()).float().mean().item()
+
+
+@dataclass
+class History:
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)  # percent, on augmented batches
+    test_acc: dict[int, float] = field(default_factory=dict)  # epoch -> percent
+    seconds: float = 0.0
+
+    @property
+    def final_acc(self) -> float:
+        return self.test_acc[max(self.test_acc)] if self.test_acc else float("nan")
+
+    def best_last20(self, epochs: int) -> float:
+        """The paper's metric: the best test accuracy among evaluated epochs in the last 20 %."""
+        vals = [a for e, a in self.test_acc.items() if e >= int(0.8 * epochs)]
+        return max(vals) if vals else float("nan")
+
+
+def _train_epoch(model, opt, objective, data: Split, norm: Normalizer, recipe: Recipe, epoch: int,
+                 gen: torch.Generator, device, hook: Optional[Hook], scaler):
+    model.train()
+    policy = recipe.policy()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for idx in batch_indices(len(data), recipe.batch_for(len(data)), gen):
+        idx_d = idx.to(device, non_blocking=True)
+        x = norm(data.images[idx_d], policy, gen)
+        y = data.labels[idx_d]
+        with _autocast(device, recipe.amp):
+            loss, logits = objective(model, x, y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        logits = logits.detach().float()
+        if hook is not None:
+            hook(epoch, idx_d, logits, y)
+        loss_sum += loss.detach() * len(idx)
+        correct += (logits.argmax(1) == y).sum()
+    n = len(data)
+    return loss_sum.item() / n, 100.0 * correct.item() / n
+
+
+def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, device="cpu",
+        seed: int = 0, test: Split | None = None, hook: Optional[Hook] = None,
+        progress: bool = True, desc: str = "train", resume: Path | None = None) -> History:
+    """Train `model` on `data` (uint8 images on any device) and return its History.
+
+    `hook(epoch, indices, logits, labels)` runs after every step with the batch's detached
+    logits. With `resume`, a checkpoint is written after every epoch and picked up on the
+    next call, so an interrupted run ends exactly like an uninterrupted one."""
+    from tqdm import tqdm
+
+    device = torch.device(device)
+    cl = recipe.channels_last and device.type == "cuda"
+    model.to(device, memory_format=torch.channels_last if cl else torch.contiguous_format)
+    data = data.to(device)
+    norm = Normalizer(mean, std, device, cl)
+    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                          weight_decay=recipe.weight_decay)
+    use_scaler = device.type == "cuda" and recipe.amp and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    gen = torch.Generator().manual_seed(seed)
+    hist, start = History(), 0
+    if resume is not None and Path(resume).is_file():
+        start, hist = _load_resume(resume, model, opt, gen, hook)
+    evals = eval_epochs(recipe.epochs, recipe.eval_every, recipe.eval_last) if test is not None else set()
+    bar = tqdm(range(start, recipe.epochs), desc=desc, disable=not progress, leave=False, unit="ep")
+    for epoch in bar:
+        t0 = time.perf_counter()
+        for group in opt.param_groups:
+            group["lr"] = recipe.lr * lr_factor(epoch, recipe.epochs, recipe.warmup_epochs, recipe.warmup_start)
+        loss, acc = _train_epoch(model, opt, objective, data, norm, recipe, epoch, gen, device, hook, scaler)
+        hist.train_loss.append(loss)
+        hist.train_acc.append(acc)
+        hist.seconds += time.perf_counter() - t0
+        if epoch in evals:
+            hist.test_acc[epoch] = accuracy(model, test, mean, std, device)
+        bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.1f}",
+                        test=f"{hist.test_acc.get(epoch, float('nan')):.1f}")
+        if resume is not None:
+            _save_resume(resume, epoch + 1, model, opt, gen, hook, hist)
+    return hist
+
+
+def _save_resume(path, epoch, model, opt, gen, hook, hist: History) -> None:
+    state = {"epoch": epoch, "model": model.state_dict(), "opt": opt.state_dict(),
+             "gen": gen.get_state(), "hist": hist.__dict__,
+             "hook": hook.state_dict() if hasattr(hook, "state_dict") else None}
+    torch_save(state, path)
+
+
+def _load_resume(path, model, opt, gen, hook):
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    gen.set_state(state["gen"])
+    if state["hook"] is not None and hasattr(hook, "load_state_dict"):
+        hook.load_state_dict(state["hook"])
+    hist = History(**state["hist"])
+    return state["epoch"], hist
