@@ -85,6 +85,8 @@ class SelectCfg:
     filter_model: Optional[str] = None  # None: the first of eval.models
     filter_epochs: Optional[int] = None  # None: train.epochs
     window_betas: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(10)])
+    window_unit: str = "ipc"  # window skips int(beta * IPC) (SPEC.md §6) or int(beta * class size): class
+    selmatch_beta: float = 0.5  # selmatch: the window's beta before distilling the α part from it
 
 
 @dataclass
@@ -138,6 +140,11 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
         return tuple(_check_type(v, a, key) for v, a in zip(value, args))
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads `1e-3` (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
     if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
@@ -232,6 +239,7 @@ CHOICES = {
     "select.coarse": ("misclassified", "correct"),
     "select.fine": ("simple", "hard", "random"),
     "select.shortfall": ("carry", "reference"),
+    "select.window_unit": ("ipc", "class"),
     "select.score": ("forgetting", "cscore", "logits", "el2n", "el2n_early", "loss", "margin", "aum"),
     "train.augment": ("rrc", "crop", "none"),
     "teacher.augment": ("rrc", "crop", "none"),

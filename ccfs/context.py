@@ -118,8 +118,9 @@ class Run:
                               "re-run `ccfs distill` with this select.ipc / select.alpha")
         return part
 
-    def synthetic_set(self, distilled_per_class: int, indices) -> Split:
-        """distilled images ∪ train[indices], as one uint8 Split."""
-        part = self.distilled_part(distilled_per_class)
+    def synthetic_set(self, distilled_per_class: int, indices, distilled: Split | None = None) -> Split:
+        """distilled images ∪ train[indices], as one uint8 Split. `distilled` replaces the
+        run's distilled images (the selmatch baseline distils its own)."""
+        part = distilled if distilled is not None else self.distilled_part(distilled_per_class)
         real = self.data.train.subset(indices)
         return Split(torch.cat([part.images, real.images]), torch.cat([part.labels, real.labels]))

@@ -96,6 +96,14 @@ class Normalizer:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
+def use_channels_last(model: nn.Module, device: torch.device, wanted: bool = True) -> bool:
+    """Channels-last on CUDA; on the CPU only for BatchNorm nets, where it measured faster
+    (convnet_w32_bn train 5.4k vs 3.9k img/s) while GroupNorm nets got slower (3.7k vs 5.2k)."""
+    if not wanted:
+        return False
+    return device.type == "cuda" or any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 def _autocast(device: torch.device, enabled: bool):
     if device.type == "cuda" and enabled:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -109,7 +117,9 @@ def predict_logits(model: nn.Module, images: torch.Tensor, mean, std, device="cp
     """Logits [N, K] (float32, on `device`) of un-augmented uint8 images [N, C, H, W]."""
     device = torch.device(device)
     model.eval()
-    cl = device.type == "cuda"
+    cl = use_channels_last(model, device)
+    if cl:
+        model.to(memory_format=torch.channels_last)
     norm = Normalizer(mean, std, device, cl)
     out = []
     for start in range(0, len(images), batch_size):
@@ -178,7 +188,7 @@ def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, 
     from tqdm import tqdm
 
     device = torch.device(device)
-    cl = recipe.channels_last and device.type == "cuda"
+    cl = use_channels_last(model, device, recipe.channels_last)
     model.to(device, memory_format=torch.channels_last if cl else torch.contiguous_format)
     data = data.to(device)
     norm = Normalizer(mean, std, device, cl)

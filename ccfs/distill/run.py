@@ -11,11 +11,13 @@ import images made by any other method; `none` makes no distilled images.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import torch
 
 from ccfs.artifacts import read_json, torch_save, write_json
 from ccfs.context import Run
+from ccfs.errors import ConfigError
 from ccfs.distill.bn_matching import SynthParams, synthesize
 from ccfs.distill.folder import (export_png_folder, import_png_folder, import_tensor_file, quantize,
                                  save_image_grid)
@@ -36,7 +38,9 @@ def _real_init(run: Run, labels: torch.Tensor, gen: torch.Generator) -> torch.Te
     return train.images[pick].float() / 255
 
 
-def _synthesize(run: Run, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _synthesize(run: Run, per_class: int, init_indices: list[int] | None = None):
+    """Synthesise per_class images per class; with init_indices (sorted by class), start
+    from those real images instead of noise or a random real choice."""
     c, d = run.cfg.distill, run.data
     params = SynthParams(method=c.method, iterations=c.iterations, lr=c.lr, r_bn=c.r_bn,
                          first_bn_multiplier=c.first_bn_multiplier, jitter=c.jitter, flip=True,
@@ -44,6 +48,9 @@ def _synthesize(run: Run, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
     labels = torch.arange(d.num_classes).repeat_interleave(per_class)
     gen = torch.Generator().manual_seed(run.cfg.seed)
     init = _real_init(run, labels, gen) if c.init == "real" else None
+    if init_indices is not None:
+        params = replace(params, init="real")
+        init = d.train.images[torch.as_tensor(init_indices)].float() / 255
     pixels = synthesize(run.teacher, labels.to(run.device), tuple(d.train.images.shape[1:]), d.mean, d.std,
                         params, gen, init_images=None if init is None else init.to(run.device),
                         progress=run.cfg.progress)
@@ -57,6 +64,15 @@ def _import(run: Run, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
         return import_png_folder(c.from_, d.num_classes, per_class, d.channels, d.image_size,
                                  resize=c.resize, generator=gen)
     return import_tensor_file(c.from_, d.num_classes, per_class, d.channels, d.image_size)
+
+
+def distill_from_real(run: Run, init_indices: list[int], per_class: int) -> dict:
+    """The selmatch baseline's α part: SRe2L/CDA started from the given real images."""
+    if run.cfg.distill.method not in ("sre2l", "cda"):
+        raise ConfigError("select.method selmatch distils from the selected window: it needs "
+                          "distill.method=sre2l or cda")
+    images, labels = _synthesize(run, per_class, init_indices)
+    return {"images": images, "labels": labels}
 
 
 def distill_stage(run: Run) -> None:

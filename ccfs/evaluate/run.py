@@ -9,9 +9,12 @@ import json
 import time
 from dataclasses import replace
 
+import torch
+
 from ccfs.artifacts import append_jsonl, git_commit, read_json
 from ccfs.config import to_dict
 from ccfs.context import Run
+from ccfs.data.datasets import Split
 from ccfs.errors import ConfigError
 from ccfs.selection.run import method_names, objective
 from ccfs.train import fit
@@ -39,7 +42,11 @@ def synthetic_for(run: Run, method: str):
         raise ConfigError(f"{folder}/selected_indices.json is missing: run `ccfs select` first")
     sel = read_json(folder / "selected_indices.json")
     meta = read_json(folder / "meta.json")
-    return run.synthetic_set(meta["distilled_per_class"], sel["idx_selected"]), sel["alpha"]
+    own = None
+    if meta.get("distilled_file"):
+        blob = torch.load(folder / meta["distilled_file"], weights_only=True)
+        own = Split(blob["images"], blob["labels"])
+    return run.synthetic_set(meta["distilled_per_class"], sel["idx_selected"], own), sel["alpha"]
 
 
 def evaluate_one(run: Run, method: str, model_name: str, seed: int, alpha: float, data) -> dict:

@@ -86,7 +86,19 @@ def select_window(inp: SelectionInputs) -> Selection:
     """SelMatch's sliding window at one beta; the stage runs one per beta in
     select.window_betas (methods `window_b0.3`, ...) and the report keeps every beta."""
     h = _hardness(inp)
-    return Selection(baselines.hardest_window(inp.labels, h, inp.ipc, inp.beta), 0, h, {"beta": inp.beta})
+    idx = baselines.hardest_window(inp.labels, h, inp.ipc, inp.beta, inp.cfg.window_unit)
+    return Selection(idx, 0, h, {"beta": inp.beta})
+
+
+def select_selmatch(inp: SelectionInputs) -> Selection:
+    """SelMatch's order: select a window first (beta = select.selmatch_beta), then distil
+    the α part from it. Returns the real part; `log["distill_init"]` holds the window
+    images the stage distils (cpc per class) into the distilled part."""
+    h = _hardness(inp)
+    window = baselines.hardest_window(inp.labels, h, inp.ipc, inp.cfg.selmatch_beta, inp.cfg.window_unit)
+    per_class = window.view(inp.num_classes, inp.ipc)  # hardest_window returns class blocks
+    init, real = per_class[:, : inp.cpc].flatten(), per_class[:, inp.cpc:].flatten()
+    return Selection(real, inp.cpc, h, {"distill_init": init.tolist()})
 
 
 def _coreset(inp: SelectionInputs, fn) -> Selection:
@@ -116,6 +128,7 @@ SELECTORS: dict[str, Callable[[SelectionInputs], Selection]] = {
     "random": select_random,
     "forgetting": select_forgetting,
     "window": select_window,
+    "selmatch": select_selmatch,
     "herding": select_herding,
     "kcenter": select_kcenter,
     "distill_only": select_distill_only,

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from ccfs.artifacts import read_json, write_json
+from ccfs.artifacts import read_json, torch_save, write_json
 from ccfs.context import Run
 from ccfs.errors import ConfigError
 from ccfs.objectives import KD, CrossEntropy
@@ -126,7 +126,13 @@ def select_one(run: Run, name: str) -> None:
         raise RuntimeError(f"selector {name} returned duplicate indices")  # a bug, not user input
     if "rounds" in sel.log:
         write_json(folder / "rounds.json", sel.log["rounds"])
-    write_json(folder / "meta.json", {
+    extra = {}
+    if sel.log.get("distill_init") and sel.distilled:
+        from ccfs.distill.run import distill_from_real
+
+        torch_save(distill_from_real(run, sel.log["distill_init"], sel.distilled), folder / "distilled.pt")
+        extra = {"distilled_file": "distilled.pt", "distill_init": sel.log["distill_init"]}
+    write_json(folder / "meta.json", {**extra,
         "method": name, "distilled_per_class": sel.distilled, "real": len(idx), "seconds": seconds,
         "real_per_class": torch.bincount(labels[sel.indices], minlength=run.data.num_classes).tolist()
         if idx else [0] * run.data.num_classes})

@@ -1,0 +1,177 @@
+"""Config: defaults, every preset, dotted overrides, every validation error, round trips."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+
+from ccfs.config import CONFIG_DIR, Config, _build, load_config, save_config, to_dict
+from ccfs.errors import ConfigError
+
+PRESETS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def test_presets_exist():
+    assert PRESETS, f"no presets found under {CONFIG_DIR}"
+
+
+def test_defaults_load():
+    cfg = load_config(None)
+    assert cfg == Config()
+    assert cfg.select.method == ["ccfs", "random"]
+    assert cfg.distill.from_ is None
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_loads_and_validates(name):
+    cfg = load_config(name)
+    raw = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
+    assert to_dict(cfg)["select"]["ipc"] == raw.get("select", {}).get("ipc", Config().select.ipc)
+    assert load_config(str(CONFIG_DIR / f"{name}.yaml")) == cfg  # by path as well as by name
+
+
+def test_unknown_preset_lists_presets():
+    with pytest.raises(ConfigError, match="tiny"):
+        load_config("no-such-preset")
+
+
+# ----------------------------------------------------------------------------- overrides
+
+@pytest.mark.parametrize("override, get, expected", [
+    ("select.ipc=17", lambda c: c.select.ipc, 17),
+    ("select.alpha=0", lambda c: c.select.alpha, 0.0),
+    ("eval.seeds=[0,1]", lambda c: c.eval.seeds, [0, 1]),
+    ("eval.seeds=4", lambda c: c.eval.seeds, [4]),
+    ("select.method=ccfs", lambda c: c.select.method, ["ccfs"]),
+    ("select.method=[random,herding]", lambda c: c.select.method, ["random", "herding"]),
+    ("teacher.checkpoint=/a/b.pt", lambda c: c.teacher.checkpoint, "/a/b.pt"),
+    ("teacher.record_epochs=[1,2]", lambda c: c.teacher.record_epochs, [1, 2]),
+    ("select.balance=false", lambda c: c.select.balance, False),
+    ("train.epochs=5", lambda c: c.train.epochs, 5),
+    ("train.lr=1e-3", lambda c: c.train.lr, 1e-3),
+    ("out=runs/x", lambda c: c.out, "runs/x"),
+])
+def test_override_values_are_yaml(override, get, expected):
+    cfg = load_config(None, [override])
+    assert get(cfg) == expected and type(get(cfg)) is type(expected)
+    assert cfg != Config()
+
+
+def test_override_beats_preset():
+    assert load_config("tiny").select.ipc != 50
+    assert load_config("tiny", ["select.ipc=50"]).select.ipc == 50
+
+
+def test_later_override_wins():
+    assert load_config(None, ["select.ipc=3", "select.ipc=9"]).select.ipc == 9
+
+
+def test_distill_from_maps_to_from_field():
+    cfg = load_config(None, ["distill.method=folder", "distill.from=/x"])
+    assert cfg.distill.from_ == "/x"
+    assert to_dict(cfg)["distill"]["from"] == "/x"
+
+
+def test_null_override_clears_optional():
+    cfg = load_config(None, ["teacher.checkpoint=/t.pt", "teacher.checkpoint=null"])
+    assert cfg.teacher.checkpoint is None
+
+
+# ----------------------------------------------------------------------------- errors
+
+@pytest.mark.parametrize("override, valid_key", [
+    ("select.ipcc=5", "select.ipc"),
+    ("nope=1", "select"),
+    ("train.epoch=3", "train.epochs"),
+    ("distill.from_=/x", "distill.from"),
+])
+def test_unknown_key_names_valid_keys(override, valid_key):
+    with pytest.raises(ConfigError, match="unknown config key") as e:
+        load_config(None, [override])
+    assert valid_key in str(e.value)
+
+
+@pytest.mark.parametrize("override", [
+    "select.ipc=abc", "select.ipc=1.5", "select.ipc=true", "select.balance=3",
+    "select.alpha=yes", "select.alpha=abc", "eval.seeds=[a,b]", "select.alpha=[0.1]",
+])
+def test_wrong_type_is_an_error(override):
+    with pytest.raises(ConfigError, match="should be of type"):
+        load_config(None, [override])
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["select.alpha=1.0"], "select.alpha"),
+    (["select.alpha=-0.1"], "select.alpha"),
+    (["select.curricula=0"], "select.curricula"),
+    (["select.ipc=0"], "select.ipc"),
+    (["select.method=[ccfs,magic]"], "magic"),
+    (["select.score=vibes"], "select.score"),
+    (["distill.method=folder"], "distill.from"),
+    (["distill.method=tensor"], "distill.from"),
+    (["distill.method=gan"], "distill.method"),
+    (["train.augment=mixup"], "train.augment"),
+    (["train.epochs=0"], "train.epochs"),
+    (["eval.seeds=[]"], "eval.seeds"),
+    (["select=3"], "section"),
+    (["select.ipc"], "key=value"),
+])
+def test_invalid_values_are_config_errors(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, overrides)
+
+
+def test_unknown_method_lists_valid_methods():
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["select.method=magic"])
+    assert "ccfs" in str(e.value) and "random" in str(e.value)
+
+
+def test_alpha_bounds_inclusive_zero():
+    assert load_config(None, ["select.alpha=0.0"]).select.alpha == 0.0
+    assert load_config(None, ["select.alpha=0.99"]).select.alpha == 0.99
+
+
+def test_bad_yaml_preset_is_config_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("select: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(str(bad))
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("42\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(str(scalar))
+
+
+# ----------------------------------------------------------------------------- round trips
+
+def _nondefault() -> Config:
+    return load_config("tiny", ["distill.method=folder", "distill.from=/imgs", "select.method=[random]",
+                                "teacher.record_epochs=[0,1]", "select.window_betas=[0.5]",
+                                "eval.seeds=[3,4]", "train.warmup_start=0.5", "seed=7"])
+
+
+def test_to_dict_round_trips_through_yaml():
+    cfg = _nondefault()
+    assert _build(Config, yaml.safe_load(yaml.safe_dump(to_dict(cfg))), "") == cfg
+
+
+def test_save_then_load_gives_equal_config(tmp_path):
+    cfg = _nondefault()
+    path = tmp_path / "sub" / "config.yaml"
+    save_config(cfg, path)
+    loaded = load_config(str(path))
+    assert loaded == cfg
+    for f in dataclasses.fields(cfg):  # not merely equal by accident of defaults
+        assert getattr(loaded, f.name) == getattr(cfg, f.name)
+    assert loaded.distill.from_ == "/imgs" and loaded.seed == 7
+
+
+@pytest.mark.parametrize("text, expected", [("1e-3", 1e-3), ("5e-4", 5e-4), ("2E+1", 20.0)])
+def test_float_without_dot_is_a_float(tmp_path, text, expected):
+    """PyYAML (YAML 1.1) reads `1e-3` as a string; a float field must still accept it."""
+    assert load_config(None, [f"train.lr={text}"]).train.lr == expected
+    preset = tmp_path / "p.yaml"
+    preset.write_text(f"teacher:\n  weight_decay: {text}\n")
+    assert load_config(str(preset)).teacher.weight_decay == expected

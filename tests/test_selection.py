@@ -1,0 +1,496 @@
+"""CCFS selection (SPEC.md §2): round quotas, the coarse and fine stages against hand-computed
+orders, the shortfall rule (carry and reference), α = 0, the ablation switches, resume, and
+every registered selector through one hand-built `SelectionInputs`. Filters are fakes whose
+logits are written by hand, so nothing is trained."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ccfs.config import SelectCfg
+from ccfs.selection import SELECTORS, SelectionInputs
+from ccfs.selection.ccfs import (CCFSOptions, Filter, RoundState, ccfs_rounds, coarse_candidates, fine_select,
+                                 rank_order, round_quotas, true_class_logit)
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def make_logits(labels: torch.Tensor, true_logit: torch.Tensor, wrong: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """[N, K] logits whose true-class entry is `true_logit` and whose argmax is the true class
+    unless `wrong`, where the next class scores one higher."""
+    n = len(labels)
+    logits = torch.full((n, num_classes), -100.0)
+    rows = torch.arange(n)
+    logits[rows, labels] = true_logit.float()
+    other = (labels + 1) % num_classes
+    logits[rows[wrong], other[wrong]] = true_logit[wrong].float() + 1.0
+    return logits
+
+
+class FakeFilters:
+    """A `train_filter` callable: round j's filter misclassifies `wrong(j, selected)` and has
+    true-class logits `true_logit`. Records every call as (j, selected)."""
+
+    def __init__(self, labels, true_logit, wrong, num_classes):
+        self.labels, self.true_logit, self.wrong, self.k = labels, true_logit, wrong, num_classes
+        self.calls: list[tuple[int, list[int]]] = []
+        self.masks: dict[int, torch.Tensor] = {}
+
+    def __call__(self, j: int, selected: list[int]) -> Filter:
+        self.calls.append((j, list(selected)))
+        mask = self.wrong(j, selected)
+        self.masks[j] = mask
+        return Filter(make_logits(self.labels, self.true_logit, mask, self.k), test_acc=50.0 + j,
+                      train_seconds=0.0, infer_seconds=0.0)
+
+
+def const_wrong(mask: torch.Tensor):
+    return lambda j, selected: mask.clone()
+
+
+def random_problem(n_per_class=40, k=4, seed=0, pool_frac=0.8):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(k).repeat_interleave(n_per_class)[torch.randperm(k * n_per_class, generator=g)]
+    hardness = torch.randint(0, 4, (len(labels),), generator=g).float()  # forgetting-like, many ties
+    true_logit = torch.rand(len(labels), generator=g)
+    pool = torch.rand(len(labels), generator=g) < pool_frac
+    teacher = make_logits(labels, torch.rand(len(labels), generator=g), ~pool, k)
+    return labels, hardness, true_logit, pool, teacher
+
+
+def random_wrong(n: int, frac: float):
+    """Round filters that misclassify a `frac` share, different each round and for each
+    selected set (so a resume that loses `selected` would show)."""
+    def wrong(j, selected):
+        g = torch.Generator().manual_seed(100 * j + len(selected) + sum(selected))
+        return torch.rand(n, generator=g) < frac
+    return wrong
+
+
+def counts(indices, labels, k):
+    return torch.bincount(labels[torch.as_tensor(indices, dtype=torch.long)], minlength=k).tolist()
+
+
+def expected_order(cands: list[int], ease: torch.Tensor, tie: torch.Tensor) -> list[int]:
+    """Independent easiest-first order: higher ease, then higher tiebreak, then lower index."""
+    return sorted(cands, key=lambda i: (-float(ease[i]), -float(tie[i]), i))
+
+
+# ----------------------------------------------------------------------------- round quotas
+
+
+@pytest.mark.parametrize("spc, rounds, quotas", [
+    (400, 3, [134, 133, 133]), (6, 3, [2, 2, 2]), (7, 3, [3, 2, 2]), (8, 3, [3, 3, 2]),
+    (5, 1, [5]), (2, 3, [1, 1, 0]), (0, 2, [0, 0]), (1, 4, [1, 0, 0, 0]),
+])
+def test_round_quotas_remainder_to_earliest_rounds(spc, rounds, quotas):
+    assert round_quotas(spc, rounds) == quotas
+
+
+def test_round_quotas_sum_and_near_equal():
+    for spc in range(0, 60):
+        for rounds in range(1, 7):
+            q = round_quotas(spc, rounds)
+            assert len(q) == rounds and sum(q) == spc
+            assert max(q) - min(q) <= 1 and q == sorted(q, reverse=True)
+
+
+# ----------------------------------------------------------------------------- coarse stage
+
+
+def test_coarse_candidates_misclassified_and_correct():
+    labels = torch.tensor([0, 0, 1, 1, 2])
+    pred = torch.tensor([0, 1, 1, 0, 0])
+    eligible = torch.tensor([True, True, True, False, True])
+    assert coarse_candidates(pred, labels, eligible).tolist() == [False, True, False, False, True]
+    assert coarse_candidates(pred, labels, eligible, "correct").tolist() == [True, False, True, False, False]
+
+
+# ----------------------------------------------------------------------------- fine stage by hand
+
+# two classes of six; forgetting counts with ties; the filter's true-class logits break them
+LABELS = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+FORGET = torch.tensor([2, 0, 1, 0, 2, 1, 3, 1, 1, 0, 1, 3]).float()  # higher = harder
+TIE = torch.tensor([.5, .1, .9, .3, .7, .2, .4, .8, .6, .1, .8, .2])  # higher = easier
+#   class 0 easiest first: f0 {1:.1, 3:.3} -> 3, 1; f1 {2:.9, 5:.2} -> 2, 5; f2 {0:.5, 4:.7} -> 4, 0
+#   class 1 easiest first: f0 {9}; f1 {7:.8, 8:.6, 10:.8} -> 7, 10 (index), 8; f3 {6:.4, 11:.2} -> 6, 11
+
+
+def test_rank_order_simple_hard_and_index_ties_by_hand():
+    c0 = LABELS == 0
+    assert rank_order(c0, -FORGET, TIE, "simple", None).tolist() == [3, 1, 2, 5, 4, 0]
+    assert rank_order(LABELS == 1, -FORGET, TIE, "simple", None).tolist() == [9, 7, 10, 8, 6, 11]
+    assert rank_order(c0, -FORGET, TIE, "hard", None).tolist() == [0, 4, 5, 2, 1, 3]
+    assert rank_order(LABELS == 1, -FORGET, TIE, "hard", None).tolist() == [11, 6, 8, 7, 10, 9]
+    zeros = torch.zeros(12)  # no tiebreak: index order within equal scores
+    assert rank_order(c0, -FORGET, zeros, "simple", None).tolist() == [1, 3, 2, 5, 0, 4]
+
+
+def test_rank_order_matches_independent_sort_on_random_ties():
+    g = torch.Generator().manual_seed(3)
+    ease = torch.randint(0, 3, (50,), generator=g).float()
+    tie = torch.randint(0, 3, (50,), generator=g).float()  # ties in the tiebreak too: index decides
+    cand = torch.rand(50, generator=g) < 0.7
+    want = expected_order(cand.nonzero().flatten().tolist(), ease, tie)
+    assert rank_order(cand, ease, tie, "simple", None).tolist() == want
+
+
+@pytest.mark.parametrize("order, expected", [
+    ("simple", [3, 1, 2, 9, 7, 10]),
+    ("hard", [0, 4, 5, 11, 6, 8]),
+])
+def test_fine_select_per_class_quota_by_hand(order, expected):
+    all_ = torch.ones(12, dtype=torch.bool)
+    assert fine_select(all_, LABELS, -FORGET, TIE, torch.tensor([3, 3]), order).tolist() == expected
+
+
+def test_fine_select_unequal_quotas_and_short_class():
+    cand = LABELS == 0
+    cand[9] = True  # class 1 has one candidate only
+    out = fine_select(cand, LABELS, -FORGET, TIE, torch.tensor([2, 4]))
+    assert out.tolist() == [3, 1, 9]
+
+
+def test_fine_select_random_order_is_a_seeded_subset():
+    all_ = torch.ones(12, dtype=torch.bool)
+    q = torch.tensor([3, 3])
+    a = fine_select(all_, LABELS, -FORGET, TIE, q, "random", generator=torch.Generator().manual_seed(0))
+    b = fine_select(all_, LABELS, -FORGET, TIE, q, "random", generator=torch.Generator().manual_seed(0))
+    assert a.tolist() == b.tolist()
+    assert counts(a, LABELS, 2) == [3, 3] and len(set(a.tolist())) == 6
+    draws = {tuple(fine_select(all_, LABELS, -FORGET, TIE, q, "random",
+                               generator=torch.Generator().manual_seed(s)).tolist()) for s in range(8)}
+    assert len(draws) > 1  # the generator is actually used
+
+
+def test_fine_select_without_balance_takes_top_overall():
+    ease = torch.tensor([5., 5, 5, 5, 5, 5, 1, 1, 1, 1, 1, 1])  # class 0 all easier
+    out = fine_select(torch.ones(12, dtype=torch.bool), LABELS, ease, TIE, torch.tensor([3, 3]), balance=False)
+    assert out.tolist() == [2, 4, 0, 3, 5, 1]  # six of class 0, by the tiebreak
+
+
+# ----------------------------------------------------------------------------- ccfs_rounds: the fine stage in place
+
+
+def one_round(opts_kw, wrong_idx, ease=-FORGET, has_distilled=True):
+    wrong = torch.zeros(12, dtype=torch.bool)
+    wrong[wrong_idx] = True
+    filters = FakeFilters(LABELS, TIE, const_wrong(wrong), 2)
+    opts = CCFSOptions(**{"ipc_real": 3, "rounds": 1, **opts_kw})
+    state = ccfs_rounds(LABELS, torch.ones(12, dtype=torch.bool), ease, FORGET, opts, has_distilled, filters,
+                        fallback_logits=torch.zeros(12, 2))
+    return state, filters
+
+
+ALL_BUT_7 = [i for i in range(12) if i != 7]  # the filter gets 7 right: the coarse stage drops it
+
+
+@pytest.mark.parametrize("opts_kw, ease, expected", [
+    ({}, -FORGET, [3, 1, 2, 9, 10, 8]),  # ties by the filter's logit, then index
+    ({"shortfall": "reference"}, -FORGET, [1, 3, 2, 9, 8, 10]),  # official: score alone, ties by index
+    ({"fine": "hard"}, -FORGET, [0, 4, 5, 11, 6, 8]),
+    ({}, None, [2, 4, 0, 10, 8, 6]),  # score "logits": the filter's true-class logit
+])
+def test_round_fine_stage_by_hand(opts_kw, ease, expected):
+    state, filters = one_round(opts_kw, ALL_BUT_7, ease)
+    assert state.selected == expected
+    assert filters.calls == [(0, [])]
+
+
+def test_coarse_correct_variant_keeps_what_the_filter_gets_right():
+    state, _ = one_round({"coarse": "correct"}, [0, 1, 2, 3, 6, 7, 8])  # right: 4, 5 | 9, 10, 11
+    # class 0: 5 (count 1) before 4 (count 2); one short, so the last (only) round fills 3,
+    # the easiest of the remaining pool {0, 1, 2, 3}
+    assert state.selected == [5, 4, 9, 10, 11, 3]
+    assert state.log[0]["shortfall_per_class"] == [1, 0] and state.log[0]["filled_from_pool"] == 1
+
+
+def test_coarse_correct_variant_on_random_problem():
+    labels, hardness, tie, pool, teacher = random_problem()
+    filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.5), 4)
+    opts = CCFSOptions(ipc_real=6, coarse="correct")
+    state = ccfs_rounds(labels, pool, -hardness, hardness, opts, True, filters, teacher)
+    for j, entry in enumerate(state.log):
+        assert not filters.masks[j][entry["indices"]].any()  # all classified right by filter j
+    assert counts(state.selected, labels, 4) == [6] * 4
+
+
+def test_balance_off_takes_top_quota_times_classes_overall():
+    ease = torch.tensor([5., 5, 5, 5, 5, 5, 1, 1, 1, 1, 1, 1])
+    state, _ = one_round({"balance": False}, list(range(12)), ease)
+    assert state.selected == [2, 4, 0, 3, 5, 1]
+
+
+# ----------------------------------------------------------------------------- invariants on a random problem
+
+
+@pytest.mark.parametrize("fine", ["simple", "hard", "random"])
+def test_rounds_meet_budget_exactly_without_duplicates_inside_pool(fine):
+    labels, hardness, tie, pool, teacher = random_problem()
+    filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.4), 4)
+    opts = CCFSOptions(ipc_real=10, rounds=3, fine=fine)
+    state = ccfs_rounds(labels, pool, -hardness, hardness, opts, True, filters, teacher, seed=1)
+    sel = state.selected
+    assert counts(sel, labels, 4) == [10] * 4
+    assert len(set(sel)) == len(sel)
+    assert pool[sel].all()
+    # the filter of round j saw exactly what rounds < j selected, and the log keeps the order
+    assert [c[0] for c in filters.calls] == [0, 1, 2]
+    done: list[int] = []
+    for j, entry in enumerate(state.log):
+        assert entry["round"] == j + 1
+        assert filters.calls[j][1] == done
+        assert entry["chosen"] == len(entry["indices"])
+        taken = entry["indices"][: entry["chosen"] - entry["filled_from_pool"]]
+        assert filters.masks[j][taken].all()  # coarse: misclassified by this round's filter
+        assert not set(entry["indices"]) & set(done)
+        done += entry["indices"]
+    assert done == sel
+
+
+def test_every_round_takes_easiest_misclassified_per_class():
+    labels, hardness, tie, pool, teacher = random_problem(seed=2)
+    filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.6), 4)
+    opts = CCFSOptions(ipc_real=9, rounds=3)
+    state = ccfs_rounds(labels, pool, -hardness, hardness, opts, True, filters, teacher)
+    done: set[int] = set()
+    for j, entry in enumerate(state.log):
+        assert entry["filled_from_pool"] == 0 and entry["quota_per_class"] == [3] * 4
+        want = []
+        for c in range(4):
+            cands = [i for i in range(len(labels)) if labels[i] == c and pool[i] and filters.masks[j][i]
+                     and i not in done]
+            want += expected_order(cands, -hardness, tie)[:3]
+        assert entry["indices"] == want
+        done |= set(want)
+
+
+@pytest.mark.parametrize("fine", ["simple", "random"])
+def test_rounds_are_deterministic_for_a_seed(fine):
+    labels, hardness, tie, pool, teacher = random_problem()
+
+    def run(seed):
+        filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.5), 4)
+        return ccfs_rounds(labels, pool, -hardness, hardness, CCFSOptions(ipc_real=8, fine=fine), True,
+                           filters, teacher, seed=seed).selected
+
+    assert run(0) == run(0)
+    if fine == "random":
+        assert run(0) != run(1)  # the seed reaches the random order
+
+
+def test_alpha_zero_round_one_skips_coarse_stage_and_takes_easiest_from_pool():
+    labels, hardness, tie, pool, teacher = random_problem(seed=4)
+    filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.5), 4)
+    opts = CCFSOptions(ipc_real=7, rounds=3)  # quotas 3, 2, 2
+    state = ccfs_rounds(labels, pool, -hardness, hardness, opts, False, filters, teacher)
+    assert [c[0] for c in filters.calls] == [1, 2]  # no filter for the empty S_0
+    teacher_tie = true_class_logit(teacher, labels)
+    want = []
+    for c in range(4):
+        cands = [i for i in range(len(labels)) if labels[i] == c and pool[i]]
+        want += expected_order(cands, -hardness, teacher_tie)[:3]
+    assert state.log[0]["indices"] == want
+    assert state.log[0]["filter_test_acc"] is None and state.log[1]["filter_test_acc"] == 51.0
+    assert counts(state.selected, labels, 4) == [7] * 4
+    # with distilled images round 1 does train a filter and uses its coarse stage
+    with_distilled = FakeFilters(labels, tie, random_wrong(len(labels), 0.5), 4)
+    other = ccfs_rounds(labels, pool, -hardness, hardness, opts, True, with_distilled, teacher)
+    assert with_distilled.calls[0] == (0, []) and other.log[0]["indices"] != want
+
+
+def test_alpha_zero_with_logits_score_ranks_round_one_by_teacher_logit():
+    labels, hardness, tie, pool, teacher = random_problem(seed=5)
+    filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.5), 4)
+    state = ccfs_rounds(labels, pool, None, None, CCFSOptions(ipc_real=2, rounds=2), False, filters, teacher)
+    teacher_tie = true_class_logit(teacher, labels)
+    want = []
+    for c in range(4):
+        cands = [i for i in range(len(labels)) if labels[i] == c and pool[i]]
+        want += sorted(cands, key=lambda i: (-float(teacher_tie[i]), i))[:1]
+    assert state.log[0]["indices"] == want
+
+
+# ----------------------------------------------------------------------------- shortfall
+
+# class 0: 0..7, class 1: 8..15; spc 6 over 3 rounds -> quotas 2, 2, 2
+SF_LABELS = torch.tensor([0] * 8 + [1] * 8)
+SF_HARD = torch.tensor([0., 0, 0, 0, 0, 2, 1, 1] + [0.] * 8)
+SF_TIE = torch.tensor([0., 0, 0, 0, 0, 0, .2, .5] + [0.] * 8)  # 7 is easier than 6 (same count)
+SF_WRONG = {
+    0: [0, 1, 2, 3, 4, 5, 6, 7, 8],  # class 1 has one candidate: short 1
+    1: list(range(16)),
+    2: [4] + list(range(8, 16)),  # class 0 has one candidate in the last round: short 1
+}
+
+
+def shortfall_run(shortfall: str, pool=None):
+    def wrong(j, selected):
+        m = torch.zeros(16, dtype=torch.bool)
+        m[SF_WRONG[j]] = True
+        return m
+
+    filters = FakeFilters(SF_LABELS, SF_TIE, wrong, 2)
+    pool = torch.ones(16, dtype=torch.bool) if pool is None else pool
+    opts = CCFSOptions(ipc_real=6, rounds=3, shortfall=shortfall)
+    return ccfs_rounds(SF_LABELS, pool, -SF_HARD, SF_HARD, opts, True, filters, torch.zeros(16, 2))
+
+
+def test_shortfall_carries_deficit_and_fills_last_round_from_pool():
+    state = shortfall_run("carry")
+    assert [e["indices"] for e in state.log] == [[0, 1, 8], [2, 3, 9, 10, 11], [4, 12, 13, 7]]
+    assert [e["quota_per_class"] for e in state.log] == [[2, 2], [2, 3], [2, 2]]
+    assert [e["shortfall_per_class"] for e in state.log] == [[0, 1], [0, 0], [1, 0]]
+    assert [e["filled_from_pool"] for e in state.log] == [0, 0, 1]  # 7: same count as 6, higher logit
+    assert state.log[2]["unfilled_per_class"] == [0, 0]
+    assert counts(state.selected, SF_LABELS, 2) == [6, 6]
+    assert state.deficit == [0, 0]
+
+
+def test_shortfall_reference_mode_under_fills_like_official_code():
+    state = shortfall_run("reference")
+    assert [e["indices"] for e in state.log] == [[0, 1, 8], [2, 3, 9, 10], [4, 11, 12]]
+    assert [e["quota_per_class"] for e in state.log] == [[2, 2]] * 3
+    assert [e["shortfall_per_class"] for e in state.log] == [[0, 1], [0, 0], [1, 0]]
+    assert [e["filled_from_pool"] for e in state.log] == [0, 0, 0]
+    assert counts(state.selected, SF_LABELS, 2) == [5, 5]  # below IPC
+
+
+def test_shortfall_fill_limited_by_pool_is_logged_as_unfilled():
+    pool = torch.ones(16, dtype=torch.bool)
+    pool[[5, 6, 7]] = False  # class 0 holds only 5 eligible images
+    state = shortfall_run("carry", pool)
+    assert counts(state.selected, SF_LABELS, 2) == [5, 6]
+    assert state.log[2]["shortfall_per_class"] == [1, 0]
+    assert state.log[2]["filled_from_pool"] == 0 and state.log[2]["unfilled_per_class"] == [1, 0]
+    assert state.deficit == [1, 0]
+
+
+def test_shortfall_on_random_problem_always_meets_ipc():
+    labels, hardness, tie, pool, teacher = random_problem(seed=6)
+    filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.05), 4)  # few candidates: shortfalls
+    state = ccfs_rounds(labels, pool, -hardness, hardness, CCFSOptions(ipc_real=12), True, filters, teacher)
+    assert sum(sum(e["shortfall_per_class"]) for e in state.log[:2]) > 0
+    assert state.log[2]["filled_from_pool"] > 0
+    assert counts(state.selected, labels, 4) == [12] * 4 and len(set(state.selected)) == 48
+    assert pool[state.selected].all()
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def strip_timing(log):
+    return [{k: v for k, v in e.items() if not k.endswith("seconds")} for e in log]
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("after", [1, 2])
+@pytest.mark.parametrize("fine", ["simple", "random"])
+def test_resume_from_json_state_equals_one_run(after, fine):
+    labels, hardness, tie, pool, teacher = random_problem(seed=7)
+    opts = CCFSOptions(ipc_real=12, rounds=3, fine=fine)
+
+    def fresh():
+        return FakeFilters(labels, tie, random_wrong(len(labels), 0.08), 4)  # shortfalls: deficits matter
+
+    whole = ccfs_rounds(labels, pool, -hardness, hardness, opts, True, fresh(), teacher, seed=3)
+    assert any(any(e["shortfall_per_class"]) for e in whole.log[:after])
+
+    saved = {}
+
+    def persist(state):
+        saved["json"] = json.dumps(state.__dict__)
+        if len(state.log) == after:
+            raise Stop  # the process dies after round `after`
+
+    with pytest.raises(Stop):
+        ccfs_rounds(labels, pool, -hardness, hardness, opts, True, fresh(), teacher, seed=3, on_round=persist)
+    state = RoundState(**json.loads(saved["json"]))
+    filters = fresh()
+    resumed = ccfs_rounds(labels, pool, -hardness, hardness, opts, True, filters, teacher, seed=3, state=state)
+    assert [c[0] for c in filters.calls] == list(range(after, 3))  # finished rounds are not redone
+    assert resumed.selected == whole.selected
+    assert resumed.deficit == whole.deficit
+    assert strip_timing(resumed.log) == strip_timing(whole.log)
+
+
+# ----------------------------------------------------------------------------- every registered selector
+
+N_PER_CLASS, K, IPC, CPC = 12, 3, 5, 2
+
+
+def selector_inputs(hardness_given: bool, cfg: SelectCfg | None = None, calls: list | None = None):
+    g = torch.Generator().manual_seed(11)
+    labels = torch.arange(K).repeat_interleave(N_PER_CLASS)[torch.randperm(K * N_PER_CLASS, generator=g)]
+    n = len(labels)
+    hardness = torch.randint(0, 3, (n,), generator=g).float() if hardness_given else None
+    teacher_correct = torch.rand(n, generator=g) < 0.85
+    teacher_logits = make_logits(labels, torch.rand(n, generator=g), ~teacher_correct, K)
+    feats = torch.randn(n, 6, generator=g)
+    tie = torch.rand(n, generator=g)
+    wrong = random_wrong(n, 0.5)
+    calls = [] if calls is None else calls
+
+    def train_filter(j, selected, cpc):
+        calls.append((j, list(selected), cpc))
+        return Filter(make_logits(labels, tie, wrong(j, selected), K), 60.0, 0.0, 0.0)
+
+    cfg = cfg or SelectCfg(ipc=IPC, curricula=2)
+    return SelectionInputs(labels=labels, num_classes=K, ipc=IPC, cpc=CPC, hardness=hardness,
+                           score_name="forgetting" if hardness_given else "logits",
+                           teacher_correct=teacher_correct, teacher_logits=teacher_logits,
+                           features=lambda: feats, train_filter=train_filter, cfg=cfg, seed=0, beta=0.4)
+
+
+DISTILLED = {"ccfs": CPC, "self_evolved": 0, "random": 0, "forgetting": 0, "window": 0, "selmatch": CPC,
+             "herding": 0, "kcenter": 0, "distill_only": IPC, "full": 0}
+
+
+def test_expected_table_names_are_registered():
+    assert set(DISTILLED) <= set(SELECTORS), set(DISTILLED) - set(SELECTORS)
+
+
+@pytest.mark.parametrize("hardness_given", [True, False])
+@pytest.mark.parametrize("name", sorted(SELECTORS))
+def test_every_selector_returns_unique_in_range_balanced_indices(name, hardness_given):
+    inp = selector_inputs(hardness_given)
+    sel = SELECTORS[name](inp)
+    idx = sel.indices.tolist()
+    assert sel.indices.dtype == torch.long
+    assert len(set(idx)) == len(idx)
+    assert all(0 <= i < len(inp.labels) for i in idx)
+    if name in DISTILLED:
+        assert sel.distilled == DISTILLED[name]
+    per_class = counts(idx, inp.labels, K)
+    if name == "full":
+        assert sorted(idx) == list(range(len(inp.labels)))
+    else:
+        assert per_class == [IPC - sel.distilled] * K  # real + distilled = IPC for every class
+
+
+@pytest.mark.parametrize("name, cpc_seen, first_round", [("ccfs", CPC, 0), ("self_evolved", 0, 1)])
+def test_ccfs_selectors_pass_cpc_to_filters_and_stay_in_teacher_correct_pool(name, cpc_seen, first_round):
+    calls: list = []
+    inp = selector_inputs(True, calls=calls)
+    sel = SELECTORS[name](inp)
+    assert [(j, c) for j, _, c in calls] == [(j, cpc_seen) for j in range(first_round, 2)]
+    assert inp.teacher_correct[sel.indices].all()
+    assert [i for e in sel.log["rounds"] for i in e["indices"]] == sel.indices.tolist()
+
+
+def test_ccfs_selector_without_teacher_correct_restriction_may_leave_the_pool():
+    inp = selector_inputs(True, cfg=SelectCfg(ipc=IPC, curricula=2, teacher_correct=False))
+    inp.train_filter = lambda j, s, c: Filter(make_logits(inp.labels, torch.zeros(len(inp.labels)),
+                                                          torch.ones(len(inp.labels), dtype=torch.bool), K),
+                                              0.0, 0.0, 0.0)
+    # every image ties on score and logit: the lowest indices of each class win, teacher-wrong ones included
+    inp.hardness = torch.zeros(len(inp.labels))
+    sel = SELECTORS["ccfs"](inp)
+    want = sorted(i for c in range(K) for i in (inp.labels == c).nonzero().flatten().tolist()[: IPC - CPC])
+    assert sorted(sel.indices.tolist()) == want
+    assert not inp.teacher_correct[want].all()  # the setup really has teacher-wrong images in there

@@ -1,0 +1,279 @@
+"""The one training loop: schedule, eval epochs, batching, repeatability, resume, KD."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ccfs.data.datasets import Split
+from ccfs.objectives import KD, CrossEntropy, kd_loss
+from ccfs.train import History, Recipe, batch_indices, eval_epochs, fit, lr_factor, predict_logits
+
+MEAN, STD = (0.5,), (0.25,)
+K = 3  # classes
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def tiny_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, K))
+
+
+def tiny_split(n: int = 22, seed: int = 0) -> Split:
+    g = torch.Generator().manual_seed(seed)
+    return Split(torch.randint(0, 256, (n, 1, 8, 8), generator=g, dtype=torch.uint8),
+                 torch.arange(n) % K)
+
+
+def tiny_recipe(**kw) -> Recipe:
+    base = dict(epochs=3, batch_size=8, lr=0.1, warmup_epochs=1, augment="rrc", crop_pad=1)
+    return Recipe(**{**base, **kw})
+
+
+def train(model, data, recipe, **kw) -> History:
+    return fit(model, data, recipe, CrossEntropy(), mean=MEAN, std=STD, progress=False, **kw)
+
+
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# ----------------------------------------------------------------------------- schedule
+
+@pytest.mark.parametrize("epochs, warmup, start", [(20, 5, 0.01), (10, 0, 0.01), (7, 3, 0.2), (1, 0, 0.01)])
+def test_lr_factor_warmup_then_cosine(epochs, warmup, start):
+    f = [lr_factor(e, epochs, warmup, start) for e in range(epochs)]
+    if warmup:
+        assert f[0] == pytest.approx(start)
+        steps = [b - a for a, b in zip(f[:warmup + 1], f[1:warmup + 1])]
+        assert all(s == pytest.approx(steps[0]) and s > 0 for s in steps)  # linear, rising
+    assert f[warmup] == pytest.approx(1.0)  # the peak is reached right after warmup
+    after = f[warmup:]
+    assert all(b < a for a, b in zip(after, after[1:]))  # strictly decreasing
+    assert all(0 < x <= 1 for x in f)
+    assert lr_factor(epochs, epochs, warmup, start) == pytest.approx(0.0, abs=1e-12)  # cosine reaches 0
+
+
+def test_lr_factor_near_zero_at_the_end():
+    assert lr_factor(99, 100, 5, 0.01) < 1e-3
+    assert lr_factor(50, 100, 0, 0.01) == pytest.approx(0.5)  # cosine midpoint
+
+
+# ----------------------------------------------------------------------------- eval epochs
+
+@pytest.mark.parametrize("epochs", [1, 2, 3, 5, 10, 17, 30, 100, 300])
+@pytest.mark.parametrize("last", [1, 2, 4, 7])
+def test_eval_epochs_last_20_percent(epochs, last):
+    ev = eval_epochs(epochs, 0, last)
+    assert epochs - 1 in ev
+    assert 1 <= len(ev) <= last
+    assert all(int(0.8 * epochs) <= e < epochs for e in ev)
+    if epochs - int(0.8 * epochs) >= last:  # room for all of them: exactly `last`, spread out
+        assert len(ev) == last
+        assert min(ev) == int(0.8 * epochs) or last == 1
+
+
+@pytest.mark.parametrize("epochs, every, expected", [
+    (10, 3, {2, 5, 8, 9}), (10, 5, {4, 9}), (4, 1, {0, 1, 2, 3}), (3, 10, {2}),
+])
+def test_eval_epochs_every(epochs, every, expected):
+    assert eval_epochs(epochs, every, 4) == expected
+
+
+# ----------------------------------------------------------------------------- batches
+
+@pytest.mark.parametrize("n, batch", [(2, 2), (10, 3), (17, 8), (33, 4), (64, 64), (65, 64), (5, 100), (9, 2)])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_batch_indices_cover_each_index_once(n, batch, shuffle):
+    chunks = batch_indices(n, batch, torch.Generator().manual_seed(n), shuffle)
+    flat = torch.cat(chunks)
+    assert torch.equal(flat.sort().values, torch.arange(n))
+    assert all(len(c) >= 2 for c in chunks)
+    assert all(len(c) <= batch + 1 for c in chunks)
+    if not shuffle:
+        assert torch.equal(flat, torch.arange(n))
+
+
+def test_batch_indices_shuffle_is_seeded():
+    a = batch_indices(50, 7, torch.Generator().manual_seed(1))
+    b = batch_indices(50, 7, torch.Generator().manual_seed(1))
+    c = batch_indices(50, 7, torch.Generator().manual_seed(2))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(torch.cat(a), torch.cat(c))
+
+
+@pytest.mark.parametrize("n, expected", [(10, 32), (4999, 32), (5000, 64), (9999, 64), (10000, 128), (60000, 128)])
+def test_batch_for_paper_rule(n, expected):
+    assert Recipe(batch_size=0).batch_for(n) == expected
+
+
+def test_batch_for_explicit_size_is_capped_by_n():
+    assert Recipe(batch_size=256).batch_for(1000) == 256
+    assert Recipe(batch_size=256).batch_for(100) == 100
+
+
+# ----------------------------------------------------------------------------- fit
+
+def test_fit_is_repeatable_for_a_seed():
+    data, recipe = tiny_split(), tiny_recipe()
+    a, b, c = tiny_net(), tiny_net(), tiny_net()
+    ha = train(a, data, recipe, seed=3)
+    hb = train(b, data, recipe, seed=3)
+    train(c, data, recipe, seed=4)
+    assert same_weights(a, b)
+    assert ha.train_loss == hb.train_loss
+    assert not same_weights(a, c)
+    assert not same_weights(a, tiny_net())  # it trained at all
+
+
+class Recorder:
+    def __init__(self, data: Split):
+        self.data = data
+        self.seen: dict[int, list[torch.Tensor]] = {}
+
+    def __call__(self, epoch, idx, logits, labels):
+        assert logits.shape == (len(idx), K) and not logits.requires_grad
+        assert torch.equal(labels, self.data.labels[idx])
+        self.seen.setdefault(epoch, []).append(idx.clone())
+
+
+def test_hook_sees_every_index_once_per_epoch():
+    data = tiny_split(n=21)
+    rec = Recorder(data)
+    train(tiny_net(), data, tiny_recipe(epochs=3, batch_size=4), hook=rec)
+    assert sorted(rec.seen) == [0, 1, 2]
+    for epoch, chunks in rec.seen.items():
+        assert torch.equal(torch.cat(chunks).sort().values, torch.arange(21)), epoch
+    assert not torch.equal(torch.cat(rec.seen[0]), torch.cat(rec.seen[1]))  # reshuffled
+
+
+def test_fit_evaluates_on_eval_epochs_and_learns_a_separable_task():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(30) % K
+    images = torch.randint(0, 40, (30, 1, 8, 8), generator=g, dtype=torch.uint8)
+    for c in range(K):  # class c: a bright column block at columns 2c..2c+1
+        images[labels == c, :, :, 2 * c:2 * c + 2] = 250
+    data = Split(images, labels)
+    recipe = tiny_recipe(epochs=10, augment="none", flip=False, eval_every=0, eval_last=2, lr=0.2)
+    hist = train(tiny_net(), data, recipe, test=data)
+    assert set(hist.test_acc) == eval_epochs(10, 0, 2)
+    assert len(hist.train_loss) == len(hist.train_acc) == 10
+    assert hist.train_loss[-1] < hist.train_loss[0]
+    assert hist.final_acc > 80.0
+
+
+class StopAt:
+    """A hook that interrupts training at the first step of `epoch`."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def __call__(self, epoch, idx, logits, labels):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_resumed_fit_equals_uninterrupted(tmp_path):
+    data, recipe = tiny_split(), tiny_recipe(epochs=4, warmup_epochs=1)
+    full = tiny_net()
+    h_full = train(full, data, recipe, seed=5)
+
+    ckpt = tmp_path / "resume.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_net(), data, recipe, seed=5, resume=ckpt, hook=StopAt(2))
+    assert ckpt.is_file()
+    rec = Recorder(data)
+    resumed = tiny_net(seed=99)  # other initial weights: everything must come from the checkpoint
+    h_res = train(resumed, data, recipe, seed=5, resume=ckpt, hook=rec)
+    assert sorted(rec.seen) == [2, 3]  # only the missing epochs ran
+    assert same_weights(resumed, full)
+    assert h_res.train_loss == h_full.train_loss
+
+    rec = Recorder(data)
+    again = tiny_net(seed=7)
+    train(again, data, recipe, seed=5, resume=ckpt, hook=rec)  # finished: nothing left to do
+    assert rec.seen == {} and same_weights(again, full)
+
+
+def test_resume_file_is_written_atomically(tmp_path):
+    ckpt = tmp_path / "r.pt"
+    train(tiny_net(), tiny_split(), tiny_recipe(epochs=1), resume=ckpt)
+    assert [p.name for p in tmp_path.iterdir()] == ["r.pt"]
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 1
+
+
+# ----------------------------------------------------------------------------- objectives
+
+def test_kd_loss_zero_for_equal_logits_positive_otherwise():
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(6, 5, generator=g)
+    assert kd_loss(t.clone(), t, 4.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert kd_loss(t + 3.0, t, 4.0).item() == pytest.approx(0.0, abs=1e-5)  # shift-invariant
+    assert kd_loss(torch.randn(6, 5, generator=g), t, 4.0).item() > 1e-4
+
+
+@pytest.mark.parametrize("temperature", [1.0, 4.0, 20.0])
+def test_kd_loss_matches_definition(temperature):
+    g = torch.Generator().manual_seed(1)
+    s, t = torch.randn(4, 7, generator=g) * 5, torch.randn(4, 7, generator=g) * 5
+    q = F.softmax(t / temperature, 1)
+    p = F.softmax(s / temperature, 1)
+    ref = (q * (q.log() - p.log())).sum(1).mean() * temperature ** 2  # KL(q || p) T², batch mean
+    assert kd_loss(s, t, temperature).item() == pytest.approx(ref.item(), rel=1e-4)
+
+
+def test_kd_loss_scales_with_t_squared_at_high_temperature():
+    """For large T, KL(softmax(t/T) || softmax(s/T)) ~ c / T², so the T² factor keeps the
+    loss (and gradient scale) roughly constant across temperatures."""
+    g = torch.Generator().manual_seed(2)
+    s, t = torch.randn(8, 10, generator=g), torch.randn(8, 10, generator=g)
+    a, b = kd_loss(s, t, 50.0).item(), kd_loss(s, t, 100.0).item()
+    assert a == pytest.approx(b, rel=0.02)
+    assert a > 0.01
+
+
+def test_kd_objective_uses_frozen_teacher():
+    teacher, student = tiny_net(1).train(), tiny_net(2)
+    obj = KD(teacher, temperature=3.0)
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    x = torch.randn(5, 1, 8, 8)
+    loss, logits = obj(student, x, torch.zeros(5, dtype=torch.long))
+    assert logits.shape == (5, K)
+    assert loss.item() == pytest.approx(kd_loss(student(x), teacher(x), 3.0).item(), rel=1e-5)
+    self_loss, _ = KD(tiny_net(1), 3.0)(teacher, x, None)
+    assert self_loss.item() == pytest.approx(0.0, abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- inference
+
+def test_predict_logits_shape_and_eval_mode():
+    model = tiny_net().train()
+    images = tiny_split(n=11).images
+    running = model[1].running_mean.clone()
+    out = predict_logits(model, images, MEAN, STD, batch_size=4)
+    assert out.shape == (11, K) and out.dtype == torch.float32
+    assert not model.training
+    assert torch.equal(model[1].running_mean, running)  # BN statistics untouched
+    x = (images.float() / 255 - MEAN[0]) / STD[0]
+    with torch.no_grad():
+        assert torch.allclose(out, model(x), atol=1e-5)  # batches joined in order
+
+
+def test_best_last20():
+    h = History(test_acc={3: 99.0, 8: 70.0, 9: 75.0})
+    assert h.best_last20(10) == 75.0  # epoch 3 is outside the last 20 %
+    assert h.final_acc == 75.0
+    assert math.isnan(History(test_acc={1: 50.0}).best_last20(10))
+    assert math.isnan(History().final_acc)
