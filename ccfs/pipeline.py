@@ -23,6 +23,10 @@ def preflight(run: Run) -> None:
         if name not in MODELS:
             raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
     check_budget(run)
+    if cfg.teacher.checkpoint and not (run.teacher_dir / "metrics.json").is_file():
+        from ccfs.models import load_checkpoint
+
+        load_checkpoint(run.model(cfg.teacher.model, 0), cfg.teacher.checkpoint, arch=cfg.teacher.model)
     if cfg.teacher.scores:
         load_score_file(cfg.teacher.scores, run.data.train.labels)
     needs_scores = any(m in cfg.select.method for m in ("ccfs", "self_evolved", "forgetting", "window"))
@@ -49,7 +53,7 @@ def _stages():
 
 
 def run_all(run: Run) -> None:
-    from ccfs.evaluate.run import load_records
+    from ccfs.evaluate.run import current_records
     from ccfs.report.tables import summary_table
 
     t0 = time.perf_counter()
@@ -57,7 +61,7 @@ def run_all(run: Run) -> None:
         stage(run)
     print(f"\n== {run.cfg.data.name}, IPC {run.cfg.select.ipc}: final-epoch test accuracy "
           f"(mean ± std over seeds) ==")
-    print(summary_table(load_records(run.out / "results.jsonl")))
+    print(summary_table(current_records(run)))
     print(f"total {time.perf_counter() - t0:.0f}s; report: {run.out / 'report.md'}")
 
 

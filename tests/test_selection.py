@@ -223,6 +223,17 @@ def test_balance_off_takes_top_quota_times_classes_overall():
     assert state.selected == [2, 4, 0, 3, 5, 1]
 
 
+def test_balance_off_carry_mode_still_meets_the_total_budget():
+    logits = torch.zeros(12, 2)
+    logits[:, 0] = 1.0  # the filter always says class 0: only the six class-1 images are candidates
+    flt = Filter(logits, 0.0, 0.0, 0.0)
+    opts = CCFSOptions(ipc_real=4, rounds=2, balance=False)  # 2 * 4 = 8 wanted, 4 per round
+    state = ccfs_rounds(LABELS, torch.ones(12, dtype=torch.bool), -FORGET, FORGET, opts, True,
+                        lambda j, s: flt, logits)
+    assert len(state.selected) == 8  # round 2 finds only 2 candidates: 2 must come from the pool
+    assert state.log[1]["filled_from_pool"] == 2
+
+
 # ----------------------------------------------------------------------------- invariants on a random problem
 
 
@@ -243,7 +254,7 @@ def test_rounds_meet_budget_exactly_without_duplicates_inside_pool(fine):
         assert entry["round"] == j + 1
         assert filters.calls[j][1] == done
         assert entry["chosen"] == len(entry["indices"])
-        taken = entry["indices"][: entry["chosen"] - entry["filled_from_pool"]]
+        taken = entry["indices"][: entry["chosen"] - entry["filled_from_pool"] - entry["filled_outside_pool"]]
         assert filters.masks[j][taken].all()  # coarse: misclassified by this round's filter
         assert not set(entry["indices"]) & set(done)
         done += entry["indices"]
@@ -358,14 +369,29 @@ def test_shortfall_reference_mode_under_fills_like_official_code():
     assert counts(state.selected, SF_LABELS, 2) == [5, 5]  # below IPC
 
 
-def test_shortfall_fill_limited_by_pool_is_logged_as_unfilled():
+def test_shortfall_fill_goes_outside_pool_only_when_the_pool_runs_dry():
     pool = torch.ones(16, dtype=torch.bool)
-    pool[[5, 6, 7]] = False  # class 0 holds only 5 eligible images
+    pool[[5, 6, 7]] = False  # class 0 holds only 5 teacher-correct images, all taken by round 3
     state = shortfall_run("carry", pool)
-    assert counts(state.selected, SF_LABELS, 2) == [5, 6]
-    assert state.log[2]["shortfall_per_class"] == [1, 0]
-    assert state.log[2]["filled_from_pool"] == 0 and state.log[2]["unfilled_per_class"] == [1, 0]
-    assert state.deficit == [1, 0]
+    last = state.log[2]
+    assert last["indices"] == [4, 12, 13, 7]  # 7: the easiest of the class's other images {5, 6, 7}
+    assert last["shortfall_per_class"] == [1, 0]
+    assert (last["filled_from_pool"], last["filled_outside_pool"]) == (0, 1)
+    assert last["unfilled_per_class"] == [0, 0] and state.deficit == [0, 0]
+    assert counts(state.selected, SF_LABELS, 2) == [6, 6]
+
+
+def test_shortfall_larger_than_the_class_is_logged_as_unfilled():
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 1, 1])  # class 0 has 3 images, spc is 4
+    all_wrong = torch.ones(8, dtype=torch.bool)
+    filters = FakeFilters(labels, torch.zeros(8), const_wrong(all_wrong), 2)
+    pool = torch.tensor([True, False, True, True, True, True, True, True])
+    state = ccfs_rounds(labels, pool, torch.zeros(8), None, CCFSOptions(ipc_real=4, rounds=1), True, filters,
+                        torch.zeros(8, 2))
+    assert state.selected == [0, 2, 3, 4, 5, 6, 1]  # pool first, then the teacher-wrong 1
+    entry = state.log[0]
+    assert entry["shortfall_per_class"] == [2, 0] and entry["filled_outside_pool"] == 1
+    assert entry["unfilled_per_class"] == [1, 0] and state.deficit == [1, 0]
 
 
 def test_shortfall_on_random_problem_always_meets_ipc():

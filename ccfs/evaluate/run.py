@@ -16,7 +16,7 @@ from ccfs.config import to_dict
 from ccfs.context import Run
 from ccfs.data.datasets import Split
 from ccfs.errors import ConfigError
-from ccfs.selection.run import method_names, objective
+from ccfs.selection.run import method_names, objective, settings_hash
 from ccfs.train import fit
 
 
@@ -33,7 +33,13 @@ def load_records(path) -> list[dict]:
 
 
 def record_key(r: dict) -> tuple:
-    return (r["method"], r["model"], r["ipc"], round(float(r["alpha"]), 4), r["seed"])
+    return (r["method"], r["model"], r["ipc"], round(float(r["alpha"]), 4), r["seed"], r.get("settings"))
+
+
+def current_records(run: Run) -> list[dict]:
+    """Records of this run's present select/train settings (older settings stay in the file)."""
+    h = settings_hash(run)
+    return [r for r in load_records(run.out / "results.jsonl") if r.get("settings") == h]
 
 
 def synthetic_for(run: Run, method: str):
@@ -60,7 +66,7 @@ def evaluate_one(run: Run, method: str, model_name: str, seed: int, alpha: float
             "final_acc": hist.final_acc, "best_last20_acc": hist.best_last20(recipe.epochs),
             "test_acc_by_epoch": {str(k): v for k, v in sorted(hist.test_acc.items())},
             "images": len(data), "epochs": recipe.epochs, "train_seconds": time.perf_counter() - t0,
-            "dataset": d.name, "config": to_dict(cfg), "commit": git_commit()}
+            "dataset": d.name, "settings": settings_hash(run), "config": to_dict(cfg), "commit": git_commit()}
 
 
 def evaluate_stage(run: Run) -> None:
@@ -70,7 +76,7 @@ def evaluate_stage(run: Run) -> None:
         data, alpha = synthetic_for(run, method)
         for model_name in run.cfg.eval.models:
             for seed in run.cfg.eval.seeds:
-                key = (method, model_name, run.cfg.select.ipc, round(float(alpha), 4), seed)
+                key = (method, model_name, run.cfg.select.ipc, round(float(alpha), 4), seed, settings_hash(run))
                 if key in done:
                     continue
                 rec = evaluate_one(run, method, model_name, seed, alpha, data)

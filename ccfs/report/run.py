@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ccfs.artifacts import read_json, write_text
 from ccfs.context import Run
-from ccfs.evaluate.run import load_records
+from ccfs.evaluate.run import current_records
 from ccfs.report import plots
 from ccfs.report.tables import results_table, rounds_table
 from ccfs.selection.run import hardness
@@ -39,7 +39,7 @@ def _rounds_section(run: Run, method: str, rounds: list[dict]) -> str:
 
 
 def report_stage(run: Run) -> None:
-    records = load_records(run.out / "results.jsonl")
+    records = current_records(run)
     cfg = run.cfg
     parts = [f"# ccfs report: {cfg.data.name}, IPC {cfg.select.ipc}, α {cfg.select.alpha}\n",
              f"Run directory `{run.out}`; config in `config.yaml`. Accuracies are test-set top-1 in %, "

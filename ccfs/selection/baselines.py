@@ -63,10 +63,12 @@ def k_center(features: torch.Tensor, k: int) -> torch.Tensor:
     first = int((features - features.mean(0)).norm(dim=1).argmin())
     chosen = [first]
     dist = (features - features[first]).norm(dim=1)
+    dist[first] = -float("inf")  # chosen: never again, even when every other sample is a duplicate
     for _ in range(min(k, len(features)) - 1):
         i = int(dist.argmax())
         chosen.append(i)
         dist = torch.minimum(dist, (features - features[i]).norm(dim=1))
+        dist[i] = -float("inf")
     return torch.tensor(chosen, dtype=torch.long)
 
 

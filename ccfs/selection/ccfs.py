@@ -60,6 +60,32 @@ def fine_select(candidates: torch.Tensor, labels: torch.Tensor, ease: torch.Tens
     return torch.cat(chosen) if chosen else torch.empty(0, dtype=torch.long)
 
 
+def remaining(short: torch.Tensor, got: torch.Tensor, labels: torch.Tensor, balance: bool) -> torch.Tensor:
+    """Deficit left after `got` was added: per class, or (balance off) the total in slot 0."""
+    if balance:
+        return short - per_class_counts(got, labels, len(short))
+    left = torch.zeros_like(short)
+    left[0] = short.sum() - len(got)
+    return left
+
+
+def fill_shortfall(eligible, selected, taken, labels, key, tie, short, balance, generator):
+    """Last-round shortfall: fill the deficit easiest-first from the remaining pool (per
+    class, or overall when balance is off); if the pool itself runs dry (few
+    teacher-correct images), from the other unselected images. Returns (from the pool,
+    from outside the pool)."""
+    rest = eligible.clone()
+    rest[taken] = False
+    filled = fine_select(rest, labels, key, tie, short, "simple", balance, generator)
+    still = remaining(short, filled, labels, balance)
+    if still.sum() == 0:
+        return filled, torch.empty(0, dtype=torch.long)
+    other = torch.ones_like(eligible)
+    other[torch.cat([selected, taken, filled])] = False
+    other &= ~eligible
+    return filled, fine_select(other, labels, key, tie, still, "simple", balance, generator)
+
+
 def per_class_counts(indices: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.bincount(labels[indices], minlength=num_classes)
 
@@ -131,23 +157,29 @@ def ccfs_round(j: int, state: RoundState, labels: torch.Tensor, pool: torch.Tens
         tie = torch.zeros_like(tie)  # official code: sort by the score alone, ties by index
     taken = fine_select(cand, labels, key, tie, quota, opts.fine, opts.balance, generator)
     got = per_class_counts(taken, labels, num_classes)
-    short = (quota - got).clamp(min=0) if opts.balance else torch.zeros(num_classes, dtype=torch.long)
+    if opts.balance:
+        short = (quota - got).clamp(min=0)
+    else:  # one budget over all classes: the total deficit is kept in slot 0
+        short = torch.zeros(num_classes, dtype=torch.long)
+        short[0] = max(0, int(quota.sum()) - len(taken))
     filled = torch.empty(0, dtype=torch.long)
     last = j == opts.rounds - 1
+    outside = torch.empty(0, dtype=torch.long)
     if opts.shortfall == "carry" and last and short.sum() > 0:
-        rest = eligible.clone()
-        rest[taken] = False
-        filled = fine_select(rest, labels, key, tie, short, "simple", True, generator)
-    new = torch.cat([taken, filled])
+        filled, outside = fill_shortfall(eligible, selected, taken, labels, key, tie, short, opts.balance, generator)
+    new = torch.cat([taken, filled, outside])
     cand_pc = torch.bincount(labels[cand], minlength=num_classes)
     entry = {
         "round": j + 1,
         "quota_per_class": quota.tolist(),
         "candidates_per_class": cand_pc.tolist(),
         "chosen": len(new),
-        "shortfall_per_class": short.tolist(),
+        "shortfall_per_class": short.tolist(),  # balance off: the total, in slot 0
+        "shortfall_total": int(short.sum()),
         "filled_from_pool": len(filled),
-        "unfilled_per_class": (short - per_class_counts(filled, labels, num_classes)).tolist() if last else None,
+        "filled_outside_pool": len(outside),
+        "unfilled_per_class": remaining(short, torch.cat([filled, outside]), labels, opts.balance).tolist()
+        if last and opts.shortfall == "carry" else None,
         "filter_test_acc": None if flt is None else flt.test_acc,
         "filter_train_acc": None if flt is None else
         100.0 * (flt.train_logits.argmax(1) == labels).float().mean().item(),
@@ -158,7 +190,7 @@ def ccfs_round(j: int, state: RoundState, labels: torch.Tensor, pool: torch.Tens
         "score_stats": _stats(difficulty[new]) if difficulty is not None and len(new) else {"n": len(new)},
         "indices": new.tolist(),
     }
-    carry = short - per_class_counts(filled, labels, num_classes) if last else short
+    carry = remaining(short, torch.cat([filled, outside]), labels, opts.balance) if last else short
     return RoundState(selected=state.selected + new.tolist(),
                       deficit=(carry if opts.shortfall == "carry" else torch.zeros_like(carry)).tolist(),
                       log=state.log + [entry])

@@ -112,8 +112,45 @@ def _inputs(run: Run, name: str, folder) -> SelectionInputs:
         on_round=lambda s: write_json(state_path, s.__dict__))
 
 
+FILTER_METHODS = ("ccfs", "self_evolved")  # selectors that train filters
+
+
+def selection_settings(run: Run, name: str | None = None) -> dict:
+    """What a selection (or, with name None, an evaluation record) depends on besides the
+    pinned data/teacher/distill sections."""
+    from ccfs.config import to_dict
+
+    cfg = run.cfg
+    out = {"select": {k: v for k, v in to_dict(cfg.select).items() if k != "method"}}
+    if name is None or base_method(name)[0] in FILTER_METHODS:
+        out.update({"train": to_dict(cfg.train), "objective": cfg.eval.objective,
+                    "filter_model": cfg.select.filter_model or cfg.eval.models[0]})
+    if name is None:
+        out["full_epochs"] = cfg.eval.full_epochs
+    return out
+
+
+def settings_hash(run: Run) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha1(json.dumps(selection_settings(run), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _check_settings(run: Run, folder) -> None:
+    """A method folder made with other settings is never silently reused."""
+    path = folder / "settings.json"
+    now = selection_settings(run, folder.name)
+    if path.is_file() and read_json(path) != now:
+        raise ConfigError(f"{folder} was made with other select/train settings; use a new out= "
+                          f"directory or delete {folder} to redo it")
+    if not path.is_file():
+        write_json(path, now)
+
+
 def select_one(run: Run, name: str) -> None:
     folder = run.out / "select" / name
+    _check_settings(run, folder)
     if (folder / "selected_indices.json").is_file():
         print(f"select {name}: done already")
         return

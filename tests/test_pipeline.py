@@ -1,0 +1,199 @@
+"""End to end: `ccfs run` on a tiny fake Fashion-MNIST produces every artifact, resumes
+without redoing work, and an interrupted CCFS selection resumes to the same result."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ccfs.cli import main
+from conftest import write_fake_fmnist
+
+ALL_METHODS = "[ccfs,self_evolved,random,forgetting,window,selmatch,herding,kcenter,distill_only,full]"
+
+
+def _run(root, out, *extra, stage="run"):
+    return main([stage, "tiny", f"data.root={root}", f"out={out}", "eval.full_epochs=1",
+                 "select.window_betas=[0.0,0.5]", *extra])
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One full run with every method, shared by the checks below."""
+    base = tmp_path_factory.mktemp("e2e")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CCFS_CACHE", str(base / "cache"))
+    root = write_fake_fmnist(base / "fmnist")
+    out = base / "run"
+    assert _run(root, out, f"select.method={ALL_METHODS}") == 0
+    yield root, out
+    mp.undo()
+
+
+def test_teacher_artifacts(finished):
+    _, out = finished
+    t = out / "teacher"
+    for name in ("model.pt", "metrics.json", "scores.npz", "forgetting.npy", "correct_indices.npy"):
+        assert (t / name).is_file(), name
+    metrics = json.loads((t / "metrics.json").read_text())
+    assert 0 <= metrics["test_acc"] <= 100 and 0 <= metrics["train_acc"] <= 100
+    forgetting = np.load(t / "forgetting.npy")
+    assert forgetting.dtype == np.float32 and forgetting.shape == (120,)
+    with np.load(t / "scores.npz") as z:
+        assert {"forgetting", "el2n", "margin", "aum"} <= set(z.files)
+    assert not (t / "resume.pt").exists()
+
+
+def test_distill_artifacts(finished):
+    _, out = finished
+    d = out / "distill"
+    blob = torch.load(d / "images.pt", weights_only=True)
+    # distill_only needs the full IPC (6) of distilled images per class
+    assert blob["images"].dtype == torch.uint8 and blob["images"].shape == (60, 1, 28, 28)
+    assert torch.equal(torch.bincount(blob["labels"]), torch.full((10,), 6))
+    assert (d / "grid.png").is_file() and len(list((d / "png").iterdir())) == 10
+
+
+def test_selection_outputs(finished):
+    _, out = finished
+    labels = torch.load(next((out.parent / "cache").glob("*.pt")), weights_only=True)["train_y"]
+    expect_distilled = {"ccfs": 2, "selmatch": 2, "distill_only": 6, "full": 0}
+    for folder in sorted((out / "select").iterdir()):
+        sel = json.loads((folder / "selected_indices.json").read_text())
+        assert set(sel) == {"ipc", "alpha", "idx_selected"}
+        idx = sel["idx_selected"]
+        assert len(set(idx)) == len(idx) and all(0 <= i < 120 for i in idx)
+        meta = json.loads((folder / "meta.json").read_text())
+        cpc = expect_distilled.get(folder.name, 0)
+        assert meta["distilled_per_class"] == cpc, folder.name
+        if folder.name != "full":
+            counts = torch.bincount(labels[idx], minlength=10) if idx else torch.zeros(10)
+            assert counts.tolist() == [6 - cpc] * 10, folder.name  # IPC met exactly
+    rounds = json.loads((out / "select" / "ccfs" / "rounds.json").read_text())
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert all(r["filter_test_acc"] is not None for r in rounds)
+    se = json.loads((out / "select" / "self_evolved" / "rounds.json").read_text())
+    assert se[0]["filter_test_acc"] is None  # α = 0: round 1 has no filter (empty S_0)
+
+
+def test_results_records(finished):
+    _, out = finished
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    methods = {r["method"] for r in records}
+    assert {"ccfs", "random", "window_b0", "window_b0.5", "selmatch", "full", "distill_only"} <= methods
+    for r in records:
+        for key in ("method", "model", "ipc", "alpha", "seed", "final_acc", "best_last20_acc",
+                    "train_seconds", "config", "commit"):
+            assert key in r, key
+        assert 0 <= r["final_acc"] <= 100
+        assert r["best_last20_acc"] >= r["final_acc"] - 1e-9
+
+
+def test_export_and_report(finished):
+    root, out = finished
+    exp = out / "export" / "ccfs"
+    rows = (exp / "labels.csv").read_text().splitlines()
+    assert rows[0] == "file,label,class,source,train_index" and len(rows) == 61
+    assert all((exp / r.split(",")[0]).is_file() for r in rows[1:])
+    report = (out / "report.md").read_text()
+    assert "final-epoch" in report and "Round log: ccfs" in report
+    for png in ("ccfs_filter_acc.png", "ccfs_difficulty.png", "ccfs_chosen.png"):
+        assert (out / "plots" / png).is_file()
+    # the export loads back as imported distilled images
+    again = out.parent / "import"
+    assert main(["distill", "tiny", f"data.root={root}", f"out={again}", "distill.method=folder",
+                 f"distill.from={exp}", "select.method=[ccfs]"]) == 0
+    assert torch.load(again / "distill" / "images.pt", weights_only=True)["images"].shape[0] == 20
+
+
+def test_rerun_resumes_without_work(finished, capsys):
+    root, out = finished
+    before = (out / "results.jsonl").read_text()
+    assert _run(root, out, f"select.method={ALL_METHODS}") == 0
+    assert (out / "results.jsonl").read_text() == before
+    assert "done already" in capsys.readouterr().out
+
+
+def test_interrupted_selection_resumes_to_same_result(tmp_path, monkeypatch):
+    import ccfs.selection.run as srun
+
+    root = write_fake_fmnist(tmp_path / "fmnist")
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    args = ["select.method=[ccfs]", "select.curricula=3", "select.ipc=6"]
+    assert _run(root, ref, *args, stage="teacher") == 0
+    assert _run(root, ref, *args, stage="distill") == 0
+    assert _run(root, ref, *args, stage="select") == 0
+    for stage in ("teacher", "distill"):
+        assert _run(root, cut, *args, stage=stage) == 0
+    real = srun.make_filter_trainer
+
+    def failing(run, method):
+        train = real(run, method)
+
+        def train_filter(j, selected, cpc):
+            if j == 2:
+                raise KeyboardInterrupt
+            return train(j, selected, cpc)
+        return train_filter
+
+    monkeypatch.setattr(srun, "make_filter_trainer", failing)
+    assert _run(root, cut, *args, stage="select") == 130
+    assert (cut / "select" / "ccfs" / "state.json").is_file()
+    monkeypatch.setattr(srun, "make_filter_trainer", real)
+    assert _run(root, cut, *args, stage="select") == 0
+    a = json.loads((ref / "select" / "ccfs" / "selected_indices.json").read_text())
+    b = json.loads((cut / "select" / "ccfs" / "selected_indices.json").read_text())
+    assert a == b
+
+
+@pytest.mark.parametrize("override, message", [
+    ("select.ipc=13", "larger than class"),
+    ("select.alpha=1.0", "select.alpha"),
+    ("select.curricula=0", "curricula"),
+    ("select.method=[ccfs,magic]", "unknown select.method"),
+    ("teacher.model=resnet99", "unknown model"),
+])
+def test_bad_config_rejected_before_work(tmp_path, capsys, override, message):
+    root = write_fake_fmnist(tmp_path / "fmnist")
+    out = tmp_path / "run"
+    assert _run(root, out, override) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ccfs: error:") and message in err and "Traceback" not in err
+    assert not (out / "teacher").exists()
+
+
+def test_score_file_of_wrong_length(tmp_path, capsys):
+    root = write_fake_fmnist(tmp_path / "fmnist")
+    bad = tmp_path / "forgetting.npy"
+    np.save(bad, np.zeros(50, dtype=np.float32))
+    assert _run(root, tmp_path / "run", f"teacher.scores={bad}") == 2
+    assert "120" in capsys.readouterr().err
+
+
+def test_teacher_checkpoint_of_wrong_architecture(tmp_path, capsys):
+    from ccfs.models import create_model, save_checkpoint
+
+    root = write_fake_fmnist(tmp_path / "fmnist")
+    ckpt = tmp_path / "teacher.pt"
+    save_checkpoint(create_model("convnet_w64_bn", 10, 1, 28), ckpt, "convnet_w64_bn", 10, 1, 28)
+    assert _run(root, tmp_path / "run", f"teacher.checkpoint={ckpt}", "select.score=logits", stage="teacher") == 2
+    err = capsys.readouterr().err
+    assert "convnet_w64_bn" in err and "convnet_w32_bn" in err
+    assert not (tmp_path / "run" / "teacher" / "model.pt").exists()
+
+
+def test_imported_teacher_and_scores(tmp_path):
+    """A user's own teacher checkpoint and forgetting file are used instead of training."""
+    from ccfs.models import create_model, save_checkpoint
+
+    root = write_fake_fmnist(tmp_path / "fmnist")
+    ckpt = tmp_path / "teacher.pt"
+    save_checkpoint(create_model("convnet_w32_bn", 10, 1, 28), ckpt, "convnet_w32_bn", 10, 1, 28)
+    scores = tmp_path / "forgetting.npy"
+    np.save(scores, np.arange(120, dtype=np.float32))
+    out = tmp_path / "run"
+    assert _run(root, out, f"teacher.checkpoint={ckpt}", f"teacher.scores={scores}", stage="teacher") == 0
+    assert json.loads((out / "teacher" / "metrics.json").read_text())["imported"] is True
+    assert np.array_equal(np.load(out / "teacher" / "forgetting.npy"), np.arange(120, dtype=np.float32))
