@@ -30,7 +30,11 @@ def _rounds_section(run: Run, method: str, rounds: list[dict]) -> str:
         parts.append(f"![filter accuracy per round](plots/{method}_filter_acc.png)")
     h = hardness(run)
     if h is not None:
-        plots.chosen_difficulty(rounds, h.numpy(), run.cfg.select.score, plot_dir / f"{method}_difficulty.png")
+        from ccfs.teacher.difficulty import SCORE_EASIER_IS_HIGHER
+
+        score = run.cfg.select.score
+        label = f"−{score}" if SCORE_EASIER_IS_HIGHER.get(score) else score
+        plots.chosen_difficulty(rounds, h.numpy(), label, plot_dir / f"{method}_difficulty.png")
         parts.append(f"![difficulty of chosen images](plots/{method}_difficulty.png)")
     plots.chosen_grid(rounds, d.train.images.numpy(), d.train.labels.numpy(), d.classes,
                       plot_dir / f"{method}_chosen.png")

@@ -74,7 +74,7 @@ def summary_table(records: list[dict]) -> str:
 
 def rounds_table(rounds: list[dict], classes: list[str]) -> str:
     lines = ["| round | filter test acc % | filter train acc % | candidates (min/median/max per class) | "
-             "chosen | shortfall | filled from pool | chosen score mean | filter train s | inference s |",
+             "chosen | shortfall | filled from pool | chosen hardness mean (higher = harder) | filter train s | inference s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rounds:
         cand = sorted(r["candidates_per_class"])
