@@ -51,8 +51,9 @@ def append_jsonl(path: str | Path, record: dict) -> None:
     """Append one JSON line (a single write of a whole line)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    cut = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
     with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(("\n" if cut else "") + json.dumps(record) + "\n")  # a cut line stays alone
 
 
 def git_commit() -> str:

@@ -37,7 +37,8 @@ def oracle_window(records: list[dict]) -> dict[tuple, str]:
     return {k: v[1] for k, v in best.items()}
 
 
-ORDER = ["full", "ccfs", "self_evolved", "random", "distill_only", "herding", "kcenter", "forgetting"]
+ORDER = ["full", "ccfs", "self_evolved", "random", "distill_only", "herding", "kcenter", "forgetting",
+         "window", "selmatch"]
 
 
 def _rank(method: str) -> tuple:
@@ -84,7 +85,9 @@ def rounds_table(rounds: list[dict], classes: list[str]) -> str:
                      f"{cand[0]} / {cand[len(cand) // 2]} / {cand[-1]} | {r['chosen']} | "
                      f"{sum(r['shortfall_per_class'])} | {r['filled_from_pool']} | "
                      f"{f(stats.get('mean'), 3)} | {f(r['filter_train_seconds'])} | {f(r['filter_infer_seconds'], 2)} |")
-    short = [(r["round"], classes[c], s) for r in rounds for c, s in enumerate(r["shortfall_per_class"]) if s]
+    # select.balance=false keeps one deficit over all classes, in slot 0 (ccfs.selection.ccfs)
+    short = [(r["round"], classes[c] if r.get("balance", True) else "all classes together", s)
+             for r in rounds for c, s in enumerate(r["shortfall_per_class"]) if s]
     if short:
         lines.append("")
         lines.append("Shortfalls (class ran out of candidates): " +

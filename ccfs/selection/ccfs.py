@@ -176,6 +176,7 @@ def ccfs_round(j: int, state: RoundState, labels: torch.Tensor, pool: torch.Tens
         "chosen": len(new),
         "shortfall_per_class": short.tolist(),  # balance off: the total, in slot 0
         "shortfall_total": int(short.sum()),
+        "balance": opts.balance,
         "filled_from_pool": len(filled),
         "filled_outside_pool": len(outside),
         "unfilled_per_class": remaining(short, torch.cat([filled, outside]), labels, opts.balance).tolist()

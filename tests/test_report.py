@@ -1,0 +1,257 @@
+"""Reports are pure functions of records and round logs: exact table strings from
+hand-made records with known means and sample stds, valid PNG plots written atomically,
+labels.csv rows that name the file holding each image, and a results.jsonl reader that
+survives an interrupted write."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ccfs.artifacts import append_jsonl
+from ccfs.distill.folder import export_png_folder
+from ccfs.evaluate.run import load_records, record_key
+from ccfs.export import labels_csv
+from ccfs.report import plots
+from ccfs.report.tables import fmt, group, mean_std, oracle_window, results_table, rounds_table, summary_table
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+ORACLE = " ← oracle window (β picked on test acc)"
+
+
+def rec(method, model, ipc, alpha, seed, final, best):
+    return {"method": method, "model": model, "ipc": ipc, "alpha": alpha, "seed": seed,
+            "final_acc": final, "best_last20_acc": best}
+
+
+# Means / sample stds by construction:
+#   ccfs convnet 10: final 80, 82 -> 81.00 ± 1.41 (population std would be 1.00); best 81, 84 -> 82.50 ± 2.12
+#   window convnet 10: b0.1 final mean 76 (but the higher paper's metric), b0.5 mean 78,
+#     b0.9 mean 77 -> oracle b0.5 (the best is neither first nor last in the records)
+#   window resnet 10: b0.1 60 > b0.5 55 -> oracle b0.1;  window convnet 50: only b0.5 -> oracle b0.5
+RECORDS = [
+    rec("window_b0.1", "convnet", 10, 0.0, 0, 75.0, 90.0),
+    rec("ccfs", "convnet", 10, 0.2, 0, 80.0, 81.0),
+    rec("window_b0.5", "convnet", 10, 0.0, 0, 78.0, 79.0),
+    rec("random", "convnet", 10, 0.0, 0, 70.0, 72.0),
+    rec("ccfs", "convnet", 10, 0.2 + 1e-12, 1, 82.0, 84.0),  # float noise in alpha: same group
+    rec("window_b0.1", "convnet", 10, 0.0, 1, 77.0, 90.0),
+    rec("window_b0.9", "convnet", 10, 0.0, 0, 77.0, 77.0),
+    rec("window_b0.5", "convnet", 10, 0.0, 1, 78.0, 79.0),
+    rec("window_b0.5", "resnet", 10, 0.0, 0, 55.0, 56.0),
+    rec("window_b0.1", "resnet", 10, 0.0, 0, 60.0, 61.0),
+    rec("window_b0.5", "convnet", 50, 0.0, 0, 85.0, 86.0),
+    rec("selmatch", "convnet", 10, 0.2, 0, 79.0, 80.0),
+]
+
+
+# ---------------------------------------------------------------- mean_std / fmt / group
+
+def test_mean_std_is_the_sample_std():
+    m, s, n = mean_std([1.0, 2.0, 3.0, 4.0])
+    assert (m, n) == (2.5, 4)
+    assert s == pytest.approx((5 / 3) ** 0.5)  # divides by n - 1, not n
+    assert mean_std([7.0]) == (7.0, 0.0, 1)
+
+
+def test_fmt():
+    assert fmt([80.0, 82.0]) == "81.00 ± 1.41 (n=2)"
+    assert fmt([70.0]) == "70.00 ± 0.00 (n=1)"
+    assert fmt([]) == "–"
+
+
+def test_group_by_method_model_ipc_rounded_alpha():
+    g = group(RECORDS)
+    assert g[("ccfs", "convnet", 10, 0.2)] == [80.0, 82.0]
+    assert g[("window_b0.5", "convnet", 10, 0.0)] == [78.0, 78.0]
+    assert group(RECORDS, "best_last20_acc")[("ccfs", "convnet", 10, 0.2)] == [81.0, 84.0]
+    assert len(g) == 9  # 12 records, three pairs of seeds
+
+
+# ---------------------------------------------------------------- oracle window
+
+def test_oracle_window_is_best_mean_final_acc_per_model_and_ipc():
+    assert oracle_window(RECORDS) == {("convnet", 10): "window_b0.5", ("resnet", 10): "window_b0.1",
+                                      ("convnet", 50): "window_b0.5"}
+
+
+def test_oracle_window_ignores_record_order_and_other_methods():
+    assert oracle_window(RECORDS[::-1]) == oracle_window(RECORDS)
+    assert oracle_window([r for r in RECORDS if not r["method"].startswith("window")]) == {}
+
+
+# ---------------------------------------------------------------- results table
+
+def _rows(table: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+
+
+def test_results_table_final_epoch_accuracy_comes_first():
+    table = results_table(RECORDS)
+    header = table.splitlines()[0]
+    assert header.index("final-epoch acc % (primary)") < header.index("paper's metric")
+    assert ["ccfs", "convnet", "10", "0.2", "81.00 ± 1.41 (n=2)", "82.50 ± 2.12 (n=2)"] in _rows(table)
+    assert ["random", "convnet", "10", "0", "70.00 ± 0.00 (n=1)", "72.00 ± 0.00 (n=1)"] in _rows(table)
+
+
+def test_results_table_labels_exactly_the_oracle_windows():
+    rows = {(r[0].removesuffix(ORACLE), r[1], r[2]): r[0].endswith(ORACLE) for r in _rows(results_table(RECORDS))
+            if r[0].startswith("window")}
+    assert rows == {("window_b0.1", "convnet", "10"): False, ("window_b0.5", "convnet", "10"): True,
+                    ("window_b0.9", "convnet", "10"): False, ("window_b0.1", "resnet", "10"): True,
+                    ("window_b0.5", "resnet", "10"): False, ("window_b0.5", "convnet", "50"): True}
+
+
+def test_results_table_row_order():
+    methods = [r[0].removesuffix(ORACLE) for r in _rows(results_table(RECORDS))]
+    assert methods[:2] == ["ccfs", "random"]
+    # window rows stay together, betas in order, and come before selmatch (SelMatch's order)
+    assert methods[2:] == ["window_b0.1", "window_b0.1", "window_b0.5", "window_b0.5", "window_b0.5",
+                           "window_b0.9", "selmatch"]
+
+
+# ---------------------------------------------------------------- summary table
+
+def test_summary_table_keeps_only_oracle_windows():
+    lines = summary_table(RECORDS).splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["ccfs", "convnet"], ["random", "convnet"], ["oracle", "window_b0.1"], ["oracle", "window_b0.5"],
+        ["oracle", "window_b0.5"], ["selmatch", "convnet"]]
+    assert lines[0].split() == ["ccfs", "convnet", "ipc", "10", "α", "0.2", "final", "acc",
+                                "81.00", "±", "1.41", "(n=2)"]
+    assert lines[2].split()[2:5] == ["resnet", "ipc", "10"]
+    assert lines[3].split()[2:5] == ["convnet", "ipc", "10"] and "78.00 ± 0.00 (n=2)" in lines[3]
+    assert len({line.index("final acc") for line in lines}) == 1  # columns line up
+
+
+# ---------------------------------------------------------------- rounds table
+
+CLASSES = ["tee", "trouser", "pullover"]
+
+
+def _round(j, test_acc, train_acc, cand, short, filled, stats, train_s, infer_s, **extra):
+    return {"round": j, "filter_test_acc": test_acc, "filter_train_acc": train_acc, "candidates_per_class": cand,
+            "chosen": 6, "shortfall_per_class": short, "filled_from_pool": filled, "score_stats": stats,
+            "filter_train_seconds": train_s, "filter_infer_seconds": infer_s, "indices": [], **extra}
+
+
+ROUNDS = [_round(1, None, None, [5, 1, 3], [0, 2, 0], 0, {"n": 6, "mean": 0.12345}, None, None),
+          _round(2, 71.234, 88.0, [0, 7, 2], [3, 0, 1], 4, {"n": 0}, 12.34, 0.456)]
+
+
+def test_rounds_table_rows():
+    lines = rounds_table(ROUNDS, CLASSES).splitlines()
+    assert lines[2] == "| 1 | – | – | 1 / 3 / 5 | 6 | 2 | 0 | 0.123 | – | – |"
+    assert lines[3] == "| 2 | 71.23 | 88.00 | 0 / 2 / 7 | 6 | 4 | 4 | – | 12.3 | 0.46 |"
+
+
+def test_rounds_table_names_the_short_classes():
+    last = rounds_table(ROUNDS, CLASSES).splitlines()[-1]
+    assert last == ("Shortfalls (class ran out of candidates): round 1: trouser short by 2; "
+                    "round 2: tee short by 3; round 2: pullover short by 1")
+    no_short = [_round(1, 50.0, 60.0, [2, 2, 2], [0, 0, 0], 0, {"n": 6}, 1.0, 0.1)]
+    assert "Shortfalls" not in rounds_table(no_short, CLASSES)
+
+
+def test_rounds_table_unbalanced_shortfall_is_not_blamed_on_class_0():
+    """select.balance=false keeps the total deficit in slot 0 of shortfall_per_class."""
+    r = [_round(1, 50.0, 60.0, [2, 2, 2], [5, 0, 0], 0, {"n": 6}, 1.0, 0.1, balance=False)]
+    last = rounds_table(r, CLASSES).splitlines()[-1]
+    assert last == "Shortfalls (class ran out of candidates): round 1: all classes together short by 5"
+    assert "tee" not in last
+
+
+# ---------------------------------------------------------------- plots
+
+def _assert_png_alone(path):
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    with Image.open(path) as img:
+        img.verify()
+    with Image.open(path) as img:
+        assert img.format == "PNG" and min(img.size) > 10
+
+
+PLOT_ROUNDS = [{"round": 1, "filter_test_acc": None, "filter_train_acc": None, "indices": [0, 3, 4]},
+               {"round": 2, "filter_test_acc": 61.5, "filter_train_acc": 70.0, "indices": []},
+               {"round": 3, "filter_test_acc": 72.0, "filter_train_acc": 90.0, "indices": [1, 2, 5]}]
+
+
+def test_filter_accuracy_plot(tmp_path):
+    path = tmp_path / "plots" / "ccfs_filter_acc.png"  # the folder does not exist yet
+    plots.filter_accuracy(PLOT_ROUNDS, path)
+    _assert_png_alone(path)
+    assert plt.get_fignums() == []  # the figure is closed
+
+
+def test_chosen_difficulty_plot(tmp_path):
+    path = tmp_path / "difficulty.png"
+    plots.chosen_difficulty(PLOT_ROUNDS, np.linspace(0, 1, 6), "forgetting", path)
+    _assert_png_alone(path)
+    assert plt.get_fignums() == []
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_chosen_grid_plot(tmp_path, channels):
+    images = np.random.default_rng(0).integers(0, 256, size=(6, channels, 8, 8), dtype=np.uint8)
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    path = tmp_path / "chosen.png"
+    plots.chosen_grid(PLOT_ROUNDS, images, labels, CLASSES, path, per_class=2)
+    _assert_png_alone(path)
+    assert plt.get_fignums() == []
+
+
+# ---------------------------------------------------------------- labels.csv
+
+def test_labels_csv_rows_name_the_file_holding_each_image(tmp_path):
+    labels = [2, 0, 2, 1, 0, 2]  # class 3 has no images
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (6, 1, 4, 5), dtype=torch.uint8, generator=gen)  # [n, C, H, W], H != W
+    out = export_png_folder(images, torch.tensor(labels), 4, tmp_path / "export")
+    sources, train_idx = ["distilled", "distilled", "real", "real", "real", "real"], [-1, -1, 7, 3, 9, 0]
+    classes = ["tee", "trouser", "pullover", "dress"]
+    rows = list(csv.reader(io.StringIO(labels_csv(labels, sources, train_idx, classes))))
+    assert rows[0] == ["file", "label", "class", "source", "train_index"]
+    assert rows[1:3] == [["00002/00000.png", "2", "pullover", "distilled", "-1"],
+                         ["00000/00000.png", "0", "tee", "distilled", "-1"]]
+    for i, (file, label, name, src, ti) in enumerate(rows[1:]):
+        assert (int(label), name, src, int(ti)) == (labels[i], classes[labels[i]], sources[i], train_idx[i])
+        assert file.startswith(f"{labels[i]:05d}/")
+        with Image.open(out / file) as img:
+            assert np.array_equal(np.asarray(img), images[i, 0].numpy()), file
+    on_disk = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert sorted(r[0] for r in rows[1:]) == on_disk  # every file listed once
+
+
+# ---------------------------------------------------------------- results.jsonl
+
+def test_load_records_skips_a_truncated_last_line(tmp_path):
+    path = tmp_path / "results.jsonl"
+    assert load_records(path) == []
+    a, b = rec("ccfs", "convnet", 10, 0.2, 0, 80.0, 81.0), rec("random", "convnet", 10, 0.0, 0, 70.0, 72.0)
+    path.write_text(json.dumps(a) + "\n" + json.dumps(b) + "\n" + json.dumps(b)[:25])
+    assert load_records(path) == [a, b]
+
+
+def test_record_appended_after_a_truncated_line_survives(tmp_path):
+    path = tmp_path / "results.jsonl"
+    a, b = rec("ccfs", "convnet", 10, 0.2, 0, 80.0, 81.0), rec("random", "convnet", 10, 0.0, 0, 70.0, 72.0)
+    path.write_text(json.dumps(a) + "\n" + json.dumps(b)[:25])  # the evaluation of b was interrupted
+    append_jsonl(path, b)  # the resumed run redoes b
+    assert load_records(path) == [a, b]
+
+
+def test_record_key():
+    r = dict(rec("ccfs", "convnet", 10, 0.2 + 1e-12, 1, 80.0, 81.0), settings="abc")
+    assert record_key(r) == ("ccfs", "convnet", 10, 0.2, 1, "abc")
+    assert record_key(dict(r, alpha=0)) == record_key(dict(r, alpha=0.0))
+    assert record_key({k: v for k, v in r.items() if k != "settings"})[-1] is None
+    for field, other in (("method", "random"), ("model", "resnet"), ("ipc", 50), ("alpha", 0.3),
+                         ("seed", 2), ("settings", "xyz")):
+        assert record_key(dict(r, **{field: other})) != record_key(r), field
