@@ -201,7 +201,8 @@ def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, 
     if resume is not None and Path(resume).is_file():
         start, hist = _load_resume(resume, model, opt, gen, hook)
     evals = eval_epochs(recipe.epochs, recipe.eval_every, recipe.eval_last) if test is not None else set()
-    bar = tqdm(range(start, recipe.epochs), desc=desc, disable=not progress, leave=False, unit="ep")
+    # disable=None: tqdm draws only when stderr is a terminal (no bar noise in logs or CI)
+    bar = tqdm(range(start, recipe.epochs), desc=desc, disable=None if progress else True, leave=False, unit="ep")
     for epoch in bar:
         t0 = time.perf_counter()
         for group in opt.param_groups:

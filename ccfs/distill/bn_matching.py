@@ -204,7 +204,7 @@ def synthesize(teacher: nn.Module, labels: torch.Tensor, image_shape: Sequence[i
     init = _check_init(init_images, params, len(labels), (c, h, w))
     out = torch.empty(len(labels), c, h, w)
     batches = class_batches(labels.cpu(), params.batch_ipc)
-    bar = tqdm(total=len(batches) * params.iterations, disable=not progress, desc="distill")
+    bar = tqdm(total=len(batches) * params.iterations, disable=None if progress else True, desc="distill")
     with BNStatsLoss(teacher, params.first_bn_multiplier) as bn:
         for pos in batches:
             if init is None:
