@@ -130,6 +130,25 @@ def _stats(values: torch.Tensor) -> dict:
             "min": v.min().item(), "max": v.max().item()}
 
 
+def shortfall(quota: torch.Tensor, taken: torch.Tensor, labels: torch.Tensor, balance: bool) -> torch.Tensor:
+    """Per-class deficit of a round; with balance off, the total deficit in slot 0."""
+    if balance:
+        return (quota - per_class_counts(taken, labels, len(quota))).clamp(min=0)
+    short = torch.zeros_like(quota)
+    short[0] = max(0, int(quota.sum()) - len(taken))
+    return short
+
+
+def filter_log(flt: Filter | None, labels: torch.Tensor) -> dict:
+    """The filter's part of a round's log entry (None where round 1 has no filter)."""
+    if flt is None:
+        return dict.fromkeys(("filter_test_acc", "filter_train_acc", "filter_train_seconds",
+                              "filter_infer_seconds"))
+    return {"filter_test_acc": flt.test_acc,
+            "filter_train_acc": 100.0 * (flt.train_logits.argmax(1) == labels).float().mean().item(),
+            "filter_train_seconds": flt.train_seconds, "filter_infer_seconds": flt.infer_seconds}
+
+
 def ccfs_round(j: int, state: RoundState, labels: torch.Tensor, pool: torch.Tensor,
                ease: torch.Tensor | None, difficulty: torch.Tensor | None, quotas: list[int],
                opts: CCFSOptions, flt: Filter | None, fallback_logits: torch.Tensor,
@@ -138,63 +157,49 @@ def ccfs_round(j: int, state: RoundState, labels: torch.Tensor, pool: torch.Tens
     the filter's true-class logit, score "logits"); `difficulty` the raw score, logged.
     `flt` is None when the current synthetic set is empty (α = 0, round 1): then the
     coarse stage is skipped and `fallback_logits` (the teacher's) break ties."""
-    num_classes = int(labels.max()) + 1
     t0 = time.perf_counter()
+    num_classes = int(labels.max()) + 1
+    carry_mode, last = opts.shortfall == "carry", j == opts.rounds - 1
     selected = torch.tensor(state.selected, dtype=torch.long)
     eligible = pool.clone()
     eligible[selected] = False
     logits = flt.train_logits if flt is not None else fallback_logits
     tie = true_class_logit(logits, labels).float()
     key = tie if ease is None else ease
-    if flt is None:
-        cand = eligible
-    else:
-        cand = coarse_candidates(logits.argmax(1), labels, eligible, opts.coarse)
+    if not carry_mode:
+        tie = torch.zeros_like(tie)  # reference: sort by the score alone, ties by index
+    # coarse: what the filter gets wrong (skipped while there is no filter)
+    cand = eligible if flt is None else coarse_candidates(logits.argmax(1), labels, eligible, opts.coarse)
+    # fine: the easiest q[j] (+ carried deficit) per class
     quota = torch.full((num_classes,), quotas[j], dtype=torch.long)
-    if opts.shortfall == "carry" and state.deficit:
+    if carry_mode and state.deficit:
         quota = quota + torch.tensor(state.deficit)
-    if opts.shortfall == "reference":
-        tie = torch.zeros_like(tie)  # official code: sort by the score alone, ties by index
     taken = fine_select(cand, labels, key, tie, quota, opts.fine, opts.balance, generator)
-    got = per_class_counts(taken, labels, num_classes)
-    if opts.balance:
-        short = (quota - got).clamp(min=0)
-    else:  # one budget over all classes: the total deficit is kept in slot 0
-        short = torch.zeros(num_classes, dtype=torch.long)
-        short[0] = max(0, int(quota.sum()) - len(taken))
-    filled = torch.empty(0, dtype=torch.long)
-    last = j == opts.rounds - 1
-    outside = torch.empty(0, dtype=torch.long)
-    if opts.shortfall == "carry" and last and short.sum() > 0:
+    short = shortfall(quota, taken, labels, opts.balance)
+    filled = outside = torch.empty(0, dtype=torch.long)
+    if carry_mode and last and short.sum() > 0:
         filled, outside = fill_shortfall(eligible, selected, taken, labels, key, tie, short, opts.balance, generator)
     new = torch.cat([taken, filled, outside])
-    cand_pc = torch.bincount(labels[cand], minlength=num_classes)
+    left = remaining(short, torch.cat([filled, outside]), labels, opts.balance)
     entry = {
         "round": j + 1,
         "quota_per_class": quota.tolist(),
-        "candidates_per_class": cand_pc.tolist(),
+        "candidates_per_class": torch.bincount(labels[cand], minlength=num_classes).tolist(),
         "chosen": len(new),
         "shortfall_per_class": short.tolist(),  # balance off: the total, in slot 0
         "shortfall_total": int(short.sum()),
         "balance": opts.balance,
         "filled_from_pool": len(filled),
         "filled_outside_pool": len(outside),
-        "unfilled_per_class": remaining(short, torch.cat([filled, outside]), labels, opts.balance).tolist()
-        if last and opts.shortfall == "carry" else None,
-        "filter_test_acc": None if flt is None else flt.test_acc,
-        "filter_train_acc": None if flt is None else
-        100.0 * (flt.train_logits.argmax(1) == labels).float().mean().item(),
-        "filter_train_seconds": None if flt is None else flt.train_seconds,
-        "filter_infer_seconds": None if flt is None else flt.infer_seconds,
+        "unfilled_per_class": left.tolist() if last and carry_mode else None,
+        **filter_log(flt, labels),
         "select_seconds": time.perf_counter() - t0,
         "score": opts.score_name,
         "score_stats": _stats(difficulty[new]) if difficulty is not None and len(new) else {"n": len(new)},
         "indices": new.tolist(),
     }
-    carry = remaining(short, torch.cat([filled, outside]), labels, opts.balance) if last else short
-    return RoundState(selected=state.selected + new.tolist(),
-                      deficit=(carry if opts.shortfall == "carry" else torch.zeros_like(carry)).tolist(),
-                      log=state.log + [entry])
+    deficit = (left if last else short) if carry_mode else torch.zeros_like(short)
+    return RoundState(selected=state.selected + new.tolist(), deficit=deficit.tolist(), log=state.log + [entry])
 
 
 def ccfs_rounds(labels: torch.Tensor, pool: torch.Tensor, ease: torch.Tensor | None,
