@@ -64,7 +64,7 @@ def summary_table(records: list[dict]) -> str:
     finals = group(records)
     oracle = set(oracle_window(records).items())
     rows = []
-    for key in sorted(finals, key=lambda k: (_rank(k[0]), k[1])):
+    for key in sorted(finals, key=lambda k: (_rank(k[0]), k[1], k[2])):
         method, model, ipc, alpha = key
         if method.startswith("window_b") and ((model, ipc), method) not in oracle:
             continue
