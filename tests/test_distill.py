@@ -11,15 +11,6 @@ from ccfs.distill import (BNStatsLoss, SynthParams, cda_min_scale, class_batches
 from ccfs.errors import ConfigError, DataError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_bn_net(channels: int = 3, num_classes: int = 3, seed: int = 0) -> nn.Module:
     """Two conv+BN blocks (the second at half resolution) and a linear head."""
     torch.manual_seed(seed)

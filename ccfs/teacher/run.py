@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 
 from ccfs.artifacts import np_save, write_json
 from ccfs.context import Run
