@@ -29,9 +29,8 @@ def preflight(run: Run) -> None:
         load_checkpoint(run.model(cfg.teacher.model, 0), cfg.teacher.checkpoint, arch=cfg.teacher.model)
     if cfg.teacher.scores:
         load_score_file(cfg.teacher.scores, run.data.train.labels)
-    needs_scores = any(m in cfg.select.method for m in ("ccfs", "self_evolved", "forgetting", "window"))
-    if needs_scores and cfg.select.score not in ("logits", "forgetting", "el2n", "el2n_early", "loss", "margin", "aum") \
-            and not cfg.teacher.scores:
+    needs_scores = any(m in cfg.select.method for m in ("ccfs", "self_evolved", "forgetting", "window", "selmatch"))
+    if needs_scores and cfg.select.score == "cscore" and not cfg.teacher.scores:  # the one score not recorded
         raise ConfigError(f"select.score={cfg.select.score} cannot be recorded while training; "
                           "import it with teacher.scores=FILE")
     if cfg.teacher.checkpoint and not cfg.teacher.scores and needs_scores and cfg.select.score != "logits":

@@ -113,8 +113,9 @@ def _autocast(device: torch.device, enabled: bool):
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, mean, std, device="cpu",
-                   batch_size: int = 1024, amp: bool = True) -> torch.Tensor:
-    """Logits [N, K] (float32, on `device`) of un-augmented uint8 images [N, C, H, W]."""
+                   batch_size: int = 1024, amp: bool = True, features: bool = False) -> torch.Tensor:
+    """Logits [N, K] (float32, on `device`) of un-augmented uint8 images [N, C, H, W];
+    with `features`, the model's pooled features [N, D] instead."""
     device = torch.device(device)
     model.eval()
     cl = use_channels_last(model, device)
@@ -125,7 +126,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor, mean, std, device="cp
     for start in range(0, len(images), batch_size):
         x = norm(images[start:start + batch_size].to(device, non_blocking=True), None, None)
         with _autocast(device, amp):
-            out.append(model(x).float())
+            out.append((model.forward_features(x) if features else model(x)).float())
     return torch.cat(out) if out else torch.empty(0)
 
 

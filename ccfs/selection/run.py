@@ -77,17 +77,10 @@ def make_filter_trainer(run: Run, method: str):
     return train_filter
 
 
-def _features(run: Run):
-    from ccfs.data.augment import normalize, to_float
-
-    d, model = run.data, run.teacher
-    mean, std = torch.tensor(d.mean, device=run.device), torch.tensor(d.std, device=run.device)
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(d.train), 1024):
-            x = normalize(to_float(d.train.images[start:start + 1024].to(run.device)), mean, std)
-            out.append(model.forward_features(x).float().cpu())
-    return torch.cat(out)
+def _features(run: Run) -> torch.Tensor:
+    """Teacher features [N, D] of the un-augmented train set (herding, k-center)."""
+    d = run.data
+    return predict_logits(run.teacher, d.train.images, d.mean, d.std, run.device, features=True).cpu()
 
 
 def check_budget(run: Run) -> None:
