@@ -28,15 +28,8 @@ from ccfs.data.datasets import Split
 from ccfs.distill.bn_matching import SynthParams, synthesize
 from ccfs.distill.folder import quantize
 from ccfs.selection.baselines import random_balanced
-from ccfs.selection.run import objective
+from ccfs.synthesis import synth_params
 from ccfs.train import fit
-
-
-def params_of(run: Run) -> SynthParams:
-    c = run.cfg.distill
-    return SynthParams(method=c.method, iterations=c.iterations, lr=c.lr, r_bn=c.r_bn,
-                       first_bn_multiplier=c.first_bn_multiplier, jitter=c.jitter, flip=True,
-                       batch_ipc=c.batch_ipc, cda_schedule=c.cda_schedule)
 
 
 def distilled(run: Run, ipc: int, params: SynthParams, seed: int = 0):
@@ -65,7 +58,7 @@ def student_accs(run: Run, data: Split, seeds) -> list[float]:
     d, out = run.data, []
     for seed in seeds:
         model = run.model(run.cfg.eval.models[0], seed)
-        hist = fit(model, data, run.cfg.train, objective(run), mean=d.mean, std=d.std, seed=seed,
+        hist = fit(model, data, run.cfg.train, run.objective(), mean=d.mean, std=d.std, seed=seed,
                    test=d.test, progress=False)
         out.append(hist.final_acc)
     return out
@@ -85,7 +78,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     run = Run(load_config(str(args.out / "config.yaml"), ["progress=false"]))
-    base = params_of(run)
+    base = synth_params(run.cfg.distill)
     if args.sweep:
         print("| lr | r_bn | iterations | distill-only IPC 10 acc % (seed 0) | synth s |\n|---|---|---|---|---|")
         for lr in (0.05, 0.1, 0.25):

@@ -40,7 +40,7 @@ class TimedHook:
 
 def recording_cost(run: Run) -> tuple[float, float]:
     d = run.data
-    recipe = run.cfg.teacher.recipe()
+    recipe = run.cfg.teacher.train
     recipe.epochs, recipe.eval_every = 1, 0
     hook = TimedHook(DynamicsRecorder(len(d.train), 1))
     model = run.model(run.cfg.teacher.model, 0)

@@ -1,12 +1,14 @@
 """Atomic writes and small JSON helpers for run-directory artifacts.
 
-Every artifact is written to a temporary name in the same folder and renamed into
-place, so an interrupted run never leaves a half-written file that a resume would trust.
+Every artifact is written to a temporary name in the same folder, flushed to disk and
+renamed into place (`atomic_path`), so an interrupted run never leaves a half-written file
+that a resume would trust. A folder of files is built the same way (`atomic_dir`).
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,18 +17,57 @@ from typing import Any, Iterator
 import torch
 
 
+def _sibling(path: Path, tag: str) -> Path:
+    """A hidden name next to `path`, unique to this process: `.name.<tag><pid>`."""
+    return path.with_name(f".{path.name}.{tag}{os.getpid()}")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it onto `path` if the block succeeds."""
+    """Yield a temporary path next to `path` for the block to write; if the block succeeds,
+    fsync the file and rename it onto `path`, so readers (and a resume after a crash or a
+    power cut) see the old file or the whole new one. If it raises, nothing is left behind.
+
+    The one atomic-write mechanism of ccfs: every file artifact is written through it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = _sibling(path, "tmp")
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a new empty folder next to `path` for the block to fill; if the block succeeds,
+    swap it in for `path` (an existing `path` is replaced). If it raises, `path` is untouched
+    and the temporary folder is removed. The swap is two renames: a crash between them
+    leaves the old folder as `.name.old<pid>` and no `path`, never a half-filled `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = _sibling(path, "tmp"), _sibling(path, "old")
+    for stale in (tmp, old):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            path.rename(old)
+        tmp.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_text(path: str | Path, text: str) -> None:

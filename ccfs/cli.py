@@ -27,6 +27,8 @@ EPILOG = """examples:
 
 PRESET is a name under configs/ or a YAML file; key=value overrides use dotted keys
 (data.root, teacher.model, select.ipc, select.alpha, train.epochs, eval.seeds, out, ...).
+`ccfs config [PRESET] [key=value ...]` lists every key with its value and description,
+and the selection methods.
 Every stage reads and writes artifacts in the run directory `out`, and skips work that is
 already finished there, so an interrupted run resumes where it stopped."""
 
@@ -42,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--root", help="folder holding the dataset files (default: the table's default)")
     prep.add_argument("--image-size", type=int, help="imagefolder: resize images to this size")
     prep.add_argument("--channels", type=int, choices=(1, 3), help="imagefolder: 1 (gray) or 3 (RGB)")
+    cfg = sub.add_parser("config", help="list every config key (type, value, description) and the methods",
+                         description="List every config key of PRESET (or the defaults) after the overrides.")
+    cfg.add_argument("preset", nargs="?", help="preset name under configs/ or a YAML path")
+    cfg.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     for name, text in STAGE_HELP.items():
         sp = sub.add_parser(name, help=text, description=text, epilog=EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,11 +63,26 @@ def _prepare(args) -> None:
     print(load_dataset(args.dataset, args.root, **options).summary())
 
 
+def _config(args) -> None:
+    from ccfs.config import describe, load_config
+    from ccfs.methods import METHODS
+
+    rows = describe(load_config(args.preset, args.overrides))
+    width = max(len(k) for k, *_ in rows)
+    for key, tp, value, text in rows:
+        print(f"{key:<{width}}  {value!r:<22} {text}  [{tp}]")
+    print("\nselect.method choices:")
+    for name, m in METHODS.items():
+        print(f"  {name:<14} {m.description}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.stage == "prepare":
             _prepare(args)
+        elif args.stage == "config":
+            _config(args)
         else:
             from ccfs.config import load_config
             from ccfs.pipeline import run_stage

@@ -2,115 +2,153 @@
 
 `load_config(preset, ["select.ipc=50", "eval.seeds=[0,1,2]"])` merges the dataclass
 defaults, the preset (a name under `configs/` or a YAML path) and the overrides, checks
-every key and type, and returns a `Config`. An unknown key or a wrong type is a
-`ConfigError` that names the valid keys.
+every key, type and choice, and returns a `Config`. An unknown key, a wrong type or a value
+outside a `Literal` is a `ConfigError` that names the valid ones. Every field carries a
+one-line description (`doc`), listed by `ccfs config`. Loading a config imports no torch;
+method names are checked against `ccfs.methods` before a stage starts.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import yaml
 
 from ccfs.errors import ConfigError
-from ccfs.train import Recipe
+from ccfs.scores import SCORE_NAMES
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def doc(default: Any, text: str) -> Any:
+    """A dataclass field with its default (lists and sections are copied per instance) and
+    its one-line description."""
+    if isinstance(default, list) or dataclasses.is_dataclass(default):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"doc": text})
+    return field(default=default, metadata={"doc": text})
+
+
+@dataclass
+class Recipe:
+    """How a model is trained: the teacher, the filters and the students all use this."""
+    epochs: int = doc(30, "training epochs")
+    batch_size: int = doc(256, "images per step; 0 = the paper's rule: 32 if |S| < 5000, 64 if < 10000, else 128")
+    lr: float = doc(0.05, "peak learning rate (SGD)")
+    momentum: float = doc(0.9, "SGD momentum")
+    weight_decay: float = doc(5e-4, "SGD weight decay")
+    warmup_epochs: int = doc(0, "epochs of linear warmup from warmup_start × lr; then cosine to 0, stepped per epoch")
+    warmup_start: float = doc(0.01, "the first warmup lr, as a fraction of lr")
+    augment: Literal["rrc", "crop", "none"] = doc("rrc", "rrc (RandomResizedCrop) | crop (zero-pad, random crop) | none")
+    flip: bool = doc(True, "random horizontal flip")
+    rrc_min_scale: float = doc(0.08, "RandomResizedCrop area range: [rrc_min_scale, 1] of the image")
+    crop_pad: int = doc(4, "pixels of zero padding for augment=crop")
+    temperature: float = doc(20.0, "KD temperature T")
+    eval_every: int = doc(0, "test every k epochs; 0 = eval_last tests in the last 20 % of epochs")
+    eval_last: int = doc(4, "tests spread over the last 20 % of epochs (the final epoch included)")
+    amp: bool = doc(True, "mixed precision on CUDA (ignored on the CPU)")
+    channels_last: bool = doc(True, "channels-last memory format on CUDA, and on the CPU for BatchNorm nets")
+
+    def batch_for(self, n: int) -> int:
+        if self.batch_size > 0:
+            return min(self.batch_size, n)
+        return 32 if n < 5000 else 64 if n < 10000 else 128
 
 
 @dataclass
 class DataCfg:
     """Which dataset, read from where."""
-    name: str = "fashion-mnist"
-    root: Optional[str] = None  # None: the dataset table's default folder
-    image_size: Optional[int] = None  # imagefolder only: resize to this size
-    channels: Optional[int] = None  # imagefolder only: 1 or 3
+    name: str = doc("fashion-mnist", "fashion-mnist | mnist | cifar10 | cifar100 | tiny-imagenet | imagefolder")
+    root: Optional[str] = doc(None, "folder holding the dataset files (None: the dataset table's default)")
+    image_size: Optional[int] = doc(None, "imagefolder only: resize images to this many pixels a side")
+    channels: Optional[int] = doc(None, "imagefolder only: 1 (gray) or 3 (RGB)")
+    mean: Optional[list[float]] = doc(None, "per-channel normalisation mean (None: the dataset table's)")
+    std: Optional[list[float]] = doc(None, "per-channel normalisation std (None: the dataset table's)")
+
+
+# The squeeze recipe's defaults: random crop with padding + flip, tested after every epoch.
+TEACHER_RECIPE = Recipe(epochs=8, batch_size=256, lr=0.05, weight_decay=5e-4, warmup_epochs=0,
+                        augment="crop", crop_pad=2, eval_every=1)
 
 
 @dataclass
 class TeacherCfg:
     """The teacher: trained on the full train set with cross-entropy, or imported."""
-    model: str = "convnet_w32_bn"
-    epochs: int = 8
-    batch_size: int = 256
-    lr: float = 0.05
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 0
-    augment: str = "crop"  # the squeeze recipe: random crop with padding + flip
-    crop_pad: int = 2  # pixels
-    checkpoint: Optional[str] = None  # import a trained teacher instead of training one
-    scores: Optional[str] = None  # import a difficulty-score file (.npy forgetting, .npz C-score)
-    record_epochs: Optional[list[int]] = None  # epochs whose logits feed EL2N/loss (None: early ones)
-
-    def recipe(self) -> Recipe:
-        return Recipe(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                      weight_decay=self.weight_decay, warmup_epochs=self.warmup_epochs,
-                      augment=self.augment, crop_pad=self.crop_pad, eval_every=1)
+    model: str = doc("convnet_w32_bn", "teacher architecture (a name in the model registry)")
+    train: Recipe = doc(TEACHER_RECIPE, "the teacher's recipe (own defaults: 8 epochs, lr 0.05, crop + flip)")
+    checkpoint: Optional[str] = doc(None, "import a trained teacher from this checkpoint instead of training one")
+    scores: Optional[str] = doc(None, "import a difficulty-score file (.npy forgetting, .npz C-score or ccfs scores)")
+    record_epochs: Optional[list[int]] = doc(None, "epochs whose logits feed EL2N and loss (None: the early ones)")
+    min_train_acc: Optional[float] = doc(None, "an imported teacher must classify at least this % of the train "
+                                         "set correctly (None: twice chance)")
 
 
 @dataclass
 class DistillCfg:
     """The distilled part: SRe2L / CDA synthesis from the teacher, or imported images."""
-    method: str = "cda"  # sre2l | cda | folder | tensor | none
-    from_: Optional[str] = None  # key `distill.from`: folder or tensor file to import
-    iterations: int = 300
-    lr: float = 0.1  # Adam, on normalised pixels
-    r_bn: float = 0.01
-    first_bn_multiplier: float = 10.0
-    jitter: int = 2  # pixels
-    batch_ipc: int = 10  # images per class in one optimisation batch
-    cda_schedule: str = "step"  # step | linear | cosine
-    init: str = "noise"  # noise | real
-    random_choice: bool = False  # folder import: a seeded random choice instead of the first files
-    resize: bool = False  # folder import: resize images of another size
+    method: Literal["sre2l", "cda", "folder", "tensor", "none"] = doc(
+        "cda", "sre2l | cda (BatchNorm matching from the teacher) | folder | tensor (import) | none")
+    from_: Optional[str] = doc(None, "key distill.from: the folder or tensor file to import")
+    iterations: int = doc(300, "Adam steps per batch of synthetic images")
+    lr: float = doc(0.1, "Adam learning rate on normalised pixels, cosine-decayed to 0")
+    r_bn: float = doc(0.01, "weight of the BatchNorm-statistics term")
+    first_bn_multiplier: float = doc(10.0, "extra weight of the first BatchNorm layer's term")
+    jitter: int = doc(2, "pixels of random roll per step")
+    batch_ipc: int = doc(10, "images per class in one optimisation batch")
+    cda_schedule: Literal["step", "linear", "cosine"] = doc("step", "how CDA's crop scale moves from easy to hard")
+    init: Literal["noise", "real"] = doc("noise", "start from Gaussian noise or from random real images")
+    random_choice: bool = doc(False, "folder import: a seeded random choice of files, not the first ones")
+    resize: bool = doc(False, "folder import: resize images of another size instead of refusing them")
 
 
 @dataclass
 class SelectCfg:
-    """Which real images join the distilled ones (SPEC.md §2, §6)."""
-    method: list[str] = field(default_factory=lambda: ["ccfs", "random"])
-    ipc: int = 50  # images per class in the synthetic set
-    alpha: float = 0.2  # distilled portion: cpc = int(ipc * alpha)
-    curricula: int = 3  # J
-    score: str = "forgetting"  # fine-stage difficulty: forgetting | cscore | logits | el2n | margin | aum | loss
-    coarse: str = "misclassified"  # misclassified | correct
-    fine: str = "simple"  # simple | hard | random
-    balance: bool = True  # per-class quotas in the fine stage
-    teacher_correct: bool = True  # restrict the pool to teacher-correct images
-    shortfall: str = "carry"  # carry (always meet IPC) | reference (under-fill like the official code)
-    filter_model: Optional[str] = None  # None: the first of eval.models
-    filter_epochs: Optional[int] = None  # None: train.epochs
-    window_betas: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(10)])
-    window_unit: str = "ipc"  # window skips int(beta * IPC) (SPEC.md §6) or int(beta * class size): class
-    selmatch_beta: float = 0.5  # selmatch: the window's beta before distilling the α part from it
+    """Which real images join the distilled ones (docs/method.md §2, §6)."""
+    method: list[str] = doc(["ccfs", "random"], "selection methods to run and compare (listed by `ccfs config`)")
+    ipc: int = doc(50, "images per class in the synthetic set")
+    alpha: float = doc(0.2, "distilled portion α in [0, 1): int(ipc · α) distilled images per class")
+    curricula: int = doc(3, "J, the number of CCFS rounds")
+    score: Literal[SCORE_NAMES] = doc("forgetting", "difficulty score of the fine stage and the score baselines")
+    coarse: Literal["misclassified", "correct"] = doc("misclassified", "coarse stage keeps what the filter gets wrong | right")
+    fine: Literal["simple", "hard", "random"] = doc("simple", "fine-stage order: easiest first | hardest first | random")
+    balance: bool = doc(True, "per-class quotas in the fine stage (off: the top quota · classes over all)")
+    teacher_correct: bool = doc(True, "restrict the pool to images the teacher classifies correctly")
+    shortfall: Literal["carry", "reference"] = doc(
+        "carry", "carry deficits and fill them in the last round (IPC always met) | reference (under-fill)")
+    filter_model: Optional[str] = doc(None, "architecture of the CCFS filters (None: the first of eval.models)")
+    filter_epochs: Optional[int] = doc(None, "epochs of each filter (None: train.epochs)")
+    window_betas: list[float] = doc([round(0.1 * i, 1) for i in range(10)], "window: the β values swept")
+    window_unit: Literal["ipc", "class"] = doc(
+        "ipc", "window skips int(β · IPC) hardest images (ipc) or int(β · class size) (class)")
+    selmatch_beta: float = doc(0.5, "selmatch: the window's β before its α part is distilled")
 
 
 @dataclass
 class EvalCfg:
     """Fresh students trained on each synthetic set (KD from the teacher)."""
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    models: list[str] = field(default_factory=lambda: ["convnet_w32"])
-    objective: str = "kd"  # kd | ce
-    full_epochs: int = 10  # epochs for the full-data baseline (method `full`)
+    seeds: list[int] = doc([0, 1, 2], "one student per seed, method and model")
+    models: list[str] = doc(["convnet_w32"], "student architectures (the first also makes the CCFS filters)")
+    objective: Literal["kd", "ce"] = doc("kd", "loss of students and filters: kd (from the teacher) | ce")
+    full_epochs: int = doc(10, "epochs of the full-data student (method full)")
 
 
 @dataclass
 class Config:
-    data: DataCfg = field(default_factory=DataCfg)
-    teacher: TeacherCfg = field(default_factory=TeacherCfg)
-    distill: DistillCfg = field(default_factory=DistillCfg)
-    select: SelectCfg = field(default_factory=SelectCfg)
-    train: Recipe = field(default_factory=Recipe)
-    eval: EvalCfg = field(default_factory=EvalCfg)
-    out: str = "runs/default"
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int = 0  # torch CPU threads; 0 = torch's default
-    progress: bool = True
+    data: DataCfg = doc(DataCfg(), "the dataset")
+    teacher: TeacherCfg = doc(TeacherCfg(), "the teacher")
+    distill: DistillCfg = doc(DistillCfg(), "the distilled part")
+    select: SelectCfg = doc(SelectCfg(), "the selection")
+    train: Recipe = doc(Recipe(), "the recipe of the filters and the students")
+    eval: EvalCfg = doc(EvalCfg(), "the evaluation")
+    out: str = doc("runs/default", "the run directory")
+    seed: int = doc(0, "seed of the teacher, the distillation and the selections")
+    device: str = doc("auto", "auto | cpu | cuda | cuda:N")
+    threads: int = doc(0, "torch CPU threads; 0 = torch's default")
+    progress: bool = doc(True, "progress bars (drawn only on a terminal)")
 
 
 # ----------------------------------------------------------------------------- mechanics
@@ -127,6 +165,10 @@ def _fields(cls) -> dict[str, tuple[str, Any]]:
 def _check_type(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}={value!r} is not one of: {', '.join(map(str, args))}")
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -152,7 +194,9 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def _build(cls, values: dict, prefix: str):
+def _build(cls, values: dict, prefix: str, base: Any = None):
+    """An instance of `cls` from `base` (default: cls()) with `values` set, checked."""
+    base = cls() if base is None else base
     fields = _fields(cls)
     kwargs = {}
     for key, value in values.items():
@@ -163,10 +207,10 @@ def _build(cls, values: dict, prefix: str):
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
                 raise ConfigError(f"{prefix + key} is a section; set its keys, e.g. {prefix + key}.KEY=VALUE")
-            kwargs[name] = _build(tp, value, prefix + key + ".")
+            kwargs[name] = _build(tp, value, prefix + key + ".", getattr(base, name))
         else:
             kwargs[name] = _check_type(value, tp, prefix + key)
-    return cls(**kwargs)
+    return dataclasses.replace(base, **kwargs)
 
 
 def to_dict(obj) -> dict:
@@ -232,35 +276,9 @@ def load_config(preset: str | None, overrides: list[str] = ()) -> Config:
 
 # ----------------------------------------------------------------------------- validation
 
-CHOICES = {
-    "distill.method": ("sre2l", "cda", "folder", "tensor", "none"),
-    "distill.cda_schedule": ("step", "linear", "cosine"),
-    "distill.init": ("noise", "real"),
-    "select.coarse": ("misclassified", "correct"),
-    "select.fine": ("simple", "hard", "random"),
-    "select.shortfall": ("carry", "reference"),
-    "select.window_unit": ("ipc", "class"),
-    "select.score": ("forgetting", "cscore", "logits", "el2n", "el2n_early", "loss", "margin", "aum"),
-    "train.augment": ("rrc", "crop", "none"),
-    "teacher.augment": ("rrc", "crop", "none"),
-    "eval.objective": ("kd", "ce"),
-}
-
-
-def _get(cfg: Config, dotted: str):
-    obj = cfg
-    for part in dotted.split("."):
-        obj = getattr(obj, part if hasattr(obj, part) else part + "_")
-    return obj
-
-
 def validate(cfg: Config) -> None:
-    """Checks that need no data; dataset-dependent checks happen in the stages."""
-    from ccfs.selection import SELECTORS  # late import: selection imports config users
-
-    for key, allowed in CHOICES.items():
-        if _get(cfg, key) not in allowed:
-            raise ConfigError(f"{key}={_get(cfg, key)!r} is not one of: {', '.join(allowed)}")
+    """Range checks that need no data (choices are checked by their Literal types);
+    dataset-dependent checks happen before the stages."""
     s = cfg.select
     if not 0.0 <= s.alpha < 1.0:
         raise ConfigError(f"select.alpha={s.alpha} must be in [0, 1): the distilled portion of each class")
@@ -268,14 +286,17 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"select.ipc={s.ipc} must be at least 1")
     if s.curricula < 1:
         raise ConfigError(f"select.curricula={s.curricula} must be at least 1 (J rounds)")
-    for m in s.method:
-        if m not in SELECTORS:
-            raise ConfigError(f"unknown select.method {m!r}; valid: {', '.join(SELECTORS)}")
+    if not s.method:
+        raise ConfigError("select.method must name at least one method")
     if cfg.distill.method in ("folder", "tensor") and not cfg.distill.from_:
         raise ConfigError(f"distill.method={cfg.distill.method} needs distill.from=PATH")
-    for name, value in (("train.epochs", cfg.train.epochs), ("teacher.epochs", cfg.teacher.epochs)):
+    for name, value in (("train.epochs", cfg.train.epochs), ("teacher.train.epochs", cfg.teacher.train.epochs)):
         if value < 1:
             raise ConfigError(f"{name}={value} must be at least 1")
+    for key in ("mean", "std"):
+        value = getattr(cfg.data, key)
+        if value is not None and (not value or (key == "std" and min(value) <= 0)):
+            raise ConfigError(f"data.{key}={value} must list one {'positive ' if key == 'std' else ''}value per channel")
     if not cfg.eval.seeds or not cfg.eval.models:
         raise ConfigError("eval.seeds and eval.models must each name at least one entry")
 
@@ -284,3 +305,31 @@ def save_config(cfg: Config, path: Path) -> None:
     from ccfs.artifacts import write_text
 
     write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+# ----------------------------------------------------------------------------- listing
+
+def _type_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        return " | ".join(map(str, args))
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _type_name(inner[0]) + " or null"
+    if origin is list:
+        return f"list of {_type_name(args[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def describe(cfg: Config | None = None, obj: Any = None, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(dotted key, type, value, description) of every field, sections expanded."""
+    obj = obj if obj is not None else (cfg or Config())
+    rows = []
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            rows += describe(cfg, value, prefix + _key(f) + ".")
+        else:
+            rows.append((prefix + _key(f), _type_name(hints[f.name]), value, f.metadata.get("doc", "")))
+    return rows

@@ -1,10 +1,13 @@
 """`Run`: a configuration plus its run directory, with the artifacts stages share.
 
 Stages are functions `stage(run)` that read artifacts from `run.out` and write new
-ones; everything loaded here is loaded lazily and once.
+ones; everything loaded here is loaded lazily and once. `Run` is part of the shared
+layer: it reads what any stage wrote (the teacher, scores, distilled images,
+selections) so that no stage has to import another.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
@@ -38,7 +41,13 @@ class Run:
 
         d = self.cfg.data
         options = {k: v for k, v in (("image_size", d.image_size), ("channels", d.channels)) if v}
-        return load_dataset(d.name, d.root, **options)
+        data = load_dataset(d.name, d.root, **options)
+        for key in ("mean", "std"):
+            value = getattr(d, key)
+            if value is not None and len(value) != data.channels:
+                raise ConfigError(f"data.{key} has {len(value)} values, the images have {data.channels} "
+                                  f"channels; give one per channel")
+        return replace(data, mean=tuple(d.mean or data.mean), std=tuple(d.std or data.std))
 
     @property
     def cpc(self) -> int:
@@ -74,6 +83,37 @@ class Run:
 
         d = self.data
         return predict_logits(self.teacher, d.train.images, d.mean, d.std, self.device).cpu()
+
+    @cached_property
+    def hardness(self) -> torch.Tensor | None:
+        """The configured score select.score as hardness [N] (higher = harder), or None
+        for score `logits` (taken from the filters, or the teacher's logits)."""
+        from ccfs.scores import COMPUTED, to_hardness
+
+        name = self.cfg.select.score
+        if name in COMPUTED:
+            return None
+        if name not in self.scores:
+            have = ", ".join(self.scores) or "none"
+            raise ConfigError(f"select.score={name} but the teacher stage recorded {have}; "
+                              f"import one with teacher.scores=FILE or pick another score")
+        return to_hardness(self.scores[name].float(), name)
+
+    def objective(self):
+        """The loss of filters and students (eval.objective: KD from the teacher, or CE)."""
+        from ccfs.objectives import make_objective
+
+        kd = self.cfg.eval.objective == "kd"
+        return make_objective(self.cfg.eval.objective, self.teacher if kd else None, self.cfg.train.temperature)
+
+    def check_budget(self) -> None:
+        """IPC must fit in the smallest class."""
+        counts = torch.bincount(self.data.train.labels, minlength=self.data.num_classes)
+        ipc = self.cfg.select.ipc
+        if ipc > int(counts.min()):
+            c = int(counts.argmin())
+            raise ConfigError(f"select.ipc={ipc} is larger than class {c} ({self.data.classes[c]!r}), which "
+                              f"has {int(counts[c])} training images; use select.ipc <= {int(counts.min())}")
 
     @cached_property
     def scores(self) -> dict[str, torch.Tensor]:
@@ -124,3 +164,22 @@ class Run:
         part = distilled if distilled is not None else self.distilled_part(distilled_per_class)
         real = self.data.train.subset(indices)
         return Split(torch.cat([part.images, real.images]), torch.cat([part.labels, real.labels]))
+
+    # ------------------------------------------------------------------ selections
+    def selection_dir(self, run_name: str) -> Path:
+        return self.out / "select" / run_name
+
+    def selection(self, run_name: str) -> tuple[Split, dict, dict]:
+        """(the synthetic set, selected_indices.json, meta.json) of a finished selection."""
+        from ccfs.artifacts import read_json
+
+        folder = self.selection_dir(run_name)
+        if not (folder / "selected_indices.json").is_file():
+            raise ConfigError(f"{folder}/selected_indices.json is missing: run `ccfs select` first")
+        sel = read_json(folder / "selected_indices.json")
+        meta = read_json(folder / "meta.json")
+        own = None
+        if meta.get("distilled_file"):
+            blob = torch.load(folder / meta["distilled_file"], weights_only=True)
+            own = Split(blob["images"], blob["labels"])
+        return self.synthetic_set(meta["distilled_per_class"], sel["idx_selected"], own), sel, meta

@@ -6,13 +6,10 @@ from __future__ import annotations
 import csv
 import io
 
-from ccfs.artifacts import read_json, write_text
+from ccfs import methods
+from ccfs.artifacts import write_text
 from ccfs.context import Run
 from ccfs.distill.folder import export_png_folder
-from ccfs.evaluate.run import synthetic_for
-from ccfs.selection.run import method_names
-
-SKIP = ("full",)  # the full train set is not a synthetic set
 
 
 def labels_csv(labels, sources, train_idx, classes) -> str:
@@ -26,22 +23,21 @@ def labels_csv(labels, sources, train_idx, classes) -> str:
     return buf.getvalue()
 
 
-def export_one(run: Run, method: str) -> None:
-    folder = run.out / "export" / method
+def export_one(run: Run, run_name: str) -> None:
+    folder = run.out / "export" / run_name
     if (folder / "labels.csv").is_file():
         return
-    data, _ = synthetic_for(run, method)
-    meta = read_json(run.out / "select" / method / "meta.json")
-    idx = read_json(run.out / "select" / method / "selected_indices.json")["idx_selected"]
+    data, sel, meta = run.selection(run_name)
+    idx = sel["idx_selected"]
     n_dist = meta["distilled_per_class"] * run.data.num_classes
     sources = ["distilled"] * n_dist + ["real"] * len(idx)
     train_idx = [-1] * n_dist + idx
     export_png_folder(data.images, data.labels, run.data.num_classes, folder)
     write_text(folder / "labels.csv", labels_csv(data.labels.tolist(), sources, train_idx, run.data.classes))
-    print(f"export {method}: {len(data)} images -> {folder}")
+    print(f"export {run_name}: {len(data)} images -> {folder}")
 
 
 def export_stage(run: Run) -> None:
-    for method in method_names(run.cfg):
-        if method not in SKIP:
-            export_one(run, method)
+    for run_name in methods.run_names(run.cfg.select):
+        if not methods.parse(run_name)[1].full_data:  # the full train set is not a synthetic set
+            export_one(run, run_name)

@@ -1,7 +1,7 @@
 """Training objectives: a callable `(model, x, y) -> (loss, logits)`.
 
 The same training loop trains the teacher (cross-entropy), the CCFS filters and the
-final students (knowledge distillation), so they cannot drift apart (SPEC.md §3).
+final students (knowledge distillation), so they cannot drift apart (docs/method.md §3).
 """
 from __future__ import annotations
 
@@ -38,3 +38,14 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     log_p = F.log_softmax(student_logits.float() / t, dim=1)
     log_q = F.log_softmax(teacher_logits.float() / t, dim=1)
     return F.kl_div(log_p, log_q, reduction="batchmean", log_target=True) * (t * t)
+
+
+def make_objective(kind: str, teacher: nn.Module | None = None, temperature: float = 20.0):
+    """The objective of filters and students: "kd" (from `teacher`) or "ce"."""
+    if kind == "kd":
+        if teacher is None:
+            raise ValueError("the kd objective needs a teacher")
+        return KD(teacher, temperature)
+    if kind == "ce":
+        return CrossEntropy()
+    raise ValueError(f"unknown objective {kind!r}; valid: kd, ce")

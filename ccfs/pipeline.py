@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+from ccfs import methods, records, runlock
 from ccfs.config import Config, save_config, to_dict
 from ccfs.context import Run
 from ccfs.errors import ConfigError
@@ -14,29 +15,38 @@ from ccfs.errors import ConfigError
 
 def preflight(run: Run) -> None:
     """Checks that need the dataset but no training."""
-    from ccfs.models import MODELS
-    from ccfs.selection.run import check_budget
+    from ccfs.models import MODELS, load_checkpoint
     from ccfs.teacher.score_files import load_score_file
 
     cfg = run.cfg
     for name in [cfg.teacher.model, *cfg.eval.models] + ([cfg.select.filter_model] if cfg.select.filter_model else []):
         if name not in MODELS:
             raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
-    check_budget(run)
+    run.check_budget()
     if cfg.teacher.checkpoint and not (run.teacher_dir / "metrics.json").is_file():
-        from ccfs.models import load_checkpoint
-
         load_checkpoint(run.model(cfg.teacher.model, 0), cfg.teacher.checkpoint, arch=cfg.teacher.model)
-    if cfg.teacher.scores:
-        load_score_file(cfg.teacher.scores, run.data.train.labels)
-    needs_scores = any(m in cfg.select.method for m in ("ccfs", "self_evolved", "forgetting", "window", "selmatch"))
-    if needs_scores and cfg.select.score == "cscore" and not cfg.teacher.scores:  # the one score not recorded
-        raise ConfigError(f"select.score={cfg.select.score} cannot be recorded while training; "
-                          "import it with teacher.scores=FILE")
-    if cfg.teacher.checkpoint and not cfg.teacher.scores and needs_scores and cfg.select.score != "logits":
-        if not (run.teacher_dir / "scores.npz").is_file():
-            raise ConfigError("an imported teacher (teacher.checkpoint) brings no training dynamics: "
-                              "give teacher.scores=FILE or use select.score=logits")
+    imported = load_score_file(cfg.teacher.scores, run.data.train.labels)[0] if cfg.teacher.scores else None
+    _check_score_available(run, imported)
+
+
+def _check_score_available(run: Run, imported: str | None) -> None:
+    """Methods that rank by select.score need it: recorded by the teacher run, imported
+    with teacher.scores, or computed (logits). Methods that need no score never ask."""
+    from ccfs.scores import COMPUTED, RECORDED
+
+    cfg = run.cfg
+    score = cfg.select.score
+    if not any(methods.get(m).needs_scores for m in cfg.select.method) or score in COMPUTED:
+        return
+    if (run.teacher_dir / "metrics.json").is_file():
+        run.hardness  # a finished teacher stage: fails now, naming the scores it holds
+    elif score not in RECORDED and imported != score:
+        raise ConfigError(f"select.score={score} cannot be recorded while training; import it with "
+                          "teacher.scores=FILE")
+    elif cfg.teacher.checkpoint and imported != score:
+        have = f"teacher.scores holds {imported!r}" if imported else "no teacher.scores file is given"
+        raise ConfigError(f"an imported teacher (teacher.checkpoint) brings no training dynamics and {have}: "
+                          f"give teacher.scores=FILE with {score!r} scores, or use select.score=logits")
 
 
 def _stages():
@@ -52,7 +62,6 @@ def _stages():
 
 
 def run_all(run: Run) -> None:
-    from ccfs.evaluate.run import current_records
     from ccfs.report.tables import summary_table
 
     t0 = time.perf_counter()
@@ -60,20 +69,23 @@ def run_all(run: Run) -> None:
         stage(run)
     print(f"\n== {run.cfg.data.name}, IPC {run.cfg.select.ipc}: final-epoch test accuracy "
           f"(mean ± std over seeds) ==")
-    print(summary_table(current_records(run)))
+    print(summary_table(records.current(run.out, run.cfg)))
     print(f"total {time.perf_counter() - t0:.0f}s; report: {run.out / 'report.md'}")
 
 
 def run_stage(stage: str, cfg: Config) -> None:
+    for name in cfg.select.method:
+        methods.get(name)  # an unknown method fails before anything is loaded
     run = Run(cfg)
-    _check_same_run(run)
-    print(run.data.summary())
-    preflight(run)
-    save_config(cfg, run.out / "config.yaml")
-    if stage == "run":
-        run_all(run)
-    else:
-        _stages()[stage](run)
+    with runlock.hold(run.out):
+        _check_same_run(run)
+        print(run.data.summary())
+        preflight(run)
+        save_config(cfg, run.out / "config.yaml")
+        if stage == "run":
+            run_all(run)
+        else:
+            _stages()[stage](run)
 
 
 # Sections whose change invalidates finished artifacts in an existing run directory.

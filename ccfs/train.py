@@ -16,40 +16,17 @@ import torch
 from torch import nn
 
 from ccfs.artifacts import torch_save
+from ccfs.config import Recipe  # noqa: F401  (defined with the config: loading one needs no torch)
 from ccfs.data.augment import AugmentPolicy, augment, normalize, to_float
 from ccfs.data.datasets import Split
 
 Hook = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
-@dataclass
-class Recipe:
-    """How a model is trained: teacher, filters and students all use this."""
-    epochs: int = 30
-    batch_size: int = 256  # images; 0 = the paper's rule: 32 if |S| < 5000, 64 if < 10000, else 128
-    lr: float = 0.05  # peak learning rate (SGD)
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 0  # linear warmup from warmup_start * lr, then cosine to 0 (per epoch)
-    warmup_start: float = 0.01
-    augment: str = "rrc"  # rrc (RandomResizedCrop) | crop (pad + random crop) | none
-    flip: bool = True
-    rrc_min_scale: float = 0.08  # RandomResizedCrop area range [rrc_min_scale, 1]
-    crop_pad: int = 4  # pixels, for augment=crop
-    temperature: float = 20.0  # KD temperature T
-    eval_every: int = 0  # test every k epochs; 0 = only the last `eval_last` evaluations
-    eval_last: int = 4  # evaluations spread over the last 20 % of epochs (final epoch included)
-    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
-    channels_last: bool = True  # channels-last memory format on CUDA (ignored on CPU)
-
-    def policy(self) -> AugmentPolicy:
-        return AugmentPolicy(kind=self.augment, flip=self.flip, scale=(self.rrc_min_scale, 1.0),
-                             pad=self.crop_pad)
-
-    def batch_for(self, n: int) -> int:
-        if self.batch_size > 0:
-            return min(self.batch_size, n)
-        return 32 if n < 5000 else 64 if n < 10000 else 128
+def augment_policy(recipe: Recipe) -> AugmentPolicy:
+    """The batch augmentation a recipe asks for."""
+    return AugmentPolicy(kind=recipe.augment, flip=recipe.flip, scale=(recipe.rrc_min_scale, 1.0),
+                         pad=recipe.crop_pad)
 
 
 def lr_factor(epoch: int, epochs: int, warmup: int, start: float) -> float:
@@ -99,9 +76,11 @@ class Normalizer:
 def use_channels_last(model: nn.Module, device: torch.device, wanted: bool = True) -> bool:
     """Channels-last on CUDA; on the CPU only for BatchNorm nets, where it measured faster
     (convnet_w32_bn train 5.4k vs 3.9k img/s) while GroupNorm nets got slower (3.7k vs 5.2k)."""
+    from ccfs.models import batchnorm_layers
+
     if not wanted:
         return False
-    return device.type == "cuda" or any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return device.type == "cuda" or bool(batchnorm_layers(model))
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -156,7 +135,7 @@ class History:
 def _train_epoch(model, opt, objective, data: Split, norm: Normalizer, recipe: Recipe, epoch: int,
                  gen: torch.Generator, device, hook: Optional[Hook], scaler):
     model.train()
-    policy = recipe.policy()
+    policy = augment_policy(recipe)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     for idx in batch_indices(len(data), recipe.batch_for(len(data)), gen):

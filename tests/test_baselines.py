@@ -1,4 +1,4 @@
-"""Baselines (SPEC.md §6): class-balanced random, the hardest-first sliding window by hand,
+"""Baselines (docs/method.md §6): class-balanced random, the hardest-first sliding window by hand,
 herding and k-center against brute-force greedy references, per-class coresets."""
 from __future__ import annotations
 

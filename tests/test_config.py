@@ -106,7 +106,6 @@ def test_wrong_type_is_an_error(override):
     (["select.alpha=-0.1"], "select.alpha"),
     (["select.curricula=0"], "select.curricula"),
     (["select.ipc=0"], "select.ipc"),
-    (["select.method=[ccfs,magic]"], "magic"),
     (["select.score=vibes"], "select.score"),
     (["distill.method=folder"], "distill.from"),
     (["distill.method=tensor"], "distill.from"),
@@ -122,10 +121,13 @@ def test_invalid_values_are_config_errors(overrides, match):
         load_config(None, overrides)
 
 
-def test_unknown_method_lists_valid_methods():
-    with pytest.raises(ConfigError) as e:
-        load_config(None, ["select.method=magic"])
-    assert "ccfs" in str(e.value) and "random" in str(e.value)
+def test_unknown_method_lists_valid_methods(capsys):
+    """Method names are checked against the method table before any stage starts."""
+    from ccfs.cli import main
+
+    assert main(["select", "tiny", "select.method=[ccfs,magic]", "data.root=/nonexistent"]) == 2
+    err = capsys.readouterr().err
+    assert "magic" in err and "ccfs" in err and "random" in err and "dataset" not in err
 
 
 def test_alpha_bounds_inclusive_zero():
@@ -173,5 +175,38 @@ def test_float_without_dot_is_a_float(tmp_path, text, expected):
     """PyYAML (YAML 1.1) reads `1e-3` as a string; a float field must still accept it."""
     assert load_config(None, [f"train.lr={text}"]).train.lr == expected
     preset = tmp_path / "p.yaml"
-    preset.write_text(f"teacher:\n  weight_decay: {text}\n")
-    assert load_config(str(preset)).teacher.weight_decay == expected
+    preset.write_text(f"teacher:\n  train:\n    weight_decay: {text}\n")
+    assert load_config(str(preset)).teacher.train.weight_decay == expected
+
+
+def test_every_field_has_a_one_line_description():
+    from ccfs.config import describe
+
+    rows = describe()
+    assert len(rows) > 60
+    missing = [key for key, _, _, text in rows if not text or "\n" in text]
+    assert not missing, f"fields without a one-line description: {missing}"
+
+
+def test_teacher_recipe_is_the_shared_recipe_with_its_own_defaults(tmp_path):
+    from ccfs.config import Recipe
+
+    cfg = load_config(None, ["teacher.train.lr=0.3"])
+    assert isinstance(cfg.teacher.train, Recipe)
+    assert cfg.teacher.train.lr == 0.3
+    assert (cfg.teacher.train.epochs, cfg.teacher.train.augment, cfg.teacher.train.crop_pad) == (8, "crop", 2)
+    assert cfg.train.augment == "rrc"  # the students' recipe keeps the Recipe defaults
+
+
+def test_literal_choices_name_the_valid_values():
+    with pytest.raises(ConfigError, match="simple, hard, random"):
+        load_config(None, ["select.fine=medium"])
+
+
+def test_config_listing_shows_keys_and_methods(capsys):
+    from ccfs.cli import main
+
+    assert main(["config", "tiny", "select.ipc=7"]) == 0
+    out = capsys.readouterr().out
+    assert "select.ipc" in out and " 7 " in out and "teacher.train.epochs" in out
+    assert "window" in out and "sliding window" in out

@@ -1,5 +1,5 @@
 """Difficulty scores: forgetting on hand-written histories, the streaming recorder against
-the brute-force history reference, EL2N / loss / margin by hand, AUM, resume, ease."""
+the brute-force history reference, EL2N / loss / margin by hand, AUM, resume, the hardness convention."""
 import math
 
 import numpy as np
@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from ccfs.errors import CheckpointError, ConfigError, DataError
-from ccfs.teacher.difficulty import (SCORE_EASIER_IS_HIGHER, DynamicsRecorder, ce_loss, default_el2n_epochs, ease,
-                                     el2n, forgetting_from_history, margin)
+from ccfs.scores import HIGHER_IS_EASIER, RECORDED, to_hardness
+from ccfs.teacher.difficulty import (DynamicsRecorder, ce_loss, default_el2n_epochs, el2n, forgetting_from_history,
+                                     margin)
 
 
 def history(*columns: list[int]) -> torch.Tensor:
@@ -158,7 +159,7 @@ def test_every_score_has_a_sign():
     g, h, labels = run_case(epochs=2, n=5)
     rec = DynamicsRecorder(5, 2)
     replay(rec, h, labels, g)
-    assert set(rec.scores()) <= set(SCORE_EASIER_IS_HIGHER)
+    assert set(rec.scores()) <= set(HIGHER_IS_EASIER)
 
 
 def test_state_dict_round_trip_mid_run_gives_identical_scores():
@@ -216,24 +217,35 @@ def test_epoch_out_of_range_raises():
         DynamicsRecorder(2, 3)(3, torch.tensor([0]), torch.zeros(1, K), torch.tensor([0]))
 
 
-# ----------------------------------------------------------------------------- ease
+# ----------------------------------------------------------------------------- hardness
 
 
-@pytest.mark.parametrize("name", sorted(SCORE_EASIER_IS_HIGHER))
-def test_ease_puts_easiest_first(name):
+@pytest.mark.parametrize("name", sorted(HIGHER_IS_EASIER))
+def test_hardness_puts_hardest_first(name):
     scores = torch.tensor([3.0, 1.0, 2.0])
-    order = torch.argsort(ease(scores, name), descending=True).tolist()
-    assert order == ([0, 2, 1] if SCORE_EASIER_IS_HIGHER[name] else [1, 2, 0])
+    order = torch.argsort(to_hardness(scores, name), descending=True).tolist()
+    assert order == ([1, 2, 0] if HIGHER_IS_EASIER[name] else [0, 2, 1])
 
 
-def test_ease_signs_of_paper_scores():
-    assert not SCORE_EASIER_IS_HIGHER["forgetting"] and SCORE_EASIER_IS_HIGHER["cscore"]
-    assert SCORE_EASIER_IS_HIGHER["logits"] and SCORE_EASIER_IS_HIGHER["aum"]
+def test_hardness_works_on_numpy_too():
+    assert to_hardness(np.array([1.0, -2.0]), "aum").tolist() == [-1.0, 2.0]
+    assert to_hardness(np.array([1.0, -2.0]), "forgetting").tolist() == [1.0, -2.0]
 
 
-def test_ease_unknown_name_lists_valid_ones():
+def test_signs_of_paper_scores():
+    assert not HIGHER_IS_EASIER["forgetting"] and HIGHER_IS_EASIER["cscore"]
+    assert HIGHER_IS_EASIER["logits"] and HIGHER_IS_EASIER["aum"]
+
+
+def test_recorder_scores_are_the_recorded_names():
+    rec = DynamicsRecorder(2, 1)
+    rec(0, torch.tensor([0, 1]), torch.randn(2, K), torch.tensor([0, 1]))
+    assert set(rec.scores()) == set(RECORDED)
+
+
+def test_hardness_unknown_name_lists_valid_ones():
     with pytest.raises(ConfigError, match="valid: .*forgetting"):
-        ease(torch.zeros(2), "hardness")
+        to_hardness(torch.zeros(2), "hardness")
 
 
 def test_recorder_detaches_logits():

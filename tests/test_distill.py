@@ -8,6 +8,7 @@ from PIL import Image
 from ccfs.distill import (BNStatsLoss, SynthParams, cda_min_scale, class_batches, export_png_folder,
                           import_png_folder, import_tensor_file, quantize, save_image_grid,
                           synthesize)
+from ccfs.distill import folder
 from ccfs.errors import ConfigError, DataError
 
 
@@ -231,7 +232,7 @@ def test_png_round_trip(tmp_path, channels):
     assert sorted(p.name for p in out.iterdir()) == ["00000", "00001", "00002", "00003"]
     assert sorted(p.name for p in (out / "00001").iterdir()) == ["00000.png", "00001.png"]
     assert not list((out / "00003").iterdir())
-    assert not (tmp_path / "distilled.tmp").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["distilled"]  # no temporary left
     (out / "00003").rmdir()  # import needs cpc images in every class
     got, got_labels = import_png_folder(out, 3, 2, channels, 6)
     order = torch.tensor([1, 3, 0, 4, 2, 5])  # class by class, in the given order
@@ -247,6 +248,30 @@ def test_export_replaces_existing_folder(tmp_path):
     got, _ = import_png_folder(tmp_path / "d", 2, 1, 1, 6)
     assert torch.equal(got, second)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
+def test_failed_export_keeps_the_old_folder(tmp_path, monkeypatch):
+    labels = torch.tensor([0, 1])
+    first = random_u8(2, 1, seed=1)
+    export_png_folder(first, labels, 2, tmp_path / "d")
+
+    def crash(image):
+        raise OSError("disk full")
+    monkeypatch.setattr(folder, "_to_pil", crash)
+    with pytest.raises(OSError, match="disk full"):
+        export_png_folder(random_u8(2, 1, seed=2), labels, 2, tmp_path / "d")
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]
+    assert torch.equal(import_png_folder(tmp_path / "d", 2, 1, 1, 6)[0], first)
+
+
+def test_import_skips_hidden_and_other_files(tmp_path):
+    images = random_u8(2, 1)
+    root = export_png_folder(images, torch.tensor([0, 1]), 2, tmp_path / "d")
+    (root / "00000" / "._00000.png").write_bytes(b"macOS metadata")  # AppleDouble file
+    (root / "00000" / "notes.txt").write_text("not an image")
+    got, _ = import_png_folder(root, 2, 1, 1, 6)
+    assert torch.equal(got, images)
 
 
 def test_import_accepts_any_sorted_folder_names(tmp_path):
@@ -324,6 +349,7 @@ def test_quantize():
 def test_save_image_grid(tmp_path):
     images, labels = random_u8(3, 3, size=4), torch.tensor([1, 0, 1])
     path = save_image_grid(images, labels, 3, tmp_path / "grid.png", per_row=2, pad=1)
+    assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]  # no temporary left
     with Image.open(path) as img:
         assert img.mode == "RGB" and img.size == (2 * 5 + 1, 3 * 5 + 1)
         grid = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)

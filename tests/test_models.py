@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ccfs.errors import CheckpointError, ConfigError
-from ccfs.models import MODELS, create_model, has_batchnorm, load_checkpoint, save_checkpoint
+from ccfs.models import MODELS, batchnorm_layers, create_model, has_batchnorm, load_checkpoint, save_checkpoint
 
 SHAPES = [(1, 28), (3, 32)]  # (channels, px)
 
@@ -64,6 +64,30 @@ def test_convnet_variants():
     assert has_batchnorm(_make("resnet18_modified")) and has_batchnorm(_make("mobilenetv2"))
 
 
+def test_batchnorm_layers_are_those_with_running_stats():
+    model = _make("convnet_bn")
+    assert batchnorm_layers(model) == [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(batchnorm_layers(model)) == 3 and batchnorm_layers(_make("convnet")) == []
+    no_stats = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4, track_running_stats=False))
+    with_1d = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4))
+    assert batchnorm_layers(no_stats) == [] and not has_batchnorm(no_stats)
+    assert batchnorm_layers(with_1d) == [with_1d[1]] and has_batchnorm(with_1d)
+
+
+def test_torchvision_init():
+    vgg, mobile, resnet = _make("vgg11_bn"), _make("mobilenetv2"), _make("resnet18_modified")
+    for model in (vgg, mobile):
+        assert abs(model.classifier.weight.std().item() - 0.01) < 0.002
+        assert not model.classifier.bias.any()
+    assert not any(m.bias.any() for m in vgg.modules() if isinstance(m, nn.Conv2d))
+    assert resnet.fc.bias.any()  # ResNet keeps PyTorch's default Linear init
+    for model in (vgg, mobile, resnet):
+        bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        assert all(bn.weight.eq(1).all() and not bn.bias.any() for bn in bns)
+    conv = mobile.features[-1][0]  # 1x1 conv 320 -> 1280: Kaiming normal, fan_out = 1280
+    assert abs(conv.weight.std().item() - (2 / 1280) ** 0.5) < 0.002
+
+
 def _torchvision_resnet18_keys():
     bn = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
     keys = ["conv1.weight"] + [f"bn1.{s}" for s in bn]
@@ -100,7 +124,7 @@ def test_checkpoint_round_trip(tmp_path):
     src = _make("convnet_w32_bn", 10, 1, 28, seed=1)
     path = tmp_path / "sub" / "model.pt"
     save_checkpoint(src, path, "convnet_w32_bn", 10, 1, 28)
-    assert path.exists() and not (tmp_path / "sub" / "model.pt.tmp").exists()
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["model.pt"]  # no temporary left
     obj = torch.load(path, weights_only=True)
     assert (obj["arch"], obj["num_classes"], obj["in_channels"], obj["image_size"]) == \
         ("convnet_w32_bn", 10, 1, 28)

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from ccfs.data import readers
+from ccfs.data.images import decode_image, image_files
 from ccfs.errors import DataError
 
 # ----------------------------------------------------------------------------- writers
@@ -474,3 +475,41 @@ def test_read_imagefolder_bad_options(tmp_path):
         readers.read_imagefolder(tmp_path, channels=2)
     with pytest.raises(DataError, match=r"image_size must be a positive integer \(pixels\), got -4"):
         readers.read_imagefolder(tmp_path, image_size=-4)
+
+
+# ----------------------------------------------------------------------------- the image decoder
+
+
+def test_decode_image_exact_size_and_mode_is_lossless(tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)  # [H, W, C]
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    for resize in (True, False):
+        got = decode_image(tmp_path / "a.png", 3, (5, 7), resize=resize)
+        assert got.dtype == np.uint8 and got.flags.writeable
+        np.testing.assert_array_equal(got, pixels.transpose(2, 0, 1))
+
+
+def test_decode_image_resizes_only_when_allowed(tmp_path):
+    solid((200, 100, 50), size=8).save(tmp_path / "a.png")
+    got = decode_image(tmp_path / "a.png", 1, (4, 6), resize=True)  # RGB 8x8 -> L 4 high, 6 wide
+    assert got.shape == (1, 4, 6) and abs(int(got.mean()) - round(0.299 * 200 + 0.587 * 100 + 0.114 * 50)) <= 1
+    with pytest.raises(DataError, match=r"a\.png is RGB 8x8 \(WxH\), the dataset needs L 6x4; .*resize enabled"):
+        decode_image(tmp_path / "a.png", 1, (4, 6), resize=False)
+    with pytest.raises(DataError, match=r"the dataset needs L 8x8"):  # mode alone differs
+        decode_image(tmp_path / "a.png", 1, (8, 8), resize=False)
+
+
+def test_decode_image_truncated_file(tmp_path):
+    buf = io.BytesIO()
+    solid((1, 2, 3), size=16).save(buf, format="PNG")
+    (tmp_path / "t.png").write_bytes(buf.getvalue()[:-30])
+    for resize in (True, False):
+        with pytest.raises(DataError, match=r"cannot read image .*t\.png .*replace or delete the file"):
+            decode_image(tmp_path / "t.png", 3, (16, 16), resize=resize)
+
+
+def test_image_files_lists_visible_images_sorted(tmp_path):
+    for name in ("b.PNG", "a.tif", "c.pgm", ".hidden.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "dir.png").mkdir()
+    assert [p.name for p in image_files(tmp_path)] == ["a.tif", "b.PNG", "c.pgm"]

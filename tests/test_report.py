@@ -16,7 +16,7 @@ from PIL import Image
 
 from ccfs.artifacts import append_jsonl
 from ccfs.distill.folder import export_png_folder
-from ccfs.evaluate.run import load_records, record_key
+from ccfs.records import load as load_records, record_key
 from ccfs.export import labels_csv
 from ccfs.report import plots
 from ccfs.report.tables import fmt, group, mean_std, oracle_window, results_table, rounds_table, summary_table

@@ -1,4 +1,4 @@
-"""CCFS selection (SPEC.md §2): round quotas, the coarse and fine stages against hand-computed
+"""CCFS selection (docs/method.md §2): round quotas, the coarse and fine stages against hand-computed
 orders, the shortfall rule (carry and reference), α = 0, the ablation switches, resume, and
 every registered selector through one hand-built `SelectionInputs`. Filters are fakes whose
 logits are written by hand, so nothing is trained."""
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ccfs.config import SelectCfg
-from ccfs.selection import SELECTORS, SelectionInputs
+from ccfs.methods import METHODS, SelectionInputs
 from ccfs.selection.ccfs import (CCFSOptions, Filter, RoundState, ccfs_rounds, coarse_candidates, fine_select,
                                  rank_order, round_quotas, true_class_logit)
 
@@ -73,9 +73,10 @@ def counts(indices, labels, k):
     return torch.bincount(labels[torch.as_tensor(indices, dtype=torch.long)], minlength=k).tolist()
 
 
-def expected_order(cands: list[int], ease: torch.Tensor, tie: torch.Tensor) -> list[int]:
-    """Independent easiest-first order: higher ease, then higher tiebreak, then lower index."""
-    return sorted(cands, key=lambda i: (-float(ease[i]), -float(tie[i]), i))
+def expected_order(cands: list[int], hardness: torch.Tensor, logit: torch.Tensor) -> list[int]:
+    """Independent easiest-first order: lower hardness, then higher true-class logit, then
+    lower index."""
+    return sorted(cands, key=lambda i: (float(hardness[i]), -float(logit[i]), i))
 
 
 # ----------------------------------------------------------------------------- round quotas
@@ -120,21 +121,21 @@ TIE = torch.tensor([.5, .1, .9, .3, .7, .2, .4, .8, .6, .1, .8, .2])  # higher =
 
 def test_rank_order_simple_hard_and_index_ties_by_hand():
     c0 = LABELS == 0
-    assert rank_order(c0, -FORGET, TIE, "simple", None).tolist() == [3, 1, 2, 5, 4, 0]
-    assert rank_order(LABELS == 1, -FORGET, TIE, "simple", None).tolist() == [9, 7, 10, 8, 6, 11]
-    assert rank_order(c0, -FORGET, TIE, "hard", None).tolist() == [0, 4, 5, 2, 1, 3]
-    assert rank_order(LABELS == 1, -FORGET, TIE, "hard", None).tolist() == [11, 6, 8, 7, 10, 9]
+    assert rank_order(c0, FORGET, -TIE, "simple", None).tolist() == [3, 1, 2, 5, 4, 0]
+    assert rank_order(LABELS == 1, FORGET, -TIE, "simple", None).tolist() == [9, 7, 10, 8, 6, 11]
+    assert rank_order(c0, FORGET, -TIE, "hard", None).tolist() == [0, 4, 5, 2, 1, 3]
+    assert rank_order(LABELS == 1, FORGET, -TIE, "hard", None).tolist() == [11, 6, 8, 7, 10, 9]
     zeros = torch.zeros(12)  # no tiebreak: index order within equal scores
-    assert rank_order(c0, -FORGET, zeros, "simple", None).tolist() == [1, 3, 2, 5, 0, 4]
+    assert rank_order(c0, FORGET, zeros, "simple", None).tolist() == [1, 3, 2, 5, 0, 4]
 
 
 def test_rank_order_matches_independent_sort_on_random_ties():
     g = torch.Generator().manual_seed(3)
-    ease = torch.randint(0, 3, (50,), generator=g).float()
-    tie = torch.randint(0, 3, (50,), generator=g).float()  # ties in the tiebreak too: index decides
+    hardness = torch.randint(0, 3, (50,), generator=g).float()
+    logit = torch.randint(0, 3, (50,), generator=g).float()  # ties in the tiebreak too: index decides
     cand = torch.rand(50, generator=g) < 0.7
-    want = expected_order(cand.nonzero().flatten().tolist(), ease, tie)
-    assert rank_order(cand, ease, tie, "simple", None).tolist() == want
+    want = expected_order(cand.nonzero().flatten().tolist(), hardness, logit)
+    assert rank_order(cand, hardness, -logit, "simple", None).tolist() == want
 
 
 @pytest.mark.parametrize("order, expected", [
@@ -143,58 +144,59 @@ def test_rank_order_matches_independent_sort_on_random_ties():
 ])
 def test_fine_select_per_class_quota_by_hand(order, expected):
     all_ = torch.ones(12, dtype=torch.bool)
-    assert fine_select(all_, LABELS, -FORGET, TIE, torch.tensor([3, 3]), order).tolist() == expected
+    assert fine_select(all_, LABELS, torch.tensor([3, 3]), hardness=FORGET, tie=-TIE, order=order).tolist() == expected
 
 
 def test_fine_select_unequal_quotas_and_short_class():
     cand = LABELS == 0
     cand[9] = True  # class 1 has one candidate only
-    out = fine_select(cand, LABELS, -FORGET, TIE, torch.tensor([2, 4]))
+    out = fine_select(cand, LABELS, torch.tensor([2, 4]), hardness=FORGET, tie=-TIE)
     assert out.tolist() == [3, 1, 9]
 
 
 def test_fine_select_random_order_is_a_seeded_subset():
     all_ = torch.ones(12, dtype=torch.bool)
     q = torch.tensor([3, 3])
-    a = fine_select(all_, LABELS, -FORGET, TIE, q, "random", generator=torch.Generator().manual_seed(0))
-    b = fine_select(all_, LABELS, -FORGET, TIE, q, "random", generator=torch.Generator().manual_seed(0))
+    a = fine_select(all_, LABELS, q, hardness=FORGET, tie=-TIE, order="random", generator=torch.Generator().manual_seed(0))
+    b = fine_select(all_, LABELS, q, hardness=FORGET, tie=-TIE, order="random", generator=torch.Generator().manual_seed(0))
     assert a.tolist() == b.tolist()
     assert counts(a, LABELS, 2) == [3, 3] and len(set(a.tolist())) == 6
-    draws = {tuple(fine_select(all_, LABELS, -FORGET, TIE, q, "random",
+    draws = {tuple(fine_select(all_, LABELS, q, hardness=FORGET, tie=-TIE, order="random",
                                generator=torch.Generator().manual_seed(s)).tolist()) for s in range(8)}
     assert len(draws) > 1  # the generator is actually used
 
 
 def test_fine_select_without_balance_takes_top_overall():
-    ease = torch.tensor([5., 5, 5, 5, 5, 5, 1, 1, 1, 1, 1, 1])  # class 0 all easier
-    out = fine_select(torch.ones(12, dtype=torch.bool), LABELS, ease, TIE, torch.tensor([3, 3]), balance=False)
+    hardness = torch.tensor([1., 1, 1, 1, 1, 1, 5, 5, 5, 5, 5, 5])  # class 0 all easier
+    out = fine_select(torch.ones(12, dtype=torch.bool), LABELS, torch.tensor([3, 3]), hardness=hardness, tie=-TIE,
+                      balance=False)
     assert out.tolist() == [2, 4, 0, 3, 5, 1]  # six of class 0, by the tiebreak
 
 
 # ----------------------------------------------------------------------------- ccfs_rounds: the fine stage in place
 
 
-def one_round(opts_kw, wrong_idx, ease=-FORGET, has_distilled=True):
+def one_round(opts_kw, wrong_idx, hardness=FORGET, has_distilled=True):
     wrong = torch.zeros(12, dtype=torch.bool)
     wrong[wrong_idx] = True
     filters = FakeFilters(LABELS, TIE, const_wrong(wrong), 2)
     opts = CCFSOptions(**{"ipc_real": 3, "rounds": 1, **opts_kw})
-    state = ccfs_rounds(LABELS, torch.ones(12, dtype=torch.bool), ease, FORGET, opts, has_distilled, filters,
-                        fallback_logits=torch.zeros(12, 2))
+    state = ccfs_rounds(LABELS, torch.ones(12, dtype=torch.bool), hardness=hardness, opts=opts,
+                        has_distilled=has_distilled, train_filter=filters, fallback_logits=torch.zeros(12, 2))
     return state, filters
 
 
 ALL_BUT_7 = [i for i in range(12) if i != 7]  # the filter gets 7 right: the coarse stage drops it
 
 
-@pytest.mark.parametrize("opts_kw, ease, expected", [
-    ({}, -FORGET, [3, 1, 2, 9, 10, 8]),  # ties by the filter's logit, then index
-    ({"shortfall": "reference"}, -FORGET, [1, 3, 2, 9, 8, 10]),  # official: score alone, ties by index
-    ({"fine": "hard"}, -FORGET, [0, 4, 5, 11, 6, 8]),
+@pytest.mark.parametrize("opts_kw, hardness, expected", [
+    ({}, FORGET, [3, 1, 2, 9, 10, 8]),  # ties by the filter's logit, then index
+    ({"shortfall": "reference"}, FORGET, [1, 3, 2, 9, 8, 10]),  # official: score alone, ties by index
+    ({"fine": "hard"}, FORGET, [0, 4, 5, 11, 6, 8]),
     ({}, None, [2, 4, 0, 10, 8, 6]),  # score "logits": the filter's true-class logit
 ])
-def test_round_fine_stage_by_hand(opts_kw, ease, expected):
-    state, filters = one_round(opts_kw, ALL_BUT_7, ease)
+def test_round_fine_stage_by_hand(opts_kw, hardness, expected):
+    state, filters = one_round(opts_kw, ALL_BUT_7, hardness)
     assert state.selected == expected
     assert filters.calls == [(0, [])]
 
@@ -211,15 +213,16 @@ def test_coarse_correct_variant_on_random_problem():
     labels, hardness, tie, pool, teacher = random_problem()
     filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.5), 4)
     opts = CCFSOptions(ipc_real=6, coarse="correct")
-    state = ccfs_rounds(labels, pool, -hardness, hardness, opts, True, filters, teacher)
+    state = ccfs_rounds(labels, pool, hardness=hardness, opts=opts, has_distilled=True,
+                        train_filter=filters, fallback_logits=teacher)
     for j, entry in enumerate(state.log):
         assert not filters.masks[j][entry["indices"]].any()  # all classified right by filter j
     assert counts(state.selected, labels, 4) == [6] * 4
 
 
 def test_balance_off_takes_top_quota_times_classes_overall():
-    ease = torch.tensor([5., 5, 5, 5, 5, 5, 1, 1, 1, 1, 1, 1])
-    state, _ = one_round({"balance": False}, list(range(12)), ease)
+    hardness = torch.tensor([1., 1, 1, 1, 1, 1, 5, 5, 5, 5, 5, 5])  # class 0 all easier
+    state, _ = one_round({"balance": False}, list(range(12)), hardness)
     assert state.selected == [2, 4, 0, 3, 5, 1]
 
 
@@ -228,8 +231,8 @@ def test_balance_off_carry_mode_still_meets_the_total_budget():
     logits[:, 0] = 1.0  # the filter always says class 0: only the six class-1 images are candidates
     flt = Filter(logits, 0.0, 0.0, 0.0)
     opts = CCFSOptions(ipc_real=4, rounds=2, balance=False)  # 2 * 4 = 8 wanted, 4 per round
-    state = ccfs_rounds(LABELS, torch.ones(12, dtype=torch.bool), -FORGET, FORGET, opts, True,
-                        lambda j, s: flt, logits)
+    state = ccfs_rounds(LABELS, torch.ones(12, dtype=torch.bool), hardness=FORGET, opts=opts, has_distilled=True,
+                        train_filter=lambda j, s: flt, fallback_logits=logits)
     assert len(state.selected) == 8  # round 2 finds only 2 candidates: 2 must come from the pool
     assert state.log[1]["filled_from_pool"] == 2
 
@@ -242,7 +245,8 @@ def test_rounds_meet_budget_exactly_without_duplicates_inside_pool(fine):
     labels, hardness, tie, pool, teacher = random_problem()
     filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.4), 4)
     opts = CCFSOptions(ipc_real=10, rounds=3, fine=fine)
-    state = ccfs_rounds(labels, pool, -hardness, hardness, opts, True, filters, teacher, seed=1)
+    state = ccfs_rounds(labels, pool, hardness=hardness, opts=opts, has_distilled=True,
+                        train_filter=filters, fallback_logits=teacher, seed=1)
     sel = state.selected
     assert counts(sel, labels, 4) == [10] * 4
     assert len(set(sel)) == len(sel)
@@ -265,7 +269,8 @@ def test_every_round_takes_easiest_misclassified_per_class():
     labels, hardness, tie, pool, teacher = random_problem(seed=2)
     filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.6), 4)
     opts = CCFSOptions(ipc_real=9, rounds=3)
-    state = ccfs_rounds(labels, pool, -hardness, hardness, opts, True, filters, teacher)
+    state = ccfs_rounds(labels, pool, hardness=hardness, opts=opts, has_distilled=True,
+                        train_filter=filters, fallback_logits=teacher)
     done: set[int] = set()
     for j, entry in enumerate(state.log):
         assert entry["filled_from_pool"] == 0 and entry["quota_per_class"] == [3] * 4
@@ -273,7 +278,7 @@ def test_every_round_takes_easiest_misclassified_per_class():
         for c in range(4):
             cands = [i for i in range(len(labels)) if labels[i] == c and pool[i] and filters.masks[j][i]
                      and i not in done]
-            want += expected_order(cands, -hardness, tie)[:3]
+            want += expected_order(cands, hardness, tie)[:3]
         assert entry["indices"] == want
         done |= set(want)
 
@@ -284,8 +289,8 @@ def test_rounds_are_deterministic_for_a_seed(fine):
 
     def run(seed):
         filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.5), 4)
-        return ccfs_rounds(labels, pool, -hardness, hardness, CCFSOptions(ipc_real=8, fine=fine), True,
-                           filters, teacher, seed=seed).selected
+        return ccfs_rounds(labels, pool, hardness=hardness, opts=CCFSOptions(ipc_real=8, fine=fine), has_distilled=True,
+                        train_filter=filters, fallback_logits=teacher, seed=seed).selected
 
     assert run(0) == run(0)
     if fine == "random":
@@ -296,26 +301,29 @@ def test_alpha_zero_round_one_skips_coarse_stage_and_takes_easiest_from_pool():
     labels, hardness, tie, pool, teacher = random_problem(seed=4)
     filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.5), 4)
     opts = CCFSOptions(ipc_real=7, rounds=3)  # quotas 3, 2, 2
-    state = ccfs_rounds(labels, pool, -hardness, hardness, opts, False, filters, teacher)
+    state = ccfs_rounds(labels, pool, hardness=hardness, opts=opts, has_distilled=False,
+                        train_filter=filters, fallback_logits=teacher)
     assert [c[0] for c in filters.calls] == [1, 2]  # no filter for the empty S_0
     teacher_tie = true_class_logit(teacher, labels)
     want = []
     for c in range(4):
         cands = [i for i in range(len(labels)) if labels[i] == c and pool[i]]
-        want += expected_order(cands, -hardness, teacher_tie)[:3]
+        want += expected_order(cands, hardness, teacher_tie)[:3]
     assert state.log[0]["indices"] == want
     assert state.log[0]["filter_test_acc"] is None and state.log[1]["filter_test_acc"] == 51.0
     assert counts(state.selected, labels, 4) == [7] * 4
     # with distilled images round 1 does train a filter and uses its coarse stage
     with_distilled = FakeFilters(labels, tie, random_wrong(len(labels), 0.5), 4)
-    other = ccfs_rounds(labels, pool, -hardness, hardness, opts, True, with_distilled, teacher)
+    other = ccfs_rounds(labels, pool, hardness=hardness, opts=opts, has_distilled=True,
+                        train_filter=with_distilled, fallback_logits=teacher)
     assert with_distilled.calls[0] == (0, []) and other.log[0]["indices"] != want
 
 
 def test_alpha_zero_with_logits_score_ranks_round_one_by_teacher_logit():
     labels, hardness, tie, pool, teacher = random_problem(seed=5)
     filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.5), 4)
-    state = ccfs_rounds(labels, pool, None, None, CCFSOptions(ipc_real=2, rounds=2), False, filters, teacher)
+    state = ccfs_rounds(labels, pool, hardness=None, opts=CCFSOptions(ipc_real=2, rounds=2), has_distilled=False,
+                        train_filter=filters, fallback_logits=teacher)
     teacher_tie = true_class_logit(teacher, labels)
     want = []
     for c in range(4):
@@ -346,7 +354,8 @@ def shortfall_run(shortfall: str, pool=None):
     filters = FakeFilters(SF_LABELS, SF_TIE, wrong, 2)
     pool = torch.ones(16, dtype=torch.bool) if pool is None else pool
     opts = CCFSOptions(ipc_real=6, rounds=3, shortfall=shortfall)
-    return ccfs_rounds(SF_LABELS, pool, -SF_HARD, SF_HARD, opts, True, filters, torch.zeros(16, 2))
+    return ccfs_rounds(SF_LABELS, pool, hardness=SF_HARD, opts=opts, has_distilled=True,
+                        train_filter=filters, fallback_logits=torch.zeros(16, 2))
 
 
 def test_shortfall_carries_deficit_and_fills_last_round_from_pool():
@@ -386,8 +395,8 @@ def test_shortfall_larger_than_the_class_is_logged_as_unfilled():
     all_wrong = torch.ones(8, dtype=torch.bool)
     filters = FakeFilters(labels, torch.zeros(8), const_wrong(all_wrong), 2)
     pool = torch.tensor([True, False, True, True, True, True, True, True])
-    state = ccfs_rounds(labels, pool, torch.zeros(8), None, CCFSOptions(ipc_real=4, rounds=1), True, filters,
-                        torch.zeros(8, 2))
+    state = ccfs_rounds(labels, pool, hardness=torch.zeros(8), opts=CCFSOptions(ipc_real=4, rounds=1),
+                        has_distilled=True, train_filter=filters, fallback_logits=torch.zeros(8, 2))
     assert state.selected == [0, 2, 3, 4, 5, 6, 1]  # pool first, then the teacher-wrong 1
     entry = state.log[0]
     assert entry["shortfall_per_class"] == [2, 0] and entry["filled_outside_pool"] == 1
@@ -397,7 +406,8 @@ def test_shortfall_larger_than_the_class_is_logged_as_unfilled():
 def test_shortfall_on_random_problem_always_meets_ipc():
     labels, hardness, tie, pool, teacher = random_problem(seed=6)
     filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.05), 4)  # few candidates: shortfalls
-    state = ccfs_rounds(labels, pool, -hardness, hardness, CCFSOptions(ipc_real=12), True, filters, teacher)
+    state = ccfs_rounds(labels, pool, hardness=hardness, opts=CCFSOptions(ipc_real=12), has_distilled=True,
+                        train_filter=filters, fallback_logits=teacher)
     assert sum(sum(e["shortfall_per_class"]) for e in state.log[:2]) > 0
     assert state.log[2]["filled_from_pool"] > 0
     assert counts(state.selected, labels, 4) == [12] * 4 and len(set(state.selected)) == 48
@@ -424,7 +434,8 @@ def test_resume_from_json_state_equals_one_run(after, fine):
     def fresh():
         return FakeFilters(labels, tie, random_wrong(len(labels), 0.08), 4)  # shortfalls: deficits matter
 
-    whole = ccfs_rounds(labels, pool, -hardness, hardness, opts, True, fresh(), teacher, seed=3)
+    whole = ccfs_rounds(labels, pool, hardness=hardness, opts=opts, has_distilled=True,
+                        train_filter=fresh(), fallback_logits=teacher, seed=3)
     assert any(any(e["shortfall_per_class"]) for e in whole.log[:after])
 
     saved = {}
@@ -435,10 +446,12 @@ def test_resume_from_json_state_equals_one_run(after, fine):
             raise Stop  # the process dies after round `after`
 
     with pytest.raises(Stop):
-        ccfs_rounds(labels, pool, -hardness, hardness, opts, True, fresh(), teacher, seed=3, on_round=persist)
+        ccfs_rounds(labels, pool, hardness=hardness, opts=opts, has_distilled=True,
+                        train_filter=fresh(), fallback_logits=teacher, seed=3, on_round=persist)
     state = RoundState(**json.loads(saved["json"]))
     filters = fresh()
-    resumed = ccfs_rounds(labels, pool, -hardness, hardness, opts, True, filters, teacher, seed=3, state=state)
+    resumed = ccfs_rounds(labels, pool, hardness=hardness, opts=opts, has_distilled=True,
+                        train_filter=filters, fallback_logits=teacher, seed=3, state=state)
     assert [c[0] for c in filters.calls] == list(range(after, 3))  # finished rounds are not redone
     assert resumed.selected == whole.selected
     assert resumed.deficit == whole.deficit
@@ -450,7 +463,8 @@ def test_resume_from_json_state_equals_one_run(after, fine):
 N_PER_CLASS, K, IPC, CPC = 12, 3, 5, 2
 
 
-def selector_inputs(hardness_given: bool, cfg: SelectCfg | None = None, calls: list | None = None):
+def selector_inputs(hardness_given: bool, cfg: SelectCfg | None = None, calls: list | None = None,
+                    cpc: int = CPC):
     g = torch.Generator().manual_seed(11)
     labels = torch.arange(K).repeat_interleave(N_PER_CLASS)[torch.randperm(K * N_PER_CLASS, generator=g)]
     n = len(labels)
@@ -462,15 +476,15 @@ def selector_inputs(hardness_given: bool, cfg: SelectCfg | None = None, calls: l
     wrong = random_wrong(n, 0.5)
     calls = [] if calls is None else calls
 
-    def train_filter(j, selected, cpc):
-        calls.append((j, list(selected), cpc))
+    def train_filter(j, selected):
+        calls.append((j, list(selected)))
         return Filter(make_logits(labels, tie, wrong(j, selected), K), 60.0, 0.0, 0.0)
 
     cfg = cfg or SelectCfg(ipc=IPC, curricula=2)
-    return SelectionInputs(labels=labels, num_classes=K, ipc=IPC, cpc=CPC, hardness=hardness,
+    return SelectionInputs(labels=labels, num_classes=K, ipc=IPC, cpc=cpc, hardness=hardness,
                            score_name="forgetting" if hardness_given else "logits",
                            teacher_correct=teacher_correct, teacher_logits=teacher_logits,
-                           features=lambda: feats, train_filter=train_filter, cfg=cfg, seed=0, beta=0.4)
+                           features=lambda: feats, train_filter=train_filter, cfg=cfg, seed=0, param=0.4)
 
 
 DISTILLED = {"ccfs": CPC, "self_evolved": 0, "random": 0, "forgetting": 0, "window": 0, "selmatch": CPC,
@@ -478,45 +492,49 @@ DISTILLED = {"ccfs": CPC, "self_evolved": 0, "random": 0, "forgetting": 0, "wind
 
 
 def test_expected_table_names_are_registered():
-    assert set(DISTILLED) <= set(SELECTORS), set(DISTILLED) - set(SELECTORS)
+    assert set(DISTILLED) <= set(METHODS), set(DISTILLED) - set(METHODS)
+
+
+@pytest.mark.parametrize("name", sorted(DISTILLED))
+def test_table_gives_each_method_its_distilled_part(name):
+    assert METHODS[name].distilled_per_class(IPC, CPC) == DISTILLED[name]
 
 
 @pytest.mark.parametrize("hardness_given", [True, False])
-@pytest.mark.parametrize("name", sorted(SELECTORS))
+@pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_selector_returns_unique_in_range_balanced_indices(name, hardness_given):
-    inp = selector_inputs(hardness_given)
-    sel = SELECTORS[name](inp)
+    cpc = METHODS[name].distilled_per_class(IPC, CPC)
+    inp = selector_inputs(hardness_given, cpc=cpc)
+    sel = METHODS[name].select(inp)
     idx = sel.indices.tolist()
     assert sel.indices.dtype == torch.long
     assert len(set(idx)) == len(idx)
     assert all(0 <= i < len(inp.labels) for i in idx)
-    if name in DISTILLED:
-        assert sel.distilled == DISTILLED[name]
     per_class = counts(idx, inp.labels, K)
-    if name == "full":
+    if METHODS[name].full_data:
         assert sorted(idx) == list(range(len(inp.labels)))
     else:
-        assert per_class == [IPC - sel.distilled] * K  # real + distilled = IPC for every class
+        assert per_class == [IPC - cpc] * K  # real + distilled = IPC for every class
 
 
-@pytest.mark.parametrize("name, cpc_seen, first_round", [("ccfs", CPC, 0), ("self_evolved", 0, 1)])
-def test_ccfs_selectors_pass_cpc_to_filters_and_stay_in_teacher_correct_pool(name, cpc_seen, first_round):
+@pytest.mark.parametrize("name, first_round", [("ccfs", 0), ("self_evolved", 1)])
+def test_ccfs_selectors_train_filters_and_stay_in_teacher_correct_pool(name, first_round):
     calls: list = []
-    inp = selector_inputs(True, calls=calls)
-    sel = SELECTORS[name](inp)
-    assert [(j, c) for j, _, c in calls] == [(j, cpc_seen) for j in range(first_round, 2)]
+    inp = selector_inputs(True, calls=calls, cpc=METHODS[name].distilled_per_class(IPC, CPC))
+    sel = METHODS[name].select(inp)
+    assert [j for j, _ in calls] == list(range(first_round, 2))  # α = 0: no filter for the empty S_0
     assert inp.teacher_correct[sel.indices].all()
     assert [i for e in sel.log["rounds"] for i in e["indices"]] == sel.indices.tolist()
 
 
 def test_ccfs_selector_without_teacher_correct_restriction_may_leave_the_pool():
     inp = selector_inputs(True, cfg=SelectCfg(ipc=IPC, curricula=2, teacher_correct=False))
-    inp.train_filter = lambda j, s, c: Filter(make_logits(inp.labels, torch.zeros(len(inp.labels)),
+    inp.train_filter = lambda j, s: Filter(make_logits(inp.labels, torch.zeros(len(inp.labels)),
                                                           torch.ones(len(inp.labels), dtype=torch.bool), K),
                                               0.0, 0.0, 0.0)
     # every image ties on score and logit: the lowest indices of each class win, teacher-wrong ones included
     inp.hardness = torch.zeros(len(inp.labels))
-    sel = SELECTORS["ccfs"](inp)
+    sel = METHODS["ccfs"].select(inp)
     want = sorted(i for c in range(K) for i in (inp.labels == c).nonzero().flatten().tolist()[: IPC - CPC])
     assert sorted(sel.indices.tolist()) == want
     assert not inp.teacher_correct[want].all()  # the setup really has teacher-wrong images in there

@@ -71,6 +71,9 @@ def load_dataset(name: str, root: str | None = None, use_cache: bool = True, **o
         blob = _decode(name, root_path, options)
         if use_cache:
             torch_save(blob, path)
+    # the table's constants win over the cached ones, so changing them needs no re-decode
+    mean = spec.mean if spec.mean is not None else tuple(blob["mean"])
+    std = spec.std if spec.std is not None else tuple(blob["std"])
     return Dataset(name=name, train=Split(blob["train_x"], blob["train_y"]),
                    test=Split(blob["test_x"], blob["test_y"]), classes=blob["classes"],
-                   mean=tuple(blob["mean"]), std=tuple(blob["std"]))
+                   mean=tuple(mean), std=tuple(std))

@@ -69,15 +69,19 @@ class DatasetSpec:
     options: dict = field(default_factory=dict)  # reader keyword arguments (part of the cache key)
 
 
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2023, 0.1994, 0.2010)
+
 DATASETS: dict[str, DatasetSpec] = {
     "fashion-mnist": DatasetSpec(partial(readers.read_idx, classes=readers.FASHION_CLASSES),
                                  "/usr/share/datasets/fashion-mnist", (0.2861,), (0.3530,)),
     "mnist": DatasetSpec(partial(readers.read_idx, classes=readers.MNIST_CLASSES),
                          "/usr/share/datasets/mnist", (0.1307,), (0.3081,)),
-    "cifar10": DatasetSpec(readers.read_cifar10, "data/cifar-10-batches-py",
-                           (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": DatasetSpec(readers.read_cifar100, "data/cifar-100-python",
-                            (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    # CIFAR-10 and CIFAR-100 both use the constants the field's published CIFAR teachers
+    # (SRe2L, CDA, CCFS; torchvision recipes) were trained with, so imported teachers see
+    # the inputs they expect; `data.mean` / `data.std` override them.
+    "cifar10": DatasetSpec(readers.read_cifar10, "data/cifar-10-batches-py", CIFAR_MEAN, CIFAR_STD),
+    "cifar100": DatasetSpec(readers.read_cifar100, "data/cifar-100-python", CIFAR_MEAN, CIFAR_STD),
     "tiny-imagenet": DatasetSpec(readers.read_tiny_imagenet, "data/tiny-imagenet-200",
                                  (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262)),
     "imagefolder": DatasetSpec(readers.read_imagefolder, None, None, None,

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from ccfs.data.images import IMAGE_EXTENSIONS, decode_image, image_files
 from ccfs.errors import DataError
 
 
@@ -213,7 +213,6 @@ def read_cifar100(root: str | Path) -> RawDataset:
 
 # ----------------------------------------------------------------------------- image files
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _DECODE_THREADS = min(8, os.cpu_count() or 1)  # Pillow decodes in C with the GIL released
 
 
@@ -224,31 +223,19 @@ def _check_image_size(image_size: int) -> None:
 
 def _image_files(folder: Path) -> list[Path]:
     """Image files in one class folder, sorted by name; an empty folder is an error."""
-    files = sorted(p for p in folder.iterdir()
-                   if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file())
+    files = image_files(folder)
     if not files:
         raise DataError(f"class folder {folder} holds no images ({' '.join(IMAGE_EXTENSIONS)}); "
                         "add images to it or remove it")
     return files
 
 
-def _decode(path: Path, size: int, mode: str) -> np.ndarray:
-    """One image file → uint8 [C, size, size]; resized (bilinear) only if its size differs."""
-    try:
-        with Image.open(path) as im:
-            im = im.convert(mode)  # forces the full decode, so truncated files fail here
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DataError(f"cannot read image {path} ({e}); replace or delete the file") from None
-    if im.size != (size, size):
-        im = im.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(im).reshape(size, size, -1).transpose(2, 0, 1)
-
-
-def _load_images(paths: list[Path], size: int, mode: str) -> np.ndarray:
-    out = np.empty((len(paths), len(mode), size, size), np.uint8)  # [N, C, H, W]; "L" → 1, "RGB" → 3
+def _load_images(paths: list[Path], size: int, channels: int) -> np.ndarray:
+    """Decode image files in parallel → uint8 [N, channels, size, size], each resized to size."""
+    out = np.empty((len(paths), channels, size, size), np.uint8)  # [N, C, H, W]
 
     def load(i: int) -> None:
-        out[i] = _decode(paths[i], size, mode)
+        out[i] = decode_image(paths[i], channels, (size, size), resize=True)
 
     with ThreadPoolExecutor(_DECODE_THREADS) as pool:
         for _ in pool.map(load, range(len(paths))):  # re-raises the first DataError
@@ -328,8 +315,8 @@ def read_tiny_imagenet(root: str | Path, image_size: int = 64) -> RawDataset:
     wnids = _read_wnids(root, hint)
     train_paths, train_y = _tiny_train(root, wnids)
     val_paths, val_y = _tiny_val(root, {w: i for i, w in enumerate(wnids)}, hint)
-    return RawDataset(_load_images(train_paths, image_size, "RGB"), np.array(train_y, np.int64),
-                      _load_images(val_paths, image_size, "RGB"), np.array(val_y, np.int64),
+    return RawDataset(_load_images(train_paths, image_size, 3), np.array(train_y, np.int64),
+                      _load_images(val_paths, image_size, 3), np.array(val_y, np.int64),
                       _tiny_class_names(root, wnids))
 
 
@@ -343,13 +330,13 @@ def _class_folders(split_dir: Path) -> list[str]:
     return classes
 
 
-def _read_split(split_dir: Path, classes: list[str], size: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_split(split_dir: Path, classes: list[str], size: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
     paths, labels = [], []
     for label, name in enumerate(classes):
         files = _image_files(split_dir / name)
         paths += files
         labels += [label] * len(files)
-    return _load_images(paths, size, mode), np.array(labels, np.int64)
+    return _load_images(paths, size, channels), np.array(labels, np.int64)
 
 
 def _check_same_classes(train_dir: Path, test_dir: Path, train: list[str], test: list[str]) -> None:
@@ -374,6 +361,5 @@ def read_imagefolder(root: str | Path, image_size: int = 32, channels: int = 3) 
                             "and val/<class>/<image> (or test/<class>/<image>)")
     classes = _class_folders(train_dir)
     _check_same_classes(train_dir, test_dir, classes, _class_folders(test_dir))
-    mode = "L" if channels == 1 else "RGB"
-    return RawDataset(*_read_split(train_dir, classes, image_size, mode),
-                      *_read_split(test_dir, classes, image_size, mode), classes=classes)
+    return RawDataset(*_read_split(train_dir, classes, image_size, channels),
+                      *_read_split(test_dir, classes, image_size, channels), classes=classes)

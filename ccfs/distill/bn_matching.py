@@ -1,5 +1,5 @@
 """SRe2L and CDA "recover": optimise pixels so a frozen teacher's BatchNorm statistics
-and its predictions match the target classes (SPEC.md §5).
+and its predictions match the target classes (docs/method.md §5).
 
     loss = CE(f_T(aug(x)), y) + r_bn · Σ_l m_l (‖μ_l(x) − μ_l^run‖₂ + ‖σ²_l(x) − σ²_l^run‖₂)
 
@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from ccfs.data.augment import boxes_to_theta, rrc_boxes, warp
 from ccfs.errors import ConfigError
+from ccfs.models import batchnorm_layers
 
 METHODS = ("sre2l", "cda")
 CDA_SCHEDULES = ("step", "linear", "cosine")
@@ -32,7 +33,7 @@ INITS = ("noise", "real")
 
 @dataclass(frozen=True)
 class SynthParams:
-    """How `synthesize` optimises pixels. Defaults: SRe2L on CIFAR (SPEC.md §5)."""
+    """How `synthesize` optimises pixels. Defaults: SRe2L on CIFAR (docs/method.md §5)."""
     method: str = "sre2l"  # "sre2l" | "cda" (adds the easy-to-hard RandomResizedCrop)
     iterations: int = 1000  # Adam steps per batch
     lr: float = 0.25  # Adam lr on normalised pixels, cosine-decayed to 0 over `iterations`
@@ -76,8 +77,7 @@ class BNStatsLoss:
     Use as a context manager, or call `remove()` to detach the hooks."""
 
     def __init__(self, teacher: nn.Module, first_bn_multiplier: float = 10.0):
-        layers = [m for m in teacher.modules()
-                  if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
+        layers = batchnorm_layers(teacher)
         if not layers:
             raise ConfigError(
                 f"distillation by BatchNorm matching (SRe2L/CDA) needs a teacher with BatchNorm "

@@ -1,26 +1,24 @@
-"""Distilled images on disk: the official class-folder layout (SPEC.md §8) and a grid.
+"""Distilled images on disk: the official class-folder layout (docs/method.md §8) and a grid.
 
     out_dir/00000/00000.png, 00001.png, ...   # class 0, in order
     out_dir/00001/...                         # one folder per class, even when empty
 
 Importing accepts any folder names (sorted, as torchvision's ImageFolder orders them) so
-images produced by the official SRe2L / CDA / CCFS scripts load unchanged. Writes go to a
-temporary name first and are renamed into place, so a crash never leaves half a folder.
+images produced by the official SRe2L / CDA / CCFS scripts load unchanged. Writes go through
+`ccfs.artifacts` (`atomic_dir`, `atomic_path`), so a crash never leaves half a folder or file.
 """
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from ccfs.artifacts import atomic_dir, atomic_path
+from ccfs.data.images import MODES, decode_image, image_files
 from ccfs.errors import DataError
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-MODES = {1: "L", 3: "RGB"}  # channels -> PIL mode
 
 
 def quantize(pixels01: torch.Tensor) -> torch.Tensor:
@@ -54,37 +52,13 @@ def export_png_folder(images_u8: torch.Tensor, labels: torch.Tensor, num_classes
     within the class in the order given; replaces an existing out_dir."""
     _check_images(images_u8, labels, num_classes)
     out_dir = Path(out_dir)
-    tmp, old = out_dir.with_name(out_dir.name + ".tmp"), out_dir.with_name(out_dir.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for c in range(num_classes):
-        folder = tmp / f"{c:05d}"
-        folder.mkdir(parents=True)
-        for k, i in enumerate((labels.cpu() == c).nonzero().flatten().tolist()):
-            _to_pil(images_u8[i]).save(folder / f"{k:05d}.png")
-    shutil.rmtree(old, ignore_errors=True)
-    if out_dir.exists():
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_dir(out_dir) as tmp:
+        for c in range(num_classes):
+            folder = tmp / f"{c:05d}"
+            folder.mkdir()
+            for k, i in enumerate((labels.cpu() == c).nonzero().flatten().tolist()):
+                _to_pil(images_u8[i]).save(folder / f"{k:05d}.png")
     return out_dir
-
-
-def _load_image(path: Path, channels: int, hw: tuple[int, int], resize: bool) -> torch.Tensor:
-    """One image file -> uint8 [C, H, W], checked against the dataset's channels and size."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise DataError(f"cannot read image {path}: {e}; replace or delete the file") from None
-    h, w = hw
-    if img.mode != MODES[channels] or img.size != (w, h):
-        if not resize:
-            raise DataError(
-                f"image {path} is {img.mode} {img.size[0]}x{img.size[1]} (WxH), the dataset needs "
-                f"{MODES[channels]} {w}x{h}; re-export the images or import with resize enabled")
-        img = img.convert(MODES[channels]).resize((w, h), Image.BILINEAR)
-    arr = np.asarray(img, dtype=np.uint8).reshape(h, w, channels)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)  # [C, H, W]
 
 
 def _class_files(root: Path, num_classes: int, cpc: int) -> list[list[Path]]:
@@ -95,7 +69,7 @@ def _class_files(root: Path, num_classes: int, cpc: int) -> list[list[Path]]:
     if len(folders) != num_classes:
         raise DataError(f"found {len(folders)} class folders in {root}, the dataset has "
                         f"{num_classes} classes; expected one folder per class (00000, 00001, ...)")
-    files = [sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS) for d in folders]
+    files = [image_files(d) for d in folders]
     for d, fs in zip(folders, files):
         if len(fs) < cpc:
             raise DataError(f"class folder {d} has {len(fs)} images, {cpc} per class are needed; "
@@ -116,7 +90,7 @@ def import_png_folder(root: str | os.PathLike, num_classes: int, cpc: int, chann
     for fs in files:
         pick = range(cpc) if generator is None else \
             sorted(torch.randperm(len(fs), generator=generator)[:cpc].tolist())
-        images += [_load_image(fs[i], channels, hw, resize) for i in pick]
+        images += [torch.from_numpy(decode_image(fs[i], channels, hw, resize)) for i in pick]
     labels = torch.arange(num_classes).repeat_interleave(cpc)
     if not images:
         return torch.empty(0, channels, *hw, dtype=torch.uint8), labels
@@ -181,7 +155,6 @@ def save_image_grid(images_u8: torch.Tensor, labels: torch.Tensor, num_classes: 
             top, left = pad + cls * (h + pad), pad + k * (w + pad)
             grid[:, top:top + h, left:left + w] = images_u8[idx[k]].cpu() if k < len(idx) else 0
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    _to_pil(grid).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        _to_pil(grid).save(tmp, format="PNG")
     return path

@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ccfs.artifacts import torch_save
 from ccfs.errors import CheckpointError, ConfigError
 from ccfs.models.convnet import ConvNet
 from ccfs.models.mobilenet import MobileNetV2
@@ -51,8 +52,15 @@ def create_model(name: str, num_classes: int, in_channels: int, image_size: int)
     return MODELS[name](num_classes=num_classes, in_channels=in_channels, image_size=image_size)
 
 
+def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers (1d/2d/3d, SyncBatchNorm) of `model` that keep running
+    statistics, in module order; the one BatchNorm check of ccfs."""
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
+
+
 def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return bool(batchnorm_layers(model))
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -68,14 +76,11 @@ def _strip_prefixes(key: str) -> str:
 
 def save_checkpoint(model: nn.Module, path, arch: str, num_classes: int,
                     in_channels: int, image_size: int) -> None:
-    """Write our format atomically: to `path + '.tmp'`, then rename over `path`."""
+    """Write our format atomically (`ccfs.artifacts.atomic_path`)."""
     state = {_strip_prefixes(k): v.detach().cpu() for k, v in model.state_dict().items()}
     obj = {"arch": arch, "num_classes": int(num_classes), "in_channels": int(in_channels),
            "image_size": int(image_size), "state_dict": state}
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    torch.save(obj, path + ".tmp")
-    os.replace(path + ".tmp", path)
+    torch_save(obj, path)
 
 
 def _read(path) -> object:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ccfs.models.common import PooledClassifier
+
 # (expansion t, out channels c, blocks n, stride s) from the MobileNetV2 paper.
 STAGES = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
           (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
@@ -42,9 +44,8 @@ def _early_strides(image_size: int) -> tuple[int, int]:
     return (1, 2) if image_size <= 64 else (2, 2)
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(PooledClassifier):
     def __init__(self, num_classes: int, in_channels: int = 3, image_size: int = 32):
-        super().__init__()
         stem_stride, stage2_stride = _early_strides(image_size)
         layers: list[nn.Module] = [nn.Sequential(*_conv_bn(in_channels, 32, 3, stem_stride))]
         channels = 32
@@ -54,30 +55,4 @@ class MobileNetV2(nn.Module):
                 layers.append(InvertedResidual(channels, c, s if j == 0 else 1, t))
                 channels = c
         layers.append(nn.Sequential(*_conv_bn(channels, 1280, 1)))
-        self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.num_features = 1280
-        self.num_classes = num_classes
-        self.classifier = nn.Linear(1280, num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # torchvision's MobileNetV2 init.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(self.avgpool(self.features(x)), 1)  # [B, 1280]
-
-    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
-        return self.classifier(f)  # [B, num_classes]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        super().__init__(nn.Sequential(*layers), num_features=1280, num_classes=num_classes)

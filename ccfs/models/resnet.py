@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ccfs.models.common import torchvision_init
+
 
 def _conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=False)
@@ -56,20 +58,11 @@ class ResNet18(nn.Module):
         self.num_features = 512
         self.num_classes = num_classes
         self.fc = nn.Linear(512, num_classes)
-        self._init_weights()
+        torchvision_init(self, linear_std=None)
 
     @staticmethod
     def _stage(c_in: int, c_out: int, stride: int) -> nn.Sequential:
         return nn.Sequential(BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out))
-
-    def _init_weights(self) -> None:
-        # torchvision's init; nn.Linear keeps PyTorch's default.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

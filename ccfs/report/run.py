@@ -3,12 +3,12 @@ selection, and plots (filter accuracy per round, difficulty of the chosen images
 round, a grid of the chosen images per round). Reads records; never trains."""
 from __future__ import annotations
 
+from ccfs import records
 from ccfs.artifacts import read_json, write_text
 from ccfs.context import Run
-from ccfs.evaluate.run import current_records
 from ccfs.report import plots
 from ccfs.report.tables import results_table, rounds_table
-from ccfs.selection.run import hardness
+from ccfs.scores import hardness_label
 
 
 def _teacher_section(run: Run) -> str:
@@ -28,12 +28,9 @@ def _rounds_section(run: Run, method: str, rounds: list[dict]) -> str:
     if any(r["filter_test_acc"] is not None for r in rounds):
         plots.filter_accuracy(rounds, plot_dir / f"{method}_filter_acc.png")
         parts.append(f"![filter accuracy per round](plots/{method}_filter_acc.png)")
-    h = hardness(run)
+    h = run.hardness
     if h is not None:
-        from ccfs.teacher.difficulty import SCORE_EASIER_IS_HIGHER
-
-        score = run.cfg.select.score
-        label = f"−{score}" if SCORE_EASIER_IS_HIGHER.get(score) else score
+        label = hardness_label(run.cfg.select.score)
         plots.chosen_difficulty(rounds, h.numpy(), label, plot_dir / f"{method}_difficulty.png")
         parts.append(f"![difficulty of chosen images](plots/{method}_difficulty.png)")
     plots.chosen_grid(rounds, d.train.images.numpy(), d.train.labels.numpy(), d.classes,
@@ -43,14 +40,14 @@ def _rounds_section(run: Run, method: str, rounds: list[dict]) -> str:
 
 
 def report_stage(run: Run) -> None:
-    records = current_records(run)
+    found = records.current(run.out, run.cfg)
     cfg = run.cfg
     parts = [f"# ccfs report: {cfg.data.name}, IPC {cfg.select.ipc}, α {cfg.select.alpha}\n",
              f"Run directory `{run.out}`; config in `config.yaml`. Accuracies are test-set top-1 in %, "
              "mean ± sample std over seeds (n = number of students). **final-epoch** accuracy is the "
              "primary figure; the paper's metric (best test accuracy over the evaluated epochs in the "
              "last 20 % of training) is shown beside it and selects epochs on the test set.\n",
-             _teacher_section(run), "## Results\n", results_table(records) if records else "no results yet", ""]
+             _teacher_section(run), "## Results\n", results_table(found) if found else "no results yet", ""]
     for folder in sorted((run.out / "select").glob("*/rounds.json")):
         parts.append(_rounds_section(run, folder.parent.name, read_json(folder)))
     write_text(run.out / "report.md", "\n".join(parts))

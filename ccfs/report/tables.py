@@ -4,6 +4,9 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
+from ccfs import methods
+from ccfs.errors import ConfigError
+
 
 def mean_std(values: list[float]) -> tuple[float, float, int]:
     n = len(values)
@@ -30,20 +33,26 @@ def oracle_window(records: list[dict]) -> dict[tuple, str]:
     the test set, as SelMatch's oracle is; the report labels it so."""
     best: dict[tuple, tuple[float, str]] = {}
     for (method, model, ipc, _), vals in group(records).items():
-        if method.startswith("window_b"):
+        if _is_sweep(method):
             m = mean_std(vals)[0]
             if (model, ipc) not in best or m > best[(model, ipc)][0]:
                 best[(model, ipc)] = (m, method)
     return {k: v[1] for k, v in best.items()}
 
 
-ORDER = ["full", "ccfs", "self_evolved", "random", "distill_only", "herding", "kcenter", "forgetting",
-         "window", "selmatch"]
+def _is_sweep(run_name: str) -> bool:
+    """A run of a swept method (window_b0.3); records may hold names this version lacks."""
+    try:
+        return methods.is_sweep(run_name)
+    except ConfigError:
+        return False
 
 
-def _rank(method: str) -> tuple:
-    base = "window" if method.startswith("window_b") else method
-    return (ORDER.index(base) if base in ORDER else len(ORDER), method)
+def _rank(run_name: str) -> tuple:
+    """Report order: the order of the method table (unknown names last), then the run name."""
+    order = list(methods.METHODS)
+    base = run_name.rpartition("_b")[0] if run_name not in order else run_name
+    return (order.index(base) if base in order else len(order), run_name)
 
 
 def results_table(records: list[dict]) -> str:
@@ -66,9 +75,9 @@ def summary_table(records: list[dict]) -> str:
     rows = []
     for key in sorted(finals, key=lambda k: (_rank(k[0]), k[1], k[2])):
         method, model, ipc, alpha = key
-        if method.startswith("window_b") and ((model, ipc), method) not in oracle:
+        if _is_sweep(method) and ((model, ipc), method) not in oracle:
             continue
-        name = f"oracle {method}" if method.startswith("window_b") else method
+        name = f"oracle {method}" if _is_sweep(method) else method
         rows.append(f"{name:<22} {model:<16} ipc {ipc:<5} α {alpha:<5g} final acc {fmt(finals[key])}")
     return "\n".join(rows)
 

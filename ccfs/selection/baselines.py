@@ -1,4 +1,4 @@
-"""The baselines of the paper's table as pure tensor functions (SPEC.md §6).
+"""The baselines of the paper's table as pure tensor functions (docs/method.md §6).
 
 Each returns train-set indices, class by class. `per_class` is the number of real
 images per class. Hardness arrays are "higher = harder".
@@ -27,7 +27,7 @@ def random_balanced(labels: torch.Tensor, per_class: int, generator: torch.Gener
 def hardest_window(labels: torch.Tensor, hardness: torch.Tensor, per_class: int, beta: float,
                    unit: str = "ipc") -> torch.Tensor:
     """SelMatch's sliding window: per class sort hardest -> easiest (ties by index), skip
-    int(per_class * beta) (unit "ipc", SPEC.md §6) or int(class_size * beta) (unit "class")
+    int(per_class * beta) (unit "ipc", docs/method.md §6) or int(class_size * beta) (unit "class")
     of the hardest, take the next `per_class`. beta=0 is the "forgetting" baseline."""
     num_classes = int(labels.max()) + 1
     out = []

@@ -1,4 +1,4 @@
-"""CCFS: curriculum coarse-to-fine selection (SPEC.md §2).
+"""CCFS: curriculum coarse-to-fine selection (docs/method.md §2).
 
     for round j in 1..J:
         filter_j = fresh model trained (KD) on  distilled ∪ train[selected]
@@ -31,31 +31,31 @@ def coarse_candidates(pred: torch.Tensor, labels: torch.Tensor, eligible: torch.
     return eligible & (wrong if keep == "misclassified" else ~wrong)
 
 
-def rank_order(candidates: torch.Tensor, ease: torch.Tensor, tiebreak: torch.Tensor,
+def rank_order(candidates: torch.Tensor, hardness: torch.Tensor, tie: torch.Tensor,
                order: str, generator: torch.Generator | None) -> torch.Tensor:
     """Indices of the candidates (bool [N]) sorted easiest first ("simple"), hardest first
-    ("hard") or at random. Ties in `ease` break by `tiebreak` (higher = easier), then by
-    index, so the order is deterministic."""
+    ("hard") or at random. `hardness` [N] and `tie` [N] are both "higher = harder"; ties in
+    `hardness` break by `tie`, then by index, so the order is deterministic."""
     idx = candidates.nonzero().flatten()
     if order == "random":
         return idx[torch.randperm(len(idx), generator=generator)]
     sign = 1.0 if order == "simple" else -1.0
-    # three stable sorts, least significant key first: index, tiebreak, ease
-    idx = idx[torch.argsort(-sign * tiebreak[idx].double(), stable=True)]
-    return idx[torch.argsort(-sign * ease[idx].double(), stable=True)]
+    # three stable sorts, least significant key first: index, tie, hardness
+    idx = idx[torch.argsort(sign * tie[idx].double(), stable=True)]
+    return idx[torch.argsort(sign * hardness[idx].double(), stable=True)]
 
 
-def fine_select(candidates: torch.Tensor, labels: torch.Tensor, ease: torch.Tensor,
-                tiebreak: torch.Tensor, quotas: torch.Tensor, order: str = "simple",
+def fine_select(candidates: torch.Tensor, labels: torch.Tensor, quotas: torch.Tensor, *,
+                hardness: torch.Tensor, tie: torch.Tensor, order: str = "simple",
                 balance: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
     """Fine stage: per class c, the first quotas[c] candidates in `order`; without
     balance, the first quotas.sum() over all classes. Returns indices in selection order
     (class by class)."""
     if not balance:
-        return rank_order(candidates, ease, tiebreak, order, generator)[: int(quotas.sum())]
+        return rank_order(candidates, hardness, tie, order, generator)[: int(quotas.sum())]
     chosen = []
     for c in range(len(quotas)):
-        ranked = rank_order(candidates & (labels == c), ease, tiebreak, order, generator)
+        ranked = rank_order(candidates & (labels == c), hardness, tie, order, generator)
         chosen.append(ranked[: int(quotas[c])])
     return torch.cat(chosen) if chosen else torch.empty(0, dtype=torch.long)
 
@@ -69,21 +69,24 @@ def remaining(short: torch.Tensor, got: torch.Tensor, labels: torch.Tensor, bala
     return left
 
 
-def fill_shortfall(eligible, selected, taken, labels, key, tie, short, balance, generator):
-    """Last-round shortfall: fill the deficit easiest-first from the remaining pool (per
-    class, or overall when balance is off); if the pool itself runs dry (few
+def fill_shortfall(short: torch.Tensor, *, eligible: torch.Tensor, selected: torch.Tensor,
+                   taken: torch.Tensor, labels: torch.Tensor, hardness: torch.Tensor,
+                   tie: torch.Tensor, balance: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Last-round shortfall: fill the deficit `short` easiest-first from the remaining pool
+    (per class, or overall when balance is off); if the pool itself runs dry (few
     teacher-correct images), from the other unselected images. Returns (from the pool,
     from outside the pool)."""
+    rank = {"labels": labels, "hardness": hardness, "tie": tie, "order": "simple", "balance": balance}
     rest = eligible.clone()
     rest[taken] = False
-    filled = fine_select(rest, labels, key, tie, short, "simple", balance, generator)
+    filled = fine_select(rest, quotas=short, **rank)
     still = remaining(short, filled, labels, balance)
     if still.sum() == 0:
         return filled, torch.empty(0, dtype=torch.long)
     other = torch.ones_like(eligible)
     other[torch.cat([selected, taken, filled])] = False
     other &= ~eligible
-    return filled, fine_select(other, labels, key, tie, still, "simple", balance, generator)
+    return filled, fine_select(other, quotas=still, **rank)
 
 
 def per_class_counts(indices: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -149,14 +152,14 @@ def filter_log(flt: Filter | None, labels: torch.Tensor) -> dict:
             "filter_train_seconds": flt.train_seconds, "filter_infer_seconds": flt.infer_seconds}
 
 
-def ccfs_round(j: int, state: RoundState, labels: torch.Tensor, pool: torch.Tensor,
-               ease: torch.Tensor | None, difficulty: torch.Tensor | None, quotas: list[int],
-               opts: CCFSOptions, flt: Filter | None, fallback_logits: torch.Tensor,
+def ccfs_round(j: int, state: RoundState, *, labels: torch.Tensor, pool: torch.Tensor,
+               hardness: torch.Tensor | None, quotas: list[int], opts: CCFSOptions,
+               flt: Filter | None, fallback_logits: torch.Tensor,
                generator: torch.Generator) -> RoundState:
-    """One coarse-to-fine round. `ease` is the fine-stage key (higher = easier; None means
-    the filter's true-class logit, score "logits"); `difficulty` the raw score, logged.
-    `flt` is None when the current synthetic set is empty (α = 0, round 1): then the
-    coarse stage is skipped and `fallback_logits` (the teacher's) break ties."""
+    """One coarse-to-fine round. `hardness` [N] is the fine-stage score, higher = harder
+    (None: score "logits", the filter's true-class logit, negated). `flt` is None when the
+    current synthetic set is empty (α = 0, round 1): then the coarse stage is skipped and
+    `fallback_logits` (the teacher's) stand in for the filter's."""
     t0 = time.perf_counter()
     num_classes = int(labels.max()) + 1
     carry_mode, last = opts.shortfall == "carry", j == opts.rounds - 1
@@ -164,8 +167,8 @@ def ccfs_round(j: int, state: RoundState, labels: torch.Tensor, pool: torch.Tens
     eligible = pool.clone()
     eligible[selected] = False
     logits = flt.train_logits if flt is not None else fallback_logits
-    tie = true_class_logit(logits, labels).float()
-    key = tie if ease is None else ease
+    tie = -true_class_logit(logits, labels).float()  # the filter's logit as a hardness
+    key = tie if hardness is None else hardness
     if not carry_mode:
         tie = torch.zeros_like(tie)  # reference: sort by the score alone, ties by index
     # coarse: what the filter gets wrong (skipped while there is no filter)
@@ -174,11 +177,13 @@ def ccfs_round(j: int, state: RoundState, labels: torch.Tensor, pool: torch.Tens
     quota = torch.full((num_classes,), quotas[j], dtype=torch.long)
     if carry_mode and state.deficit:
         quota = quota + torch.tensor(state.deficit)
-    taken = fine_select(cand, labels, key, tie, quota, opts.fine, opts.balance, generator)
+    taken = fine_select(cand, labels, quota, hardness=key, tie=tie, order=opts.fine,
+                        balance=opts.balance, generator=generator)
     short = shortfall(quota, taken, labels, opts.balance)
     filled = outside = torch.empty(0, dtype=torch.long)
     if carry_mode and last and short.sum() > 0:
-        filled, outside = fill_shortfall(eligible, selected, taken, labels, key, tie, short, opts.balance, generator)
+        filled, outside = fill_shortfall(short, eligible=eligible, selected=selected, taken=taken,
+                                         labels=labels, hardness=key, tie=tie, balance=opts.balance)
     new = torch.cat([taken, filled, outside])
     left = remaining(short, torch.cat([filled, outside]), labels, opts.balance)
     entry = {
@@ -195,19 +200,20 @@ def ccfs_round(j: int, state: RoundState, labels: torch.Tensor, pool: torch.Tens
         **filter_log(flt, labels),
         "select_seconds": time.perf_counter() - t0,
         "score": opts.score_name,
-        "score_stats": _stats(difficulty[new]) if difficulty is not None and len(new) else {"n": len(new)},
+        "score_stats": _stats(hardness[new]) if hardness is not None and len(new) else {"n": len(new)},
         "indices": new.tolist(),
     }
     deficit = (left if last else short) if carry_mode else torch.zeros_like(short)
     return RoundState(selected=state.selected + new.tolist(), deficit=deficit.tolist(), log=state.log + [entry])
 
 
-def ccfs_rounds(labels: torch.Tensor, pool: torch.Tensor, ease: torch.Tensor | None,
-                difficulty: torch.Tensor | None, opts: CCFSOptions, has_distilled: bool,
+def ccfs_rounds(labels: torch.Tensor, pool: torch.Tensor, *, hardness: torch.Tensor | None,
+                opts: CCFSOptions, has_distilled: bool,
                 train_filter: Callable[[int, list[int]], Filter], fallback_logits: torch.Tensor,
                 seed: int = 0, state: RoundState | None = None,
                 on_round: Callable[[RoundState], None] | None = None) -> RoundState:
-    """All J rounds. `train_filter(j, selected)` trains the round-j filter on distilled ∪
+    """All J rounds. `hardness` [N]: the fine-stage score, higher = harder (None: the
+    filter's logit). `train_filter(j, selected)` trains the round-j filter on distilled ∪
     train[selected]. `state` resumes after its last finished round; `on_round` persists it."""
     quotas = round_quotas(opts.ipc_real, opts.rounds)
     state = state or RoundState()
@@ -215,8 +221,8 @@ def ccfs_rounds(labels: torch.Tensor, pool: torch.Tensor, ease: torch.Tensor | N
         empty = not has_distilled and not state.selected
         flt = None if empty else train_filter(j, state.selected)
         gen = torch.Generator().manual_seed(seed * 1000 + j)  # per round: resumes reproduce
-        state = ccfs_round(j, state, labels, pool, ease, difficulty, quotas, opts, flt,
-                           fallback_logits, gen)
+        state = ccfs_round(j, state, labels=labels, pool=pool, hardness=hardness, quotas=quotas, opts=opts,
+                           flt=flt, fallback_logits=fallback_logits, generator=gen)
         if on_round is not None:
             on_round(state)
     return state

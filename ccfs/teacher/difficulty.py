@@ -1,14 +1,13 @@
-"""Per-sample difficulty scores recorded during teacher training (SPEC §4).
+"""Per-sample difficulty scores recorded during teacher training (docs/method.md §4).
 
-Pure tensor functions (`forgetting_from_history`, `el2n`, `ce_loss`, `margin`, `ease`) and
+Pure tensor functions (`forgetting_from_history`, `el2n`, `ce_loss`, `margin`) and
 one class at the edge, `DynamicsRecorder`, the training loop's per-batch hook. The recorder
 keeps O(N) streaming state (never an epochs × N history), updates it with a few vectorised
 ops per batch on the logits' device and never synchronises with the host while recording.
 
 Every score is a float32 `[N]` array indexed by the row of the cached train tensor. Scores
 keep their natural sign (forgetting: higher = harder, margin: higher = easier);
-`SCORE_EASIER_IS_HIGHER` records which, and `ease` turns any score into an easier-is-higher
-sort key.
+`ccfs.scores` records which and converts them to hardness (higher = harder).
 """
 from __future__ import annotations
 
@@ -20,33 +19,9 @@ import torch.nn.functional as F
 
 from ccfs.errors import CheckpointError, ConfigError, DataError
 
-# True where a higher value means an easier sample. Every score name the project knows.
-SCORE_EASIER_IS_HIGHER: dict[str, bool] = {
-    "cscore": True,  # C-score (Jiang et al.), imported from a file
-    "logits": True,  # the filter's true-class logit
-    "forgetting": False,  # forgetting events (Toneva et al. 2019)
-    "el2n": False,  # EL2N (Paul et al. 2021), mean over the el2n epochs
-    "el2n_early": False,  # EL2N at the first el2n epoch
-    "loss": False,  # cross-entropy, mean over the el2n epochs
-    "loss_last": False,  # cross-entropy at the last presentation
-    "margin": True,  # true-class logit minus largest other logit, last presentation
-    "aum": True,  # area under the margin (Pleiss et al. 2020): mean margin over training
-}
-
 # EL2N is an early-training score (Paul et al. compute it at epoch 20 of 200). Without
 # their 10 independent runs, averaging a few early epochs of the one run lowers the noise.
 EL2N_EPOCH_FRACTIONS = (0.1, 0.2)  # fractions of training
-
-
-def _check_score_name(name: str) -> None:
-    if name not in SCORE_EASIER_IS_HIGHER:
-        raise ConfigError(f"unknown difficulty score {name!r}; valid: {', '.join(SCORE_EASIER_IS_HIGHER)}")
-
-
-def ease(scores: torch.Tensor, name: str) -> torch.Tensor:
-    """Sort key where higher = easier: `scores` itself or its negation, by `name`."""
-    _check_score_name(name)
-    return scores if SCORE_EASIER_IS_HIGHER[name] else -scores
 
 
 # ----------------------------------------------------------------------------- forgetting
@@ -186,7 +161,7 @@ class DynamicsRecorder:
                             "epoch); record a full training run before asking for scores")
 
     def scores(self) -> dict[str, np.ndarray]:
-        """Float32 [N] arrays keyed by score name (see SCORE_EASIER_IS_HIGHER for the sign)."""
+        """Float32 [N] arrays keyed by score name (raw signs: see ccfs.scores.HIGHER_IS_EASIER)."""
         if self._state is None:
             raise DataError("the recorder saw no batch; record a training run before asking for scores")
         s = self._state

@@ -1,4 +1,4 @@
-"""Reading and writing per-sample difficulty score files (SPEC §4, §8).
+"""Reading and writing per-sample difficulty score files (docs/method.md §4, §8).
 
 Three formats, told apart by extension and contents:
 - `.npy`: an official forgetting file, float [N], higher = harder → "forgetting".
@@ -7,11 +7,10 @@ Three formats, told apart by extension and contents:
 - `.npz` without `labels`: written by `save_scores` from `DynamicsRecorder.scores()`, one
   array per score name; pick one with `name`.
 Every problem a user can cause raises `DataError` with one line: what is wrong, how to fix.
-Writes are atomic (a `.tmp` sibling, then `os.replace`), so a crash never leaves half a file.
+Writes are atomic (`ccfs.artifacts.atomic_path`), so a crash never leaves half a file.
 """
 from __future__ import annotations
 
-import os
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping
@@ -21,8 +20,9 @@ from typing import IO
 import numpy as np
 import torch
 
+from ccfs.artifacts import atomic_path
 from ccfs.errors import DataError
-from ccfs.teacher.difficulty import SCORE_EASIER_IS_HIGHER
+from ccfs.scores import HIGHER_IS_EASIER as SCORE_EASIER_IS_HIGHER
 
 _FORMATS_HINT = ".npy (forgetting) or .npz (C-score with labels/scores, or scores saved by ccfs)"
 
@@ -120,18 +120,9 @@ def load_score_file(path: str | Path, labels: torch.Tensor | np.ndarray,
 
 
 def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write via `path.tmp` then rename, so readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """`write(f)` into a binary file via `atomic_path` (readers see the old or the whole new file)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
 
 
 def _float_vector(key: str, value) -> np.ndarray:

@@ -1,0 +1,212 @@
+"""The Python API: each step of ccfs as a function of tensors.
+
+    import ccfs
+    data = ccfs.load_dataset("fashion-mnist")               # or ccfs.from_tensors(...)
+    teacher = ccfs.train_teacher(data, "convnet_w32_bn", ccfs.Recipe(epochs=15, augment="crop"))
+    distilled = ccfs.distill_images(teacher, data, per_class=10)  # SRe2L / CDA images, a Split
+    sel = ccfs.select("ccfs", data, teacher, ipc=50, alpha=0.2, distilled=distilled, score="aum")
+    hist = ccfs.train_student(data, ccfs.synthetic_set(data, sel.distilled, sel.indices), teacher)
+
+The CLI stages are this API plus artifacts: they call these functions and write what
+they return into the run directory (so they can resume). Tensors: images are uint8
+`[N, C, H, W]`, labels int64 `[N]`; every per-sample array is indexed by train row.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from ccfs import methods
+from ccfs.config import Recipe, SelectCfg
+from ccfs.data.cache import load_dataset
+from ccfs.data.datasets import Dataset, Split
+from ccfs.models import create_model
+from ccfs.objectives import CrossEntropy, make_objective
+from ccfs.scores import COMPUTED, to_hardness
+from ccfs.selection.ccfs import Filter, RoundState
+from ccfs.teacher.difficulty import DynamicsRecorder
+from ccfs.train import History, accuracy, fit, predict_logits
+
+__all__ = ["Dataset", "Recipe", "SelectCfg", "Split", "Teacher", "distill_images", "from_tensors",
+           "load_dataset", "new_model", "select", "synthetic_set", "train_student", "train_teacher"]
+
+
+def from_tensors(train_images: torch.Tensor, train_labels: torch.Tensor, test_images: torch.Tensor,
+                 test_labels: torch.Tensor, *, classes: list[str] | None = None, mean=None, std=None,
+                 name: str = "tensors") -> Dataset:
+    """A Dataset from your own uint8 [N, C, H, W] images and labels; mean / std default to
+    the train images' per-channel statistics."""
+    if mean is None or std is None:
+        x = train_images.float().div(255)
+        mean, std = x.mean((0, 2, 3)).tolist(), x.std((0, 2, 3)).tolist()
+    k = int(max(train_labels.max(), test_labels.max())) + 1
+    return Dataset(name, Split(train_images, train_labels.long()), Split(test_images, test_labels.long()),
+                   classes or [str(c) for c in range(k)], tuple(mean), tuple(std))
+
+
+def new_model(name: str, data: Dataset, seed: int) -> torch.nn.Module:
+    """A fresh model of the registry, initialised from `seed`."""
+    torch.manual_seed(seed)
+    return create_model(name, data.num_classes, data.channels, data.image_size)
+
+
+def _device(device) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# ----------------------------------------------------------------------------- teacher
+
+@dataclass
+class Teacher:
+    model: torch.nn.Module  # eval mode, frozen
+    train_logits: torch.Tensor  # [N, K] on un-augmented train images (CPU)
+    train_labels: torch.Tensor  # [N]
+    scores: dict[str, np.ndarray] = field(default_factory=dict)  # raw scores [N], ccfs.scores signs
+    test_acc: float = float("nan")  # percent
+    seconds: float = 0.0  # of training
+
+    @property
+    def correct(self) -> torch.Tensor:
+        """[N] bool: the train images the teacher classifies correctly (the selection pool)."""
+        return self.train_logits.argmax(1) == self.train_labels
+
+    def hardness(self, score: str) -> torch.Tensor | None:
+        """Score `score` as hardness [N] (higher = harder); None for the computed score logits."""
+        if score in COMPUTED:
+            return None
+        return to_hardness(torch.as_tensor(self.scores[score]).float(), score)
+
+
+def train_teacher(data: Dataset, model: str = "convnet_w32_bn", recipe: Recipe | None = None, *,
+                  seed: int = 0, device="auto", progress: bool = False, resume: Path | None = None,
+                  record_epochs: list[int] | None = None) -> Teacher:
+    """Train a teacher on the whole train set with cross-entropy, recording the difficulty
+    scores (forgetting, EL2N, loss, margin, AUM) while it trains."""
+    from ccfs.config import TEACHER_RECIPE
+
+    recipe, device = recipe or TEACHER_RECIPE, _device(device)
+    net = new_model(model, data, seed)
+    recorder = DynamicsRecorder(len(data.train), recipe.epochs, record_epochs)
+    t0 = time.perf_counter()
+    fit(net, data.train, recipe, CrossEntropy(), mean=data.mean, std=data.std, device=device, seed=seed,
+        test=data.test, hook=recorder, progress=progress, desc="teacher", resume=resume)
+    seconds = time.perf_counter() - t0
+    return finish_teacher(net, data, device, recorder.scores(), seconds)
+
+
+def finish_teacher(net: torch.nn.Module, data: Dataset, device, scores: dict, seconds: float) -> Teacher:
+    """A trained (or imported) teacher's logits on the train set and test accuracy."""
+    net.to(device).eval()
+    logits = predict_logits(net, data.train.images, data.mean, data.std, device).cpu()
+    test_acc = accuracy(net, data.test, data.mean, data.std, device)
+    return Teacher(net.requires_grad_(False), logits, data.train.labels, scores, test_acc, seconds)
+
+
+# ----------------------------------------------------------------------------- distill
+
+def distill_images(teacher: Teacher | torch.nn.Module, data: Dataset, per_class: int, *, method: str = "cda",
+            seed: int = 0, device="auto", progress: bool = False, **settings) -> Split:
+    """`per_class` distilled images of every class by BatchNorm matching (SRe2L / CDA) from a
+    BatchNorm teacher. `settings`: any distill.* key (iterations, lr, r_bn, ...)."""
+    from ccfs.config import DistillCfg
+    from ccfs.synthesis import distill_from_config
+
+    net = teacher.model if isinstance(teacher, Teacher) else teacher
+    cfg = replace(DistillCfg(), method=method, **settings)
+    device = _device(device)
+    images, labels = distill_from_config(cfg, net.to(device), data, per_class, seed=seed, device=device,
+                                         progress=progress)
+    return Split(images, labels)
+
+
+# ----------------------------------------------------------------------------- select
+
+def synthetic_set(data: Dataset, distilled: Split | None, indices) -> Split:
+    """distilled images ∪ train[indices], as one uint8 Split."""
+    real = data.train.subset(indices)
+    if distilled is None or len(distilled) == 0:
+        return real
+    return Split(torch.cat([distilled.images, real.images]), torch.cat([distilled.labels, real.labels]))
+
+
+def filter_trainer(data: Dataset, distilled: Split | None, objective, *, arch: str, recipe: Recipe,
+                   seed: int, device, progress: bool = False, desc: str = "filter"
+                   ) -> Callable[[int, list[int]], Filter]:
+    """`train_filter(j, selected)`: a fresh filter (seed·1000 + j) trained on distilled ∪
+    train[selected], and its logits on the un-augmented train set."""
+    def train_filter(j: int, selected: list[int]) -> Filter:
+        s = seed * 1000 + j
+        model = new_model(arch, data, s)
+        t0 = time.perf_counter()
+        fit(model, synthetic_set(data, distilled, selected), recipe, objective, mean=data.mean, std=data.std,
+            device=device, seed=s, progress=progress, desc=f"{desc} {j + 1}")
+        t1 = time.perf_counter()
+        logits = predict_logits(model, data.train.images, data.mean, data.std, device).cpu()
+        t2 = time.perf_counter()
+        return Filter(logits, accuracy(model, data.test, data.mean, data.std, device), t1 - t0, t2 - t1)
+
+    return train_filter
+
+
+def select(method: str, data: Dataset, teacher: Teacher, *, ipc: int, alpha: float = 0.0,
+           distilled: Split | None = None, score: str = "forgetting", settings: SelectCfg | None = None,
+           filter_model: str = "convnet_w32", recipe: Recipe | None = None, objective: str = "kd",
+           seed: int = 0, param: float = 0.0, device="auto", progress: bool = False,
+           hardness: torch.Tensor | None = None, state: RoundState | None = None,
+           on_round: Callable[[RoundState], None] | None = None) -> methods.Selection:
+    """Run one selection method (a name of `ccfs.methods.METHODS`) and return its chosen
+    train indices. `distilled` holds int(ipc · alpha) images per class (first per class are
+    used) for methods that use the distilled part; `settings` the other select.* options;
+    filters are trained with `recipe` and KD from the teacher (objective "kd")."""
+    entry = methods.get(method)
+    settings = replace(settings or SelectCfg(), ipc=ipc, alpha=alpha, score=score)
+    cpc = entry.distilled_per_class(ipc, int(ipc * alpha))
+    part = _first_per_class(distilled, cpc, data.num_classes) if entry.distilled in ("alpha", "ipc") else None
+    device = _device(device)
+    if hardness is None and entry.needs_scores:
+        hardness = teacher.hardness(score)
+    obj = make_objective(objective, teacher.model if objective == "kd" else None, (recipe or Recipe()).temperature)
+    inputs = methods.SelectionInputs(
+        labels=data.train.labels, num_classes=data.num_classes, ipc=ipc, cpc=cpc, hardness=hardness,
+        score_name=score, teacher_correct=teacher.correct, teacher_logits=teacher.train_logits,
+        features=lambda: predict_logits(teacher.model, data.train.images, data.mean, data.std, device,
+                                        features=True).cpu(),
+        train_filter=filter_trainer(data, part, obj, arch=filter_model, recipe=recipe or Recipe(), seed=seed,
+                                    device=device, progress=progress, desc=f"{method} filter"),
+        cfg=settings, seed=seed, param=param, state=state, on_round=on_round)
+    sel = entry.select(inputs)
+    sel.distilled = part
+    return sel
+
+
+def _first_per_class(distilled: Split | None, per_class: int, num_classes: int) -> Split | None:
+    if distilled is None or per_class == 0:
+        return None
+    keep = [i for c in range(num_classes) for i in (distilled.labels == c).nonzero().flatten()[:per_class].tolist()]
+    if len(keep) < per_class * num_classes:
+        raise ValueError(f"{len(distilled)} distilled images given, {per_class} per class are needed")
+    return distilled.subset(keep)
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+def train_student(data: Dataset, synthetic: Split, teacher: Teacher | torch.nn.Module | None, *,
+             model: str = "convnet_w32", recipe: Recipe | None = None, seed: int = 0,
+             objective: str = "kd", device="auto", progress: bool = False, desc: str = "eval",
+             objective_fn=None) -> History:
+    """Train a fresh student on `synthetic` (KD from the teacher, or CE) and return its
+    History; `History.final_acc` is the test accuracy after the last epoch."""
+    recipe = recipe or Recipe()
+    if objective_fn is None:
+        net = teacher.model if isinstance(teacher, Teacher) else teacher
+        objective_fn = make_objective(objective, net if objective == "kd" else None, recipe.temperature)
+    student = new_model(model, data, seed)
+    return fit(student, synthetic, recipe, objective_fn, mean=data.mean, std=data.std, device=_device(device),
+               seed=seed, test=data.test, progress=progress, desc=desc)

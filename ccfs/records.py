@@ -1,0 +1,81 @@
+"""Evaluation records: one JSON line per student in OUT/results.jsonl.
+
+A record's key is (method, model, IPC, α, seed, settings), where `settings` is a hash of
+everything a selection or a student depends on besides the pinned data / teacher / distill
+sections of the run (those cannot change within a run directory). Records made with other
+settings stay in the file but are never mixed with the current ones.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from ccfs import methods
+from ccfs.artifacts import append_jsonl
+from ccfs.config import Config, to_dict
+
+FILE = "results.jsonl"
+
+
+def selection_settings(cfg: Config, run_name: str | None = None) -> dict:
+    """What a selection (or, with run_name None, an evaluation record) depends on."""
+    out = {"select": {k: v for k, v in to_dict(cfg.select).items() if k != "method"}}
+    if run_name is None or methods.parse(run_name)[1].trains_filters:
+        out.update({"train": to_dict(cfg.train), "objective": cfg.eval.objective,
+                    "filter_model": cfg.select.filter_model or cfg.eval.models[0]})
+    if run_name is None:
+        out["full_epochs"] = cfg.eval.full_epochs
+    return out
+
+
+def settings_hash(cfg: Config) -> str:
+    return hashlib.sha1(json.dumps(selection_settings(cfg), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def key(method: str, model: str, ipc: int, alpha: float, seed: int, settings: str | None) -> tuple:
+    return (method, model, ipc, round(float(alpha), 4), seed, settings)
+
+
+def record_key(r: dict) -> tuple:
+    return key(r["method"], r["model"], r["ipc"], r["alpha"], r["seed"], r.get("settings"))
+
+
+def load(path: Path) -> list[dict]:
+    """Every readable record of a results file; a line cut by an interruption is skipped
+    (its student is trained again)."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def unique(found: list[dict]) -> list[dict]:
+    """The first record of every key: a student recorded twice (two processes that raced on
+    one run directory before it was locked) is counted once."""
+    seen, out = set(), []
+    for r in found:
+        k = record_key(r)
+        if k not in seen:
+            seen.add(k)
+            out.append(r)
+    return out
+
+
+def current(out: Path, cfg: Config) -> list[dict]:
+    """The records of the run directory made with the config's present settings, one per key."""
+    h = settings_hash(cfg)
+    return unique([r for r in load(Path(out) / FILE) if r.get("settings") == h])
+
+
+def done_keys(out: Path) -> set[tuple]:
+    return {record_key(r) for r in load(Path(out) / FILE)}
+
+
+def append(out: Path, record: dict) -> None:
+    append_jsonl(Path(out) / FILE, record)
