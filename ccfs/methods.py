@@ -146,6 +146,8 @@ METHODS: dict[str, Method] = {  # also the order of report rows
     "self_evolved": Method(select_ccfs, "CCFS with α = 0: real images only, first round without a filter",
                            needs_scores=True, trains_filters=True),
     "random": Method(select_random, "class-balanced uniform real images"),
+    "random_distilled": Method(select_random, "random real images + the same α distilled part as CCFS (a control)",
+                               distilled="alpha"),
     "distill_only": Method(select_nothing, "distilled images alone at the full IPC", distilled="ipc"),
     "herding": Method(select_herding, "per-class herding on the teacher's features"),
     "kcenter": Method(select_kcenter, "per-class greedy k-center on the teacher's features"),

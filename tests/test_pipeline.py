@@ -12,7 +12,7 @@ import torch
 from ccfs.cli import main
 from conftest import write_fake_fmnist
 
-ALL_METHODS = "[ccfs,self_evolved,random,forgetting,window,selmatch,herding,kcenter,distill_only,full]"
+ALL_METHODS = "[ccfs,self_evolved,random,random_distilled,forgetting,window,selmatch,herding,kcenter,distill_only,full]"
 
 
 def _run(root, out, *extra, stage="run"):
@@ -69,7 +69,7 @@ def test_distill_artifacts(finished):
 def test_selection_outputs(finished):
     _, out = finished
     labels = torch.load(next((out.parent / "cache").glob("*.pt")), weights_only=True)["train_y"]
-    expect_distilled = {"ccfs": 2, "selmatch": 2, "distill_only": 6, "full": 0}
+    expect_distilled = {"ccfs": 2, "random_distilled": 2, "selmatch": 2, "distill_only": 6, "full": 0}
     for folder in sorted((out / "select").iterdir()):
         sel = json.loads((folder / "selected_indices.json").read_text())
         assert set(sel) == {"ipc", "alpha", "idx_selected"}

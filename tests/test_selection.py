@@ -487,7 +487,7 @@ def selector_inputs(hardness_given: bool, cfg: SelectCfg | None = None, calls: l
                            features=lambda: feats, train_filter=train_filter, cfg=cfg, seed=0, param=0.4)
 
 
-DISTILLED = {"ccfs": CPC, "self_evolved": 0, "random": 0, "forgetting": 0, "window": 0, "selmatch": CPC,
+DISTILLED = {"ccfs": CPC, "self_evolved": 0, "random": 0, "random_distilled": CPC, "forgetting": 0, "window": 0, "selmatch": CPC,
              "herding": 0, "kcenter": 0, "distill_only": IPC, "full": 0}
 
 
