@@ -74,7 +74,7 @@ class Run:
         if not path.is_file():
             raise ConfigError(f"{path} is missing: run `ccfs teacher` for this out= first")
         model = self.model(self.cfg.teacher.model, 0)
-        load_checkpoint(model, path, arch=self.cfg.teacher.model)
+        load_checkpoint(model, path, arch=self.cfg.teacher.model, normalization=(self.data.mean, self.data.std))
         return model.to(self.device).eval().requires_grad_(False)
 
     @cached_property

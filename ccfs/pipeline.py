@@ -24,7 +24,8 @@ def preflight(run: Run) -> None:
             raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
     run.check_budget()
     if cfg.teacher.checkpoint and not (run.teacher_dir / "metrics.json").is_file():
-        load_checkpoint(run.model(cfg.teacher.model, 0), cfg.teacher.checkpoint, arch=cfg.teacher.model)
+        load_checkpoint(run.model(cfg.teacher.model, 0), cfg.teacher.checkpoint, arch=cfg.teacher.model,
+                        normalization=(run.data.mean, run.data.std))
     imported = load_score_file(cfg.teacher.scores, run.data.train.labels)[0] if cfg.teacher.scores else None
     _check_score_available(run, imported)
 
@@ -88,11 +89,19 @@ def run_stage(stage: str, cfg: Config) -> None:
             _stages()[stage](run)
 
 
-# Sections whose change invalidates finished artifacts in an existing run directory.
-PINNED = ("data", "teacher", "distill", "seed")
+# Sections whose change invalidates finished artifacts in an existing run directory, and
+# the artifacts that depend on them ("*": all of them).
+PINNED = {"data": "*", "seed": "*", "teacher": "teacher/metrics.json", "distill": "distill/meta.json"}
+FINISHED = ("teacher/metrics.json", "distill/meta.json", "select/*/selected_indices.json", "results.jsonl")
+
+
+def _finished(out, pattern: str) -> bool:
+    return any(any(out.glob(p)) for p in (FINISHED if pattern == "*" else (pattern,)))
 
 
 def _check_same_run(run: Run) -> None:
+    """A changed pinned section is refused only where finished artifacts depend on it (a
+    run that failed before finishing anything can be retried with other settings)."""
     import yaml
 
     path = run.out / "config.yaml"
@@ -100,7 +109,7 @@ def _check_same_run(run: Run) -> None:
         return
     old = yaml.safe_load(path.read_text()) or {}
     new = to_dict(run.cfg)
-    changed = [k for k in PINNED if old.get(k) != new.get(k)]
+    changed = [k for k, needs in PINNED.items() if old.get(k) != new.get(k) and _finished(run.out, needs)]
     if changed:
         raise ConfigError(f"{run.out} holds a run made with other {', '.join(changed)} settings; "
                           "use a new out= directory (or delete the old one) so its artifacts are not mixed")

@@ -196,13 +196,18 @@ def test_teacher_checkpoint_of_wrong_architecture(tmp_path, capsys):
     assert not (tmp_path / "run" / "teacher" / "model.pt").exists()
 
 
+def trained_teacher(root, tmp_path):
+    """A teacher trained by `ccfs teacher tiny` (its checkpoint records its normalisation)."""
+    assert _run(root, tmp_path / "source", stage="teacher") == 0
+    return tmp_path / "source" / "teacher" / "model.pt"
+
+
 def test_imported_teacher_and_scores(tmp_path):
     """A user's own teacher checkpoint and forgetting file are used instead of training."""
     from ccfs.models import create_model, save_checkpoint
 
     root = write_fake_fmnist(tmp_path / "fmnist")
-    ckpt = tmp_path / "teacher.pt"
-    save_checkpoint(create_model("convnet_w32_bn", 10, 1, 28), ckpt, "convnet_w32_bn", 10, 1, 28)
+    ckpt = trained_teacher(root, tmp_path)
     scores = tmp_path / "forgetting.npy"
     np.save(scores, np.arange(120, dtype=np.float32))
     out = tmp_path / "run"
@@ -217,8 +222,7 @@ def test_imported_teacher_without_scores_serves_methods_that_need_none(tmp_path,
     from ccfs.models import create_model, save_checkpoint
 
     root = write_fake_fmnist(tmp_path / "fmnist")
-    ckpt = tmp_path / "teacher.pt"
-    save_checkpoint(create_model("convnet_w32_bn", 10, 1, 28), ckpt, "convnet_w32_bn", 10, 1, 28)
+    ckpt = trained_teacher(root, tmp_path)
     out = tmp_path / "run"
     assert _run(root, out, f"teacher.checkpoint={ckpt}", "select.method=[random,herding,distill_only]") == 0
     for name in ("random", "herding", "distill_only"):
@@ -247,3 +251,30 @@ def test_duplicate_records_are_counted_once(tmp_path):
 
     rec = {"method": "ccfs", "model": "m", "ipc": 5, "alpha": 0.2, "seed": 0, "settings": "h", "final_acc": 50.0}
     assert records.unique([rec, {**rec, "final_acc": 60.0}, {**rec, "seed": 1}]) == [rec, {**rec, "seed": 1}]
+
+
+def test_untrained_or_misfed_imported_teacher_is_stopped(tmp_path, capsys):
+    """A teacher at chance on its train set (wrong normalisation or class order) stops the
+    run before its noise becomes KD targets; nothing is written."""
+    from ccfs.models import create_model, save_checkpoint
+
+    root = write_fake_fmnist(tmp_path / "fmnist")
+    ckpt = tmp_path / "random.pt"
+    save_checkpoint(create_model("convnet_w32_bn", 10, 1, 28), ckpt, "convnet_w32_bn", 10, 1, 28)
+    out = tmp_path / "run"
+    assert _run(root, out, f"teacher.checkpoint={ckpt}", "select.method=[random]") == 2
+    err = capsys.readouterr().err
+    assert "normalisation" in err and "class order" in err and "data.mean" in err
+    assert not (out / "teacher" / "model.pt").exists()
+    assert _run(root, out, f"teacher.checkpoint={ckpt}", "select.method=[random]", "teacher.min_train_acc=0") == 0
+
+
+def test_checkpoint_trained_with_other_normalisation_is_refused(tmp_path, capsys):
+    root = write_fake_fmnist(tmp_path / "fmnist")
+    ckpt = trained_teacher(root, tmp_path)
+    out = tmp_path / "run"
+    assert _run(root, out, f"teacher.checkpoint={ckpt}", "select.method=[random]", "data.mean=[0.5]",
+                "data.std=[0.5]") == 2
+    err = capsys.readouterr().err
+    assert "normalised with mean [0.2861], std [0.353]" in err and "data.mean=[0.2861]" in err
+    assert _run(root, out, f"teacher.checkpoint={ckpt}", "select.method=[random]") == 0

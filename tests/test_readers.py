@@ -300,8 +300,13 @@ def test_read_cifar_folder_errors(tmp_path):
     with pytest.raises(DataError, match=r"does not exist; .*cifar-10-batches-py.*cs\.toronto\.edu"):
         readers.read_cifar10(tmp_path / "missing")
     make_cifar10(tmp_path / "cifar-10-batches-py")
+    # both layouts: the folder holding cifar-10-batches-py/ (torchvision's root) and the folder itself
+    outer, inner = readers.read_cifar10(tmp_path), readers.read_cifar10(tmp_path / "cifar-10-batches-py")
+    assert np.array_equal(outer.train_x, inner.train_x) and outer.classes == inner.classes
+    (tmp_path / "cifar-10-batches-py" / "batches.meta").rename(tmp_path / "meta.bak")
     with pytest.raises(DataError, match=r"has no file batches\.meta; did you mean --root .*cifar-10-batches-py"):
         readers.read_cifar10(tmp_path)
+    (tmp_path / "meta.bak").rename(tmp_path / "cifar-10-batches-py" / "batches.meta")
     (tmp_path / "cifar-10-batches-py" / "data_batch_4").unlink()
     with pytest.raises(DataError, match=r"has no file data_batch_4"):
         readers.read_cifar10(tmp_path / "cifar-10-batches-py")
@@ -396,8 +401,12 @@ def test_read_tiny_imagenet_folder_errors(tmp_path):
     with pytest.raises(DataError, match=r"does not exist; .*tiny-imagenet-200"):
         readers.read_tiny_imagenet(tmp_path / "missing")
     make_tiny(tmp_path / "tiny-imagenet-200")
+    outer = readers.read_tiny_imagenet(tmp_path, image_size=8)  # the folder holding tiny-imagenet-200/
+    assert np.array_equal(outer.train_x, readers.read_tiny_imagenet(tmp_path / "tiny-imagenet-200", image_size=8).train_x)
+    (tmp_path / "tiny-imagenet-200" / "wnids.txt").rename(tmp_path / "wnids.bak")
     with pytest.raises(DataError, match=r"did you mean --root .*tiny-imagenet-200"):
         readers.read_tiny_imagenet(tmp_path)
+    (tmp_path / "wnids.bak").rename(tmp_path / "tiny-imagenet-200" / "wnids.txt")
     with pytest.raises(DataError, match=r"image_size must be a positive integer"):
         readers.read_tiny_imagenet(tmp_path / "tiny-imagenet-200", image_size=0)
 
@@ -513,3 +522,16 @@ def test_image_files_lists_visible_images_sorted(tmp_path):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "dir.png").mkdir()
     assert [p.name for p in image_files(tmp_path)] == ["a.tif", "b.PNG", "c.pgm"]
+
+
+@pytest.mark.parametrize("name, folder, make", [("cifar10", "cifar-10-batches-py", "make_cifar10"),
+                                                ("cifar100", "cifar-100-python", "make_cifar100")])
+def test_cifar_loads_from_either_layout_with_the_published_teachers_constants(tmp_path, name, folder, make):
+    """CIFAR-10 and -100 use the constants the field's published CIFAR teachers were trained
+    with (mean 0.4914/0.4822/0.4465, std 0.2023/0.1994/0.2010), from the outer or inner folder."""
+    from ccfs.data.cache import load_dataset
+
+    globals()[make](tmp_path / folder)
+    for root in (tmp_path, tmp_path / folder):
+        d = load_dataset(name, str(root))
+        assert d.mean == (0.4914, 0.4822, 0.4465) and d.std == (0.2023, 0.1994, 0.2010)

@@ -98,6 +98,15 @@ def _require_file(root: Path, name: str, hint: str) -> Path:
     return root / name
 
 
+def _inner_folder(root: Path, folder: str, marker: str) -> Path:
+    """Both layouts a user may point at: the dataset's own folder (holding `marker`), or the
+    folder that holds it (`root/folder`, as torchvision's `CIFAR10(root)` and the official
+    CCFS `--data-path` take)."""
+    if not (root / marker).exists() and (root / folder / marker).exists():
+        return root / folder
+    return root
+
+
 def _folder_hint(root: Path, folder: str, download: str) -> str:
     """How to fix a wrong root: name the sub-folder if the user passed its parent."""
     if (root / folder).is_dir():
@@ -189,8 +198,9 @@ def _check_labels(labels: np.ndarray, num_classes: int, path: Path) -> None:
 
 
 def read_cifar10(root: str | Path) -> RawDataset:
-    """CIFAR-10 python version: `data_batch_1..5`, `test_batch`, `batches.meta`."""
-    root = Path(root)
+    """CIFAR-10 python version: `data_batch_1..5`, `test_batch`, `batches.meta`, in `root` or
+    in `root/cifar-10-batches-py`."""
+    root = _inner_folder(Path(root), "cifar-10-batches-py", "batches.meta")
     hint = _folder_hint(root, "cifar-10-batches-py", _CIFAR_URL)
     _require_dir(root, hint)
     classes = _class_names(root, "batches.meta", b"label_names", hint)
@@ -201,8 +211,9 @@ def read_cifar10(root: str | Path) -> RawDataset:
 
 
 def read_cifar100(root: str | Path) -> RawDataset:
-    """CIFAR-100 python version: `train`, `test`, `meta`, with the 100 fine labels."""
-    root = Path(root)
+    """CIFAR-100 python version: `train`, `test`, `meta`, with the 100 fine labels, in `root`
+    or in `root/cifar-100-python`."""
+    root = _inner_folder(Path(root), "cifar-100-python", "meta")
     hint = _folder_hint(root, "cifar-100-python", _CIFAR_URL)
     _require_dir(root, hint)
     classes = _class_names(root, "meta", b"fine_label_names", hint)
@@ -307,8 +318,9 @@ def _tiny_val(root: Path, index: dict[str, int], hint: str) -> tuple[list[Path],
 
 
 def read_tiny_imagenet(root: str | Path, image_size: int = 64) -> RawDataset:
-    """Tiny ImageNet (tiny-imagenet-200): 200 classes in wnids.txt order; val is the test split."""
-    root = Path(root)
+    """Tiny ImageNet (tiny-imagenet-200, in `root` or `root/tiny-imagenet-200`): 200 classes in
+    wnids.txt order; val is the test split."""
+    root = _inner_folder(Path(root), "tiny-imagenet-200", "wnids.txt")
     hint = _folder_hint(root, "tiny-imagenet-200", _TINY_URL)
     _require_dir(root, hint)
     _check_image_size(image_size)

@@ -75,11 +75,14 @@ def _strip_prefixes(key: str) -> str:
 
 
 def save_checkpoint(model: nn.Module, path, arch: str, num_classes: int,
-                    in_channels: int, image_size: int) -> None:
-    """Write our format atomically (`ccfs.artifacts.atomic_path`)."""
+                    in_channels: int, image_size: int, mean=None, std=None) -> None:
+    """Write our format atomically (`ccfs.artifacts.atomic_path`), with the input
+    normalisation (`mean`, `std` per channel) the model was trained with."""
     state = {_strip_prefixes(k): v.detach().cpu() for k, v in model.state_dict().items()}
     obj = {"arch": arch, "num_classes": int(num_classes), "in_channels": int(in_channels),
            "image_size": int(image_size), "state_dict": state}
+    if mean is not None and std is not None:
+        obj["normalization"] = {"mean": [float(m) for m in mean], "std": [float(s) for s in std]}
     torch_save(obj, path)
 
 
@@ -150,6 +153,25 @@ def _mismatch(model: nn.Module, state: Mapping) -> list[str]:
     return problems
 
 
+def _fmt(values) -> str:
+    return "[" + ",".join(f"{v:.4g}" for v in values) + "]"
+
+
+def _check_normalization(meta: Mapping, normalization, label: str) -> None:
+    """The data's (mean, std) must be what the checkpoint's model was trained with."""
+    saved = meta.get("normalization")
+    if saved is None or normalization is None:
+        return
+    mean, std = normalization
+    same = all(len(a) == len(b) and all(abs(x - y) < 1e-4 for x, y in zip(a, b))
+               for a, b in ((saved["mean"], mean), (saved["std"], std)))
+    if not same:
+        raise CheckpointError(
+            f"{label} was trained on inputs normalised with mean {_fmt(saved['mean'])}, std {_fmt(saved['std'])}; "
+            f"the data is normalised with mean {_fmt(mean)}, std {_fmt(std)}: set "
+            f"data.mean={_fmt(saved['mean'])} data.std={_fmt(saved['std'])}")
+
+
 def _check_meta(meta: Mapping, model: nn.Module, arch: str | None, label: str) -> None:
     if arch is not None and meta["arch"] != arch:
         raise CheckpointError(f"{label} is a {meta['arch']} model, not {arch}")
@@ -158,9 +180,10 @@ def _check_meta(meta: Mapping, model: nn.Module, arch: str | None, label: str) -
                               f"the dataset has {model.num_classes}")
 
 
-def load_checkpoint(model: nn.Module, path_or_obj, arch: str | None = None) -> nn.Module:
+def load_checkpoint(model: nn.Module, path_or_obj, arch: str | None = None, normalization=None) -> nn.Module:
     """Load weights into `model` in place (and return it); any mismatch is a
-    one-line `CheckpointError`."""
+    one-line `CheckpointError`. `normalization` (mean, std) of the data it will see is
+    checked against the one a ccfs checkpoint records."""
     if isinstance(path_or_obj, Mapping):
         label, obj = "checkpoint", path_or_obj
     else:
@@ -169,6 +192,7 @@ def load_checkpoint(model: nn.Module, path_or_obj, arch: str | None = None) -> n
     state, meta = _unwrap(obj, label)
     if meta is not None:
         _check_meta(meta, model, arch, label)
+        _check_normalization(meta, normalization, label)
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{label}: entry {bad[0]!r} is not a tensor; not a state dict")

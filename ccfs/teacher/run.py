@@ -28,6 +28,21 @@ def check_teacher_arch(run: Run, model) -> None:
                           "pick a BatchNorm teacher (e.g. convnet_w32_bn, resnet18_modified)")
 
 
+def check_imported_accuracy(run: Run, teacher: Teacher) -> None:
+    """An imported teacher far below what a trained one gives is being fed inputs it was not
+    trained on: stop before its noise becomes KD targets and the selection pool."""
+    d = run.data
+    acc = 100.0 * float(teacher.correct.float().mean())
+    chance = 100.0 / d.num_classes
+    floor = run.cfg.teacher.min_train_acc if run.cfg.teacher.min_train_acc is not None else 2 * chance
+    if acc < floor:
+        raise ConfigError(
+            f"the imported teacher classifies only {acc:.1f} % of the train images correctly (chance {chance:.1f} %, "
+            f"floor {floor:.1f} %): usually its input normalisation differs (data.mean={list(d.mean)} "
+            f"data.std={list(d.std)}; set the constants it was trained with) or its class order differs "
+            f"from the dataset's; teacher.min_train_acc changes the floor")
+
+
 def _import_scores(run: Run) -> dict[str, np.ndarray]:
     name, arr = load_score_file(run.cfg.teacher.scores, run.data.train.labels)
     return {name: arr}
@@ -39,8 +54,10 @@ def _teacher(run: Run) -> Teacher:
     model = new_model(cfg.model, d, run.cfg.seed)
     check_teacher_arch(run, model)
     if cfg.checkpoint:
-        load_checkpoint(model, cfg.checkpoint, arch=cfg.model)
-        return finish_teacher(model, d, run.device, {}, 0.0)
+        load_checkpoint(model, cfg.checkpoint, arch=cfg.model, normalization=(d.mean, d.std))
+        teacher = finish_teacher(model, d, run.device, {}, 0.0)
+        check_imported_accuracy(run, teacher)
+        return teacher
     return train_teacher(d, cfg.model, cfg.train, seed=run.cfg.seed, device=run.device, progress=run.cfg.progress,
                          resume=run.teacher_dir / "resume.pt", record_epochs=cfg.record_epochs)
 
@@ -55,7 +72,8 @@ def teacher_stage(run: Run) -> None:
     teacher = _teacher(run)
     scores = {**teacher.scores, **imported}
     correct = teacher.correct.nonzero().flatten().numpy()
-    save_checkpoint(teacher.model, out / "model.pt", cfg.model, d.num_classes, d.channels, d.image_size)
+    save_checkpoint(teacher.model, out / "model.pt", cfg.model, d.num_classes, d.channels, d.image_size,
+                    mean=d.mean, std=d.std)
     np_save(out / "correct_indices.npy", correct.astype(np.int64))
     if scores:
         save_scores(out / "scores.npz", scores)
