@@ -27,7 +27,7 @@ from ccfs.data.cache import load_dataset
 from ccfs.data.datasets import Dataset, Split
 from ccfs.models import create_model
 from ccfs.objectives import CrossEntropy, make_objective
-from ccfs.scores import COMPUTED, to_hardness
+from ccfs.scores import COMPUTED, to_hardness, true_class_logit
 from ccfs.selection.ccfs import Filter, RoundState
 from ccfs.teacher.difficulty import DynamicsRecorder
 from ccfs.train import History, accuracy, fit, predict_logits
@@ -96,7 +96,7 @@ def train_teacher(data: Dataset, model: str = "convnet_w32_bn", recipe: Recipe |
     recorder = DynamicsRecorder(len(data.train), recipe.epochs, record_epochs)
     t0 = time.perf_counter()
     fit(net, data.train, recipe, CrossEntropy(), mean=data.mean, std=data.std, device=device, seed=seed,
-        test=data.test, hook=recorder, progress=progress, desc="teacher", resume=resume)
+        hook=recorder, progress=progress, desc="teacher", resume=resume)  # tested once, below
     seconds = time.perf_counter() - t0
     return finish_teacher(net, data, device, recorder.scores(), seconds)
 
@@ -136,21 +136,36 @@ def synthetic_set(data: Dataset, distilled: Split | None, indices) -> Split:
     return Split(torch.cat([distilled.images, real.images]), torch.cat([distilled.labels, real.labels]))
 
 
+def eval_sample(split: Split, size: int, seed: int = 0) -> Split | None:
+    """A fixed class-balanced sample of `size` images (the filters' accuracy for the round
+    log), or None for size 0."""
+    if size <= 0:
+        return None
+    k = int(split.labels.max()) + 1
+    from ccfs.selection.baselines import random_balanced
+
+    return split.subset(random_balanced(split.labels, max(1, size // k), torch.Generator().manual_seed(seed)))
+
+
 def filter_trainer(data: Dataset, distilled: Split | None, objective, *, arch: str, recipe: Recipe,
-                   seed: int, device, progress: bool = False, desc: str = "filter"
-                   ) -> Callable[[int, list[int]], Filter]:
-    """`train_filter(j, selected)`: a fresh filter (seed·1000 + j) trained on distilled ∪
-    train[selected], and its logits on the un-augmented train set."""
-    def train_filter(j: int, selected: list[int]) -> Filter:
+                   seed: int, device, progress: bool = False, desc: str = "filter",
+                   eval_set: Split | None = None) -> Callable[[int, list[int], torch.Tensor], Filter]:
+    """`train_filter(j, selected, rows)`: a fresh filter (seed·1000 + j) trained on
+    distilled ∪ train[selected]; its logits on the train rows `rows` (bool [N], the coarse
+    pass over the eligible pool; other rows stay zero) and its accuracy on `eval_set`."""
+    def train_filter(j: int, selected: list[int], rows: torch.Tensor) -> Filter:
         s = seed * 1000 + j
         model = new_model(arch, data, s)
         t0 = time.perf_counter()
         fit(model, synthetic_set(data, distilled, selected), recipe, objective, mean=data.mean, std=data.std,
             device=device, seed=s, progress=progress, desc=f"{desc} {j + 1}")
         t1 = time.perf_counter()
-        logits = predict_logits(model, data.train.images, data.mean, data.std, device).cpu()
+        idx = rows.nonzero().flatten()
+        logits = torch.zeros(len(data.train), data.num_classes)
+        logits[idx] = predict_logits(model, data.train.images[idx], data.mean, data.std, device).cpu()
         t2 = time.perf_counter()
-        return Filter(logits, accuracy(model, data.test, data.mean, data.std, device), t1 - t0, t2 - t1)
+        acc = accuracy(model, eval_set, data.mean, data.std, device) if eval_set is not None else None
+        return Filter(logits, acc, t1 - t0, t2 - t1)
 
     return train_filter
 
@@ -175,11 +190,13 @@ def select(method: str, data: Dataset, teacher: Teacher, *, ipc: int, alpha: flo
     obj = make_objective(objective, teacher.model if objective == "kd" else None, (recipe or Recipe()).temperature)
     inputs = methods.SelectionInputs(
         labels=data.train.labels, num_classes=data.num_classes, ipc=ipc, cpc=cpc, hardness=hardness,
-        score_name=score, teacher_correct=teacher.correct, teacher_logits=teacher.train_logits,
+        score_name=score, teacher_correct=teacher.correct,
+        teacher_logit=true_class_logit(teacher.train_logits, data.train.labels),
         features=lambda: predict_logits(teacher.model, data.train.images, data.mean, data.std, device,
                                         features=True).cpu(),
         train_filter=filter_trainer(data, part, obj, arch=filter_model, recipe=recipe or Recipe(), seed=seed,
-                                    device=device, progress=progress, desc=f"{method} filter"),
+                                    device=device, progress=progress, desc=f"{method} filter",
+                                    eval_set=eval_sample(data.test, settings.filter_eval_size)),
         cfg=settings, seed=seed, param=param, state=state, on_round=on_round)
     sel = entry.select(inputs)
     sel.distilled = part

@@ -49,7 +49,8 @@ class Recipe:
     crop_pad: int = doc(4, "pixels of zero padding for augment=crop")
     temperature: float = doc(20.0, "KD temperature T")
     eval_every: int = doc(0, "test every k epochs; 0 = eval_last tests in the last 20 % of epochs")
-    eval_last: int = doc(4, "tests spread over the last 20 % of epochs (the final epoch included)")
+    eval_last: int = doc(1, "test passes spread over the last 20 % of epochs, the final one included (1: the "
+                         "final epoch only; more: the paper's best-of-last-20 % metric is recorded too)")
     amp: bool = doc(True, "mixed precision on CUDA (ignored on the CPU)")
     channels_last: bool = doc(True, "channels-last memory format on CUDA, and on the CPU for BatchNorm nets")
 
@@ -70,9 +71,9 @@ class DataCfg:
     std: Optional[list[float]] = doc(None, "per-channel normalisation std (None: the dataset table's)")
 
 
-# The squeeze recipe's defaults: random crop with padding + flip, tested after every epoch.
+# The squeeze recipe's defaults: random crop with padding + flip, tested after the last epoch.
 TEACHER_RECIPE = Recipe(epochs=8, batch_size=256, lr=0.05, weight_decay=5e-4, warmup_epochs=0,
-                        augment="crop", crop_pad=2, eval_every=1)
+                        augment="crop", crop_pad=2)
 
 
 @dataclass
@@ -121,6 +122,8 @@ class SelectCfg:
         "carry", "carry deficits and fill them in the last round (IPC always met) | reference (under-fill)")
     filter_model: Optional[str] = doc(None, "architecture of the CCFS filters (None: the first of eval.models)")
     filter_epochs: Optional[int] = doc(None, "epochs of each filter (None: train.epochs)")
+    filter_eval_size: int = doc(1000, "images of the fixed class-balanced test sample each filter's accuracy "
+                                "is logged on (0: none)")
     window_betas: list[float] = doc([round(0.1 * i, 1) for i in range(10)], "window: the β values swept")
     window_unit: Literal["ipc", "class"] = doc(
         "ipc", "window skips int(β · IPC) hardest images (ipc) or int(β · class size) (class)")

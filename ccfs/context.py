@@ -78,11 +78,20 @@ class Run:
         return model.to(self.device).eval().requires_grad_(False)
 
     @cached_property
-    def teacher_train_logits(self) -> torch.Tensor:
+    def teacher_logit(self) -> torch.Tensor:
+        """[N] the teacher's true-class logit on un-augmented train images, as the teacher
+        stage recorded it (computed once per run; older runs recompute it here)."""
+        import numpy as np
+
+        path = self.teacher_dir / "true_logit.npy"
+        if path.is_file():
+            return torch.from_numpy(np.load(path))
+        from ccfs.scores import true_class_logit
         from ccfs.train import predict_logits
 
         d = self.data
-        return predict_logits(self.teacher, d.train.images, d.mean, d.std, self.device).cpu()
+        return true_class_logit(predict_logits(self.teacher, d.train.images, d.mean, d.std, self.device).cpu(),
+                                d.train.labels)
 
     @cached_property
     def hardness(self) -> torch.Tensor | None:

@@ -18,7 +18,7 @@ import torch
 
 from ccfs.errors import ConfigError
 from ccfs.selection import baselines
-from ccfs.selection.ccfs import CCFSOptions, Filter, RoundState, ccfs_rounds, true_class_logit
+from ccfs.selection.ccfs import CCFSOptions, Filter, RoundState, ccfs_rounds
 
 
 @dataclass
@@ -30,9 +30,9 @@ class SelectionInputs:
     hardness: Optional[torch.Tensor]  # [N] the chosen score, higher = harder (None: score "logits")
     score_name: str
     teacher_correct: torch.Tensor  # [N] bool
-    teacher_logits: torch.Tensor  # [N, K] un-augmented train logits
+    teacher_logit: torch.Tensor  # [N] the teacher's true-class logit on un-augmented train images
     features: Callable[[], torch.Tensor]  # teacher features [N, D], computed on demand
-    train_filter: Callable[[int, list[int]], Filter]  # (round, selected) -> trained filter
+    train_filter: Callable[[int, list[int], torch.Tensor], Filter]  # (round, selected, rows) -> filter
     cfg: object  # SelectCfg
     seed: int
     param: float = 0.0  # the swept value of this run (window: beta, the fraction skipped)
@@ -48,7 +48,7 @@ class SelectionInputs:
         """The score as hardness; for score "logits", the teacher's true-class logit negated."""
         if self.hardness is not None:
             return self.hardness
-        return -true_class_logit(self.teacher_logits, self.labels)
+        return -self.teacher_logit
 
 
 @dataclass
@@ -69,7 +69,7 @@ def select_ccfs(inp: SelectionInputs) -> Selection:
                        balance=c.balance, shortfall=c.shortfall, score_name=inp.score_name)
     pool = inp.teacher_correct if c.teacher_correct else torch.ones_like(inp.labels, dtype=torch.bool)
     state = ccfs_rounds(inp.labels, pool, hardness=inp.hardness, opts=opts, has_distilled=inp.cpc > 0,
-                        train_filter=inp.train_filter, fallback_logits=inp.teacher_logits,
+                        train_filter=inp.train_filter, teacher_logit=inp.teacher_logit,
                         seed=inp.seed, state=inp.state, on_round=inp.on_round)
     return Selection(torch.tensor(state.selected, dtype=torch.long), inp.hardness, {"rounds": state.log})
 

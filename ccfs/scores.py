@@ -41,3 +41,9 @@ def to_hardness(raw, name: str):
 def hardness_label(name: str) -> str:
     """How a plot or table names the hardness of score `name` ("−aum", "forgetting")."""
     return f"−{name}" if HIGHER_IS_EASIER[name] else name
+
+
+def true_class_logit(logits, labels):
+    """[N] the logit of each sample's own class, from logits [N, K] and labels [N] (the
+    score `logits`, higher = easier)."""
+    return logits.gather(1, labels[:, None])[:, 0]

@@ -136,7 +136,7 @@ CLASSES = ["tee", "trouser", "pullover"]
 
 
 def _round(j, test_acc, train_acc, cand, short, filled, stats, train_s, infer_s, **extra):
-    return {"round": j, "filter_test_acc": test_acc, "filter_train_acc": train_acc, "candidates_per_class": cand,
+    return {"round": j, "filter_eval_acc": test_acc, "filter_pool_acc": train_acc, "candidates_per_class": cand,
             "chosen": 6, "shortfall_per_class": short, "filled_from_pool": filled, "score_stats": stats,
             "filter_train_seconds": train_s, "filter_infer_seconds": infer_s, "indices": [], **extra}
 
@@ -178,9 +178,9 @@ def _assert_png_alone(path):
         assert img.format == "PNG" and min(img.size) > 10
 
 
-PLOT_ROUNDS = [{"round": 1, "filter_test_acc": None, "filter_train_acc": None, "indices": [0, 3, 4]},
-               {"round": 2, "filter_test_acc": 61.5, "filter_train_acc": 70.0, "indices": []},
-               {"round": 3, "filter_test_acc": 72.0, "filter_train_acc": 90.0, "indices": [1, 2, 5]}]
+PLOT_ROUNDS = [{"round": 1, "filter_eval_acc": None, "filter_pool_acc": None, "indices": [0, 3, 4]},
+               {"round": 2, "filter_eval_acc": 61.5, "filter_pool_acc": 70.0, "indices": []},
+               {"round": 3, "filter_eval_acc": 72.0, "filter_pool_acc": 90.0, "indices": [1, 2, 5]}]
 
 
 def test_filter_accuracy_plot(tmp_path):

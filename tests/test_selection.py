@@ -37,13 +37,16 @@ class FakeFilters:
         self.labels, self.true_logit, self.wrong, self.k = labels, true_logit, wrong, num_classes
         self.calls: list[tuple[int, list[int]]] = []
         self.masks: dict[int, torch.Tensor] = {}
+        self.rows: dict[int, torch.Tensor] = {}
 
-    def __call__(self, j: int, selected: list[int]) -> Filter:
+    def __call__(self, j: int, selected: list[int], rows: torch.Tensor) -> Filter:
         self.calls.append((j, list(selected)))
+        self.rows[j] = rows.clone()
         mask = self.wrong(j, selected)
         self.masks[j] = mask
-        return Filter(make_logits(self.labels, self.true_logit, mask, self.k), test_acc=50.0 + j,
-                      train_seconds=0.0, infer_seconds=0.0)
+        logits = make_logits(self.labels, self.true_logit, mask, self.k)
+        logits[~rows] = 0.0  # like the real coarse pass: only the requested rows are inferred
+        return Filter(logits, eval_acc=50.0 + j, train_seconds=0.0, infer_seconds=0.0)
 
 
 def const_wrong(mask: torch.Tensor):
@@ -182,7 +185,7 @@ def one_round(opts_kw, wrong_idx, hardness=FORGET, has_distilled=True):
     filters = FakeFilters(LABELS, TIE, const_wrong(wrong), 2)
     opts = CCFSOptions(**{"ipc_real": 3, "rounds": 1, **opts_kw})
     state = ccfs_rounds(LABELS, torch.ones(12, dtype=torch.bool), hardness=hardness, opts=opts,
-                        has_distilled=has_distilled, train_filter=filters, fallback_logits=torch.zeros(12, 2))
+                        has_distilled=has_distilled, train_filter=filters, teacher_logit=torch.zeros(12))
     return state, filters
 
 
@@ -214,7 +217,7 @@ def test_coarse_correct_variant_on_random_problem():
     filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.5), 4)
     opts = CCFSOptions(ipc_real=6, coarse="correct")
     state = ccfs_rounds(labels, pool, hardness=hardness, opts=opts, has_distilled=True,
-                        train_filter=filters, fallback_logits=teacher)
+                        train_filter=filters, teacher_logit=true_class_logit(teacher, labels))
     for j, entry in enumerate(state.log):
         assert not filters.masks[j][entry["indices"]].any()  # all classified right by filter j
     assert counts(state.selected, labels, 4) == [6] * 4
@@ -232,7 +235,7 @@ def test_balance_off_carry_mode_still_meets_the_total_budget():
     flt = Filter(logits, 0.0, 0.0, 0.0)
     opts = CCFSOptions(ipc_real=4, rounds=2, balance=False)  # 2 * 4 = 8 wanted, 4 per round
     state = ccfs_rounds(LABELS, torch.ones(12, dtype=torch.bool), hardness=FORGET, opts=opts, has_distilled=True,
-                        train_filter=lambda j, s: flt, fallback_logits=logits)
+                        train_filter=lambda j, s, rows: flt, teacher_logit=true_class_logit(logits, LABELS))
     assert len(state.selected) == 8  # round 2 finds only 2 candidates: 2 must come from the pool
     assert state.log[1]["filled_from_pool"] == 2
 
@@ -246,7 +249,7 @@ def test_rounds_meet_budget_exactly_without_duplicates_inside_pool(fine):
     filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.4), 4)
     opts = CCFSOptions(ipc_real=10, rounds=3, fine=fine)
     state = ccfs_rounds(labels, pool, hardness=hardness, opts=opts, has_distilled=True,
-                        train_filter=filters, fallback_logits=teacher, seed=1)
+                        train_filter=filters, teacher_logit=true_class_logit(teacher, labels), seed=1)
     sel = state.selected
     assert counts(sel, labels, 4) == [10] * 4
     assert len(set(sel)) == len(sel)
@@ -270,7 +273,7 @@ def test_every_round_takes_easiest_misclassified_per_class():
     filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.6), 4)
     opts = CCFSOptions(ipc_real=9, rounds=3)
     state = ccfs_rounds(labels, pool, hardness=hardness, opts=opts, has_distilled=True,
-                        train_filter=filters, fallback_logits=teacher)
+                        train_filter=filters, teacher_logit=true_class_logit(teacher, labels))
     done: set[int] = set()
     for j, entry in enumerate(state.log):
         assert entry["filled_from_pool"] == 0 and entry["quota_per_class"] == [3] * 4
@@ -290,7 +293,7 @@ def test_rounds_are_deterministic_for_a_seed(fine):
     def run(seed):
         filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.5), 4)
         return ccfs_rounds(labels, pool, hardness=hardness, opts=CCFSOptions(ipc_real=8, fine=fine), has_distilled=True,
-                        train_filter=filters, fallback_logits=teacher, seed=seed).selected
+                        train_filter=filters, teacher_logit=true_class_logit(teacher, labels), seed=seed).selected
 
     assert run(0) == run(0)
     if fine == "random":
@@ -302,7 +305,7 @@ def test_alpha_zero_round_one_skips_coarse_stage_and_takes_easiest_from_pool():
     filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.5), 4)
     opts = CCFSOptions(ipc_real=7, rounds=3)  # quotas 3, 2, 2
     state = ccfs_rounds(labels, pool, hardness=hardness, opts=opts, has_distilled=False,
-                        train_filter=filters, fallback_logits=teacher)
+                        train_filter=filters, teacher_logit=true_class_logit(teacher, labels))
     assert [c[0] for c in filters.calls] == [1, 2]  # no filter for the empty S_0
     teacher_tie = true_class_logit(teacher, labels)
     want = []
@@ -310,12 +313,12 @@ def test_alpha_zero_round_one_skips_coarse_stage_and_takes_easiest_from_pool():
         cands = [i for i in range(len(labels)) if labels[i] == c and pool[i]]
         want += expected_order(cands, hardness, teacher_tie)[:3]
     assert state.log[0]["indices"] == want
-    assert state.log[0]["filter_test_acc"] is None and state.log[1]["filter_test_acc"] == 51.0
+    assert state.log[0]["filter_eval_acc"] is None and state.log[1]["filter_eval_acc"] == 51.0
     assert counts(state.selected, labels, 4) == [7] * 4
     # with distilled images round 1 does train a filter and uses its coarse stage
     with_distilled = FakeFilters(labels, tie, random_wrong(len(labels), 0.5), 4)
     other = ccfs_rounds(labels, pool, hardness=hardness, opts=opts, has_distilled=True,
-                        train_filter=with_distilled, fallback_logits=teacher)
+                        train_filter=with_distilled, teacher_logit=true_class_logit(teacher, labels))
     assert with_distilled.calls[0] == (0, []) and other.log[0]["indices"] != want
 
 
@@ -323,7 +326,7 @@ def test_alpha_zero_with_logits_score_ranks_round_one_by_teacher_logit():
     labels, hardness, tie, pool, teacher = random_problem(seed=5)
     filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.5), 4)
     state = ccfs_rounds(labels, pool, hardness=None, opts=CCFSOptions(ipc_real=2, rounds=2), has_distilled=False,
-                        train_filter=filters, fallback_logits=teacher)
+                        train_filter=filters, teacher_logit=true_class_logit(teacher, labels))
     teacher_tie = true_class_logit(teacher, labels)
     want = []
     for c in range(4):
@@ -355,7 +358,7 @@ def shortfall_run(shortfall: str, pool=None):
     pool = torch.ones(16, dtype=torch.bool) if pool is None else pool
     opts = CCFSOptions(ipc_real=6, rounds=3, shortfall=shortfall)
     return ccfs_rounds(SF_LABELS, pool, hardness=SF_HARD, opts=opts, has_distilled=True,
-                        train_filter=filters, fallback_logits=torch.zeros(16, 2))
+                        train_filter=filters, teacher_logit=torch.zeros(16))
 
 
 def test_shortfall_carries_deficit_and_fills_last_round_from_pool():
@@ -383,7 +386,9 @@ def test_shortfall_fill_goes_outside_pool_only_when_the_pool_runs_dry():
     pool[[5, 6, 7]] = False  # class 0 holds only 5 teacher-correct images, all taken by round 3
     state = shortfall_run("carry", pool)
     last = state.log[2]
-    assert last["indices"] == [4, 12, 13, 7]  # 7: the easiest of the class's other images {5, 6, 7}
+    # the easiest of the class's other images {5, 6, 7}: 6 and 7 tie on the score; outside
+    # the pool the filter was not run (the coarse pass covers the eligible pool), so index decides
+    assert last["indices"] == [4, 12, 13, 6]
     assert last["shortfall_per_class"] == [1, 0]
     assert (last["filled_from_pool"], last["filled_outside_pool"]) == (0, 1)
     assert last["unfilled_per_class"] == [0, 0] and state.deficit == [0, 0]
@@ -396,7 +401,7 @@ def test_shortfall_larger_than_the_class_is_logged_as_unfilled():
     filters = FakeFilters(labels, torch.zeros(8), const_wrong(all_wrong), 2)
     pool = torch.tensor([True, False, True, True, True, True, True, True])
     state = ccfs_rounds(labels, pool, hardness=torch.zeros(8), opts=CCFSOptions(ipc_real=4, rounds=1),
-                        has_distilled=True, train_filter=filters, fallback_logits=torch.zeros(8, 2))
+                        has_distilled=True, train_filter=filters, teacher_logit=torch.zeros(8))
     assert state.selected == [0, 2, 3, 4, 5, 6, 1]  # pool first, then the teacher-wrong 1
     entry = state.log[0]
     assert entry["shortfall_per_class"] == [2, 0] and entry["filled_outside_pool"] == 1
@@ -407,7 +412,7 @@ def test_shortfall_on_random_problem_always_meets_ipc():
     labels, hardness, tie, pool, teacher = random_problem(seed=6)
     filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.05), 4)  # few candidates: shortfalls
     state = ccfs_rounds(labels, pool, hardness=hardness, opts=CCFSOptions(ipc_real=12), has_distilled=True,
-                        train_filter=filters, fallback_logits=teacher)
+                        train_filter=filters, teacher_logit=true_class_logit(teacher, labels))
     assert sum(sum(e["shortfall_per_class"]) for e in state.log[:2]) > 0
     assert state.log[2]["filled_from_pool"] > 0
     assert counts(state.selected, labels, 4) == [12] * 4 and len(set(state.selected)) == 48
@@ -435,7 +440,7 @@ def test_resume_from_json_state_equals_one_run(after, fine):
         return FakeFilters(labels, tie, random_wrong(len(labels), 0.08), 4)  # shortfalls: deficits matter
 
     whole = ccfs_rounds(labels, pool, hardness=hardness, opts=opts, has_distilled=True,
-                        train_filter=fresh(), fallback_logits=teacher, seed=3)
+                        train_filter=fresh(), teacher_logit=true_class_logit(teacher, labels), seed=3)
     assert any(any(e["shortfall_per_class"]) for e in whole.log[:after])
 
     saved = {}
@@ -447,11 +452,11 @@ def test_resume_from_json_state_equals_one_run(after, fine):
 
     with pytest.raises(Stop):
         ccfs_rounds(labels, pool, hardness=hardness, opts=opts, has_distilled=True,
-                        train_filter=fresh(), fallback_logits=teacher, seed=3, on_round=persist)
+                        train_filter=fresh(), teacher_logit=true_class_logit(teacher, labels), seed=3, on_round=persist)
     state = RoundState(**json.loads(saved["json"]))
     filters = fresh()
     resumed = ccfs_rounds(labels, pool, hardness=hardness, opts=opts, has_distilled=True,
-                        train_filter=filters, fallback_logits=teacher, seed=3, state=state)
+                        train_filter=filters, teacher_logit=true_class_logit(teacher, labels), seed=3, state=state)
     assert [c[0] for c in filters.calls] == list(range(after, 3))  # finished rounds are not redone
     assert resumed.selected == whole.selected
     assert resumed.deficit == whole.deficit
@@ -470,20 +475,20 @@ def selector_inputs(hardness_given: bool, cfg: SelectCfg | None = None, calls: l
     n = len(labels)
     hardness = torch.randint(0, 3, (n,), generator=g).float() if hardness_given else None
     teacher_correct = torch.rand(n, generator=g) < 0.85
-    teacher_logits = make_logits(labels, torch.rand(n, generator=g), ~teacher_correct, K)
+    teacher_logit = true_class_logit(make_logits(labels, torch.rand(n, generator=g), ~teacher_correct, K), labels)
     feats = torch.randn(n, 6, generator=g)
     tie = torch.rand(n, generator=g)
     wrong = random_wrong(n, 0.5)
     calls = [] if calls is None else calls
 
-    def train_filter(j, selected):
+    def train_filter(j, selected, rows):
         calls.append((j, list(selected)))
         return Filter(make_logits(labels, tie, wrong(j, selected), K), 60.0, 0.0, 0.0)
 
     cfg = cfg or SelectCfg(ipc=IPC, curricula=2)
     return SelectionInputs(labels=labels, num_classes=K, ipc=IPC, cpc=cpc, hardness=hardness,
                            score_name="forgetting" if hardness_given else "logits",
-                           teacher_correct=teacher_correct, teacher_logits=teacher_logits,
+                           teacher_correct=teacher_correct, teacher_logit=teacher_logit,
                            features=lambda: feats, train_filter=train_filter, cfg=cfg, seed=0, param=0.4)
 
 
@@ -529,7 +534,7 @@ def test_ccfs_selectors_train_filters_and_stay_in_teacher_correct_pool(name, fir
 
 def test_ccfs_selector_without_teacher_correct_restriction_may_leave_the_pool():
     inp = selector_inputs(True, cfg=SelectCfg(ipc=IPC, curricula=2, teacher_correct=False))
-    inp.train_filter = lambda j, s: Filter(make_logits(inp.labels, torch.zeros(len(inp.labels)),
+    inp.train_filter = lambda j, s, rows: Filter(make_logits(inp.labels, torch.zeros(len(inp.labels)),
                                                           torch.ones(len(inp.labels), dtype=torch.bool), K),
                                               0.0, 0.0, 0.0)
     # every image ties on score and logit: the lowest indices of each class win, teacher-wrong ones included
@@ -538,3 +543,18 @@ def test_ccfs_selector_without_teacher_correct_restriction_may_leave_the_pool():
     want = sorted(i for c in range(K) for i in (inp.labels == c).nonzero().flatten().tolist()[: IPC - CPC])
     assert sorted(sel.indices.tolist()) == want
     assert not inp.teacher_correct[want].all()  # the setup really has teacher-wrong images in there
+
+
+def test_filters_are_asked_only_about_the_eligible_pool():
+    labels, hardness, tie, pool, teacher = random_problem(seed=8)
+    filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.5), 4)
+    state = ccfs_rounds(labels, pool, hardness=hardness, opts=CCFSOptions(ipc_real=6), has_distilled=True,
+                        train_filter=filters, teacher_logit=true_class_logit(teacher, labels))
+    done = torch.zeros(len(labels), dtype=torch.bool)
+    for j, entry in enumerate(state.log):
+        assert torch.equal(filters.rows[j], pool & ~done)  # not yet selected and teacher-correct
+        rows = filters.rows[j]
+        pred = make_logits(labels, tie, filters.masks[j], 4).argmax(1)
+        want = 100.0 * (pred[rows] == labels[rows]).float().mean().item()
+        assert entry["filter_pool_acc"] == pytest.approx(want) and entry["filter_eval_acc"] == 50.0 + j
+        done[entry["indices"]] = True

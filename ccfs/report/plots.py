@@ -19,11 +19,13 @@ def _save(fig, path: Path) -> None:
 
 
 def filter_accuracy(rounds: list[dict], path: Path) -> None:
-    """Filter accuracy on the test set and on the un-augmented train set, per round."""
-    r = [x for x in rounds if x["filter_test_acc"] is not None]
+    """Filter accuracy per round: on the fixed test sample and on the eligible pool
+    (un-augmented train images not yet selected)."""
+    r = [x for x in rounds if x["filter_pool_acc"] is not None]
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    ax.plot([x["round"] for x in r], [x["filter_test_acc"] for x in r], "o-", label="test")
-    ax.plot([x["round"] for x in r], [x["filter_train_acc"] for x in r], "s--", label="train (un-augmented)")
+    if any(x["filter_eval_acc"] is not None for x in r):
+        ax.plot([x["round"] for x in r], [x["filter_eval_acc"] for x in r], "o-", label="test sample")
+    ax.plot([x["round"] for x in r], [x["filter_pool_acc"] for x in r], "s--", label="eligible pool")
     ax.set_xlabel("round (curriculum)")
     ax.set_ylabel("filter accuracy %")
     ax.set_xticks([x["round"] for x in rounds])

@@ -25,7 +25,7 @@ def _rounds_section(run: Run, method: str, rounds: list[dict]) -> str:
     d = run.data
     plot_dir = run.out / "plots"
     parts = [f"## Round log: {method}\n", rounds_table(rounds, d.classes), ""]
-    if any(r["filter_test_acc"] is not None for r in rounds):
+    if any(r["filter_pool_acc"] is not None for r in rounds):
         plots.filter_accuracy(rounds, plot_dir / f"{method}_filter_acc.png")
         parts.append(f"![filter accuracy per round](plots/{method}_filter_acc.png)")
     h = run.hardness

@@ -24,7 +24,8 @@ def group(records: list[dict], field: str = "final_acc") -> dict[tuple, list[flo
     """(method, model, ipc, alpha) -> values of `field` over seeds."""
     out: dict[tuple, list[float]] = defaultdict(list)
     for r in records:
-        out[(r["method"], r["model"], r["ipc"], round(r["alpha"], 4))].append(r[field])
+        if r.get(field) is not None:  # best_last20_acc is None where only the final epoch was tested
+            out[(r["method"], r["model"], r["ipc"], round(r["alpha"], 4))].append(r[field])
     return out
 
 
@@ -64,7 +65,7 @@ def results_table(records: list[dict]) -> str:
     for key in sorted(finals, key=lambda k: (_rank(k[0]), k[1], k[2])):
         method, model, ipc, alpha = key
         label = method + (" ← oracle window (β picked on test acc)" if ((model, ipc), method) in oracle else "")
-        lines.append(f"| {label} | {model} | {ipc} | {alpha:g} | {fmt(finals[key])} | {fmt(bests[key])} |")
+        lines.append(f"| {label} | {model} | {ipc} | {alpha:g} | {fmt(finals[key])} | {fmt(bests.get(key, []))} |")
     return "\n".join(lines)
 
 
@@ -83,14 +84,14 @@ def summary_table(records: list[dict]) -> str:
 
 
 def rounds_table(rounds: list[dict], classes: list[str]) -> str:
-    lines = ["| round | filter test acc % | filter train acc % | candidates (min/median/max per class) | "
+    lines = ["| round | filter acc % on the test sample | filter acc % on the eligible pool | candidates (min/median/max per class) | "
              "chosen | shortfall | filled from pool | chosen hardness mean (higher = harder) | filter train s | inference s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rounds:
         cand = sorted(r["candidates_per_class"])
         f = (lambda v, p=1: "–" if v is None else f"{v:.{p}f}")
         stats = r["score_stats"]
-        lines.append(f"| {r['round']} | {f(r['filter_test_acc'], 2)} | {f(r['filter_train_acc'], 2)} | "
+        lines.append(f"| {r['round']} | {f(r['filter_eval_acc'], 2)} | {f(r['filter_pool_acc'], 2)} | "
                      f"{cand[0]} / {cand[len(cand) // 2]} / {cand[-1]} | {r['chosen']} | "
                      f"{sum(r['shortfall_per_class'])} | {r['filled_from_pool']} | "
                      f"{f(stats.get('mean'), 3)} | {f(r['filter_train_seconds'])} | {f(r['filter_infer_seconds'], 2)} |")

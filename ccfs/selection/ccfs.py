@@ -16,6 +16,8 @@ from typing import Callable
 
 import torch
 
+from ccfs.scores import true_class_logit
+
 
 def round_quotas(spc: int, rounds: int) -> list[int]:
     """Split `spc` images per class into `rounds` near-equal parts, remainder first:
@@ -95,9 +97,11 @@ def per_class_counts(indices: torch.Tensor, labels: torch.Tensor, num_classes: i
 
 @dataclass
 class Filter:
-    """What a trained filter tells the selection: logits on the un-augmented train set."""
+    """What a trained filter tells the selection: its logits on the un-augmented train
+    images it was asked about (the eligible pool; other rows are zero) and its accuracy
+    on a fixed evaluation sample, for the round log."""
     train_logits: torch.Tensor  # [N, K]
-    test_acc: float  # percent
+    eval_acc: float | None  # percent, on the fixed sample (None: no sample configured)
     train_seconds: float
     infer_seconds: float
 
@@ -121,10 +125,6 @@ class RoundState:
     log: list[dict] = field(default_factory=list)
 
 
-def true_class_logit(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return logits.gather(1, labels[:, None])[:, 0]
-
-
 def _stats(values: torch.Tensor) -> dict:
     if len(values) == 0:
         return {"n": 0}
@@ -142,37 +142,41 @@ def shortfall(quota: torch.Tensor, taken: torch.Tensor, labels: torch.Tensor, ba
     return short
 
 
-def filter_log(flt: Filter | None, labels: torch.Tensor) -> dict:
-    """The filter's part of a round's log entry (None where round 1 has no filter)."""
+def filter_log(flt: Filter | None, labels: torch.Tensor, eligible: torch.Tensor) -> dict:
+    """The filter's part of a round's log entry (None where round 1 has no filter):
+    accuracy on the fixed evaluation sample and on the eligible pool it was run over."""
     if flt is None:
-        return dict.fromkeys(("filter_test_acc", "filter_train_acc", "filter_train_seconds",
+        return dict.fromkeys(("filter_eval_acc", "filter_pool_acc", "filter_train_seconds",
                               "filter_infer_seconds"))
-    return {"filter_test_acc": flt.test_acc,
-            "filter_train_acc": 100.0 * (flt.train_logits.argmax(1) == labels).float().mean().item(),
+    rows = eligible.nonzero().flatten()
+    pool_acc = 100.0 * (flt.train_logits[rows].argmax(1) == labels[rows]).float().mean().item() if len(rows) else None
+    return {"filter_eval_acc": flt.eval_acc, "filter_pool_acc": pool_acc,
             "filter_train_seconds": flt.train_seconds, "filter_infer_seconds": flt.infer_seconds}
 
 
 def ccfs_round(j: int, state: RoundState, *, labels: torch.Tensor, pool: torch.Tensor,
                hardness: torch.Tensor | None, quotas: list[int], opts: CCFSOptions,
-               flt: Filter | None, fallback_logits: torch.Tensor,
+               flt: Filter | None, teacher_logit: torch.Tensor,
                generator: torch.Generator) -> RoundState:
     """One coarse-to-fine round. `hardness` [N] is the fine-stage score, higher = harder
     (None: score "logits", the filter's true-class logit, negated). `flt` is None when the
     current synthetic set is empty (α = 0, round 1): then the coarse stage is skipped and
-    `fallback_logits` (the teacher's) stand in for the filter's."""
+    `teacher_logit` [N] (the teacher's true-class logit) stands in for the filter's.
+    The filter's logits cover the eligible pool only; where the last round must fill from
+    outside the pool, those images tie on the logit and break ties by index."""
     t0 = time.perf_counter()
     num_classes = int(labels.max()) + 1
     carry_mode, last = opts.shortfall == "carry", j == opts.rounds - 1
     selected = torch.tensor(state.selected, dtype=torch.long)
     eligible = pool.clone()
     eligible[selected] = False
-    logits = flt.train_logits if flt is not None else fallback_logits
-    tie = -true_class_logit(logits, labels).float()  # the filter's logit as a hardness
+    logit = true_class_logit(flt.train_logits, labels) if flt is not None else teacher_logit
+    tie = -logit.float()  # the filter's true-class logit as a hardness
     key = tie if hardness is None else hardness
     if not carry_mode:
         tie = torch.zeros_like(tie)  # reference: sort by the score alone, ties by index
     # coarse: what the filter gets wrong (skipped while there is no filter)
-    cand = eligible if flt is None else coarse_candidates(logits.argmax(1), labels, eligible, opts.coarse)
+    cand = eligible if flt is None else coarse_candidates(flt.train_logits.argmax(1), labels, eligible, opts.coarse)
     # fine: the easiest q[j] (+ carried deficit) per class
     quota = torch.full((num_classes,), quotas[j], dtype=torch.long)
     if carry_mode and state.deficit:
@@ -197,7 +201,7 @@ def ccfs_round(j: int, state: RoundState, *, labels: torch.Tensor, pool: torch.T
         "filled_from_pool": len(filled),
         "filled_outside_pool": len(outside),
         "unfilled_per_class": left.tolist() if last and carry_mode else None,
-        **filter_log(flt, labels),
+        **filter_log(flt, labels, eligible),
         "select_seconds": time.perf_counter() - t0,
         "score": opts.score_name,
         "score_stats": _stats(hardness[new]) if hardness is not None and len(new) else {"n": len(new)},
@@ -209,20 +213,24 @@ def ccfs_round(j: int, state: RoundState, *, labels: torch.Tensor, pool: torch.T
 
 def ccfs_rounds(labels: torch.Tensor, pool: torch.Tensor, *, hardness: torch.Tensor | None,
                 opts: CCFSOptions, has_distilled: bool,
-                train_filter: Callable[[int, list[int]], Filter], fallback_logits: torch.Tensor,
+                train_filter: Callable[[int, list[int], torch.Tensor], Filter], teacher_logit: torch.Tensor,
                 seed: int = 0, state: RoundState | None = None,
                 on_round: Callable[[RoundState], None] | None = None) -> RoundState:
     """All J rounds. `hardness` [N]: the fine-stage score, higher = harder (None: the
-    filter's logit). `train_filter(j, selected)` trains the round-j filter on distilled ∪
-    train[selected]. `state` resumes after its last finished round; `on_round` persists it."""
+    filter's logit). `train_filter(j, selected, rows)` trains the round-j filter on
+    distilled ∪ train[selected] and returns its logits on the train rows `rows` (bool [N],
+    the eligible pool). `teacher_logit` [N]: the teacher's true-class logit (round 1 at
+    α = 0). `state` resumes after its last finished round; `on_round` persists it."""
     quotas = round_quotas(opts.ipc_real, opts.rounds)
     state = state or RoundState()
     for j in range(len(state.log), opts.rounds):
         empty = not has_distilled and not state.selected
-        flt = None if empty else train_filter(j, state.selected)
+        eligible = pool.clone()
+        eligible[torch.tensor(state.selected, dtype=torch.long)] = False
+        flt = None if empty else train_filter(j, state.selected, eligible)
         gen = torch.Generator().manual_seed(seed * 1000 + j)  # per round: resumes reproduce
         state = ccfs_round(j, state, labels=labels, pool=pool, hardness=hardness, quotas=quotas, opts=opts,
-                           flt=flt, fallback_logits=fallback_logits, generator=gen)
+                           flt=flt, teacher_logit=teacher_logit, generator=gen)
         if on_round is not None:
             on_round(state)
     return state

@@ -18,7 +18,7 @@ from ccfs import methods, records
 from ccfs.artifacts import read_json, torch_save, write_json
 from ccfs.context import Run
 from ccfs.errors import ConfigError
-from ccfs.api import filter_trainer
+from ccfs.api import eval_sample, filter_trainer
 from ccfs.methods import SelectionInputs
 from ccfs.selection.ccfs import RoundState
 from ccfs.train import predict_logits
@@ -31,7 +31,8 @@ def make_filter_trainer(run: Run, run_name: str, cpc: int):
     recipe = replace(cfg.train, epochs=cfg.select.filter_epochs) if cfg.select.filter_epochs else cfg.train
     return filter_trainer(run.data, run.distilled_part(cpc) if cpc else None, run.objective(),
                           arch=cfg.select.filter_model or cfg.eval.models[0], recipe=recipe, seed=cfg.seed,
-                          device=run.device, progress=cfg.progress, desc=f"{run_name} filter")
+                          device=run.device, progress=cfg.progress, desc=f"{run_name} filter",
+                          eval_set=eval_sample(run.data.test, cfg.select.filter_eval_size))
 
 
 def _features(run: Run) -> torch.Tensor:
@@ -48,7 +49,7 @@ def _inputs(run: Run, run_name: str, folder) -> SelectionInputs:
     return SelectionInputs(
         labels=run.data.train.labels, num_classes=run.data.num_classes, ipc=run.cfg.select.ipc,
         cpc=cpc, hardness=run.hardness if method.needs_scores else None, score_name=run.cfg.select.score,
-        teacher_correct=run.teacher_correct, teacher_logits=run.teacher_train_logits,
+        teacher_correct=run.teacher_correct, teacher_logit=run.teacher_logit,
         features=lambda: _features(run), train_filter=make_filter_trainer(run, run_name, cpc),
         cfg=run.cfg.select, seed=run.cfg.seed, param=param, state=state,
         on_round=lambda s: write_json(state_path, s.__dict__))

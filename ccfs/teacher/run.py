@@ -12,6 +12,7 @@ from ccfs.artifacts import np_save, write_json
 from ccfs.context import Run
 from ccfs.errors import ConfigError
 from ccfs.models import has_batchnorm, load_checkpoint, save_checkpoint
+from ccfs.scores import true_class_logit
 from ccfs.teacher.score_files import load_score_file, save_forgetting_npy, save_scores
 
 DONE = "metrics.json"  # written last: its presence means the stage finished
@@ -75,6 +76,7 @@ def teacher_stage(run: Run) -> None:
     save_checkpoint(teacher.model, out / "model.pt", cfg.model, d.num_classes, d.channels, d.image_size,
                     mean=d.mean, std=d.std)
     np_save(out / "correct_indices.npy", correct.astype(np.int64))
+    np_save(out / "true_logit.npy", true_class_logit(teacher.train_logits, d.train.labels).numpy())
     if scores:
         save_scores(out / "scores.npz", scores)
     if "forgetting" in scores:
