@@ -76,6 +76,29 @@ def _config(args) -> None:
         print(f"  {name:<14} {m.description}")
 
 
+def _stage(args) -> None:
+    """A stage command; under torchrun every rank runs it and rank 0 alone speaks."""
+    import contextlib
+    import os
+
+    from ccfs import distributed
+    from ccfs.config import load_config
+    from ccfs.pipeline import run_stage
+
+    cfg = load_config(args.preset, args.overrides)
+    line = distributed.init()
+    try:
+        quiet = not distributed.is_main()
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull if quiet else sys.stdout):
+            if line:
+                print(line)
+            if quiet:
+                cfg.progress = False
+            run_stage(args.stage, cfg)
+    finally:
+        distributed.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -84,12 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.stage == "config":
             _config(args)
         else:
-            from ccfs.config import load_config
-            from ccfs.pipeline import run_stage
-
-            run_stage(args.stage, load_config(args.preset, args.overrides))
+            _stage(args)
     except CCFSError as e:
-        print(f"ccfs: error: {e}", file=sys.stderr)
+        from ccfs.distributed import RankFailed
+
+        if not isinstance(e, RankFailed):  # rank 0 has said why
+            print(f"ccfs: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ccfs: interrupted; run the same command again to resume", file=sys.stderr)

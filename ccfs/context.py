@@ -30,7 +30,9 @@ class Run:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.out = Path(cfg.out)
-        self.device = resolve_device(cfg.device)
+        from ccfs.distributed import device_name
+
+        self.device = resolve_device(device_name(cfg.device))
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
 

@@ -5,9 +5,10 @@ files, architectures), so a bad config fails in seconds, not after the teacher.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
-from ccfs import methods, records, runlock
+from ccfs import distributed, methods, records, runlock
 from ccfs.config import Config, save_config, to_dict
 from ccfs.context import Run
 from ccfs.errors import ConfigError
@@ -67,26 +68,42 @@ def run_all(run: Run) -> None:
 
     t0 = time.perf_counter()
     for name, stage in _stages().items():
+        _run_one(name, stage, run)
+    if distributed.is_main():
+        print(f"\n== {run.cfg.data.name}, IPC {run.cfg.select.ipc}: final-epoch test accuracy "
+              f"(mean ± std over seeds) ==")
+        print(summary_table(records.current(run.out, run.cfg)))
+        print(f"total {time.perf_counter() - t0:.0f}s; report: {run.out / 'report.md'}")
+
+
+def _run_one(name: str, stage, run: Run) -> None:
+    """Under torchrun, evaluate trains students on every rank; the other stages make one
+    artifact each, on rank 0, while the other ranks wait."""
+    if name == "evaluate":
         stage(run)
-    print(f"\n== {run.cfg.data.name}, IPC {run.cfg.select.ipc}: final-epoch test accuracy "
-          f"(mean ± std over seeds) ==")
-    print(summary_table(records.current(run.out, run.cfg)))
-    print(f"total {time.perf_counter() - t0:.0f}s; report: {run.out / 'report.md'}")
+    else:
+        distributed.on_main(lambda: stage(run))
 
 
 def run_stage(stage: str, cfg: Config) -> None:
     for name in cfg.select.method:
         methods.get(name)  # an unknown method fails before anything is loaded
     run = Run(cfg)
-    with runlock.hold(run.out):
+    held = contextlib.ExitStack()  # rank 0 holds the run directory; the others follow it
+
+    def start() -> None:
+        held.enter_context(runlock.hold(run.out))
         _check_same_run(run)
         print(run.data.summary())
         preflight(run)
         save_config(cfg, run.out / "config.yaml")
+
+    with held:
+        distributed.on_main(start)
         if stage == "run":
             run_all(run)
         else:
-            _stages()[stage](run)
+            _run_one(stage, _stages()[stage], run)
 
 
 # Sections whose change invalidates finished artifacts in an existing run directory, and

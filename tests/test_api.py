@@ -80,3 +80,20 @@ def test_unknown_method_is_a_clear_error(api_and_cli):
 
     with pytest.raises(ConfigError, match="valid"):
         ccfs.select("magic", data, teacher, ipc=2)
+
+
+def test_readme_python_example_uses_only_the_api():
+    """The README's example parses and every `ccfs.NAME` it calls exists in the API."""
+    import ast
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert blocks, "the README has no python example"
+    code = blocks[0]
+    assert len(code.strip().splitlines()) <= 25
+    tree = ast.parse(code)
+    names = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+             and n.value.id == "ccfs"}
+    assert names and all(hasattr(ccfs, n) for n in names), names

@@ -8,9 +8,9 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from ccfs import methods, records
+from ccfs import distributed, methods, records
 from ccfs.api import train_student
-from ccfs.artifacts import git_commit
+from ccfs.artifacts import git_commit, read_json
 from ccfs.config import to_dict
 from ccfs.context import Run
 from ccfs.data.datasets import Split
@@ -36,16 +36,33 @@ def evaluate_one(run: Run, run_name: str, model_name: str, seed: int, alpha: flo
             "commit": git_commit()}
 
 
-def evaluate_stage(run: Run) -> None:
+def _todo(run: Run) -> list[tuple[str, str, int]]:
+    """(run name, model, seed) of every student not recorded yet, in a fixed order."""
     done = records.done_keys(run.out)
     settings = records.settings_hash(run.cfg)
-    for run_name in methods.run_names(run.cfg.select):
-        data, sel, _ = run.selection(run_name)
-        for model_name in run.cfg.eval.models:
-            for seed in run.cfg.eval.seeds:
-                if records.key(run_name, model_name, run.cfg.select.ipc, sel["alpha"], seed, settings) in done:
-                    continue
-                rec = evaluate_one(run, run_name, model_name, seed, sel["alpha"], data)
-                records.append(run.out, rec)
-                print(f"evaluate {run_name:>14} {model_name:>14} seed {seed}: final {rec['final_acc']:.2f}% "
-                      f"({len(data)} images, {rec['train_seconds']:.0f}s)")
+    alpha = {n: read_json(run.selection_dir(n) / "selected_indices.json")["alpha"]
+             for n in methods.run_names(run.cfg.select)}
+    return [(n, m, s) for n in methods.run_names(run.cfg.select) for m in run.cfg.eval.models for s in run.cfg.eval.seeds
+            if records.key(n, m, run.cfg.select.ipc, alpha[n], s, settings) not in done]
+
+
+def evaluate_stage(run: Run) -> None:
+    """Every missing student; under torchrun one student per rank at a time (waves of
+    world-size students), rank 0 appending the wave's records in a fixed order."""
+    todo = distributed.on_main(lambda: _todo(run))
+    world, rank = distributed.world_size(), distributed.rank()
+    sets: dict[str, tuple] = {}  # run name -> its synthetic set, built once
+    for start in range(0, len(todo), world):
+        wave = todo[start:start + world]
+        rec = None
+        if rank < len(wave):
+            run_name, model_name, seed = wave[rank]
+            if run_name not in sets:
+                sets[run_name] = run.selection(run_name)
+            data, sel, _ = sets[run_name]
+            rec = evaluate_one(run, run_name, model_name, seed, sel["alpha"], data)
+        for r in distributed.gather(rec):
+            if r is not None and distributed.is_main():
+                records.append(run.out, r)
+                print(f"evaluate {r['method']:>14} {r['model']:>14} seed {r['seed']}: final {r['final_acc']:.2f}% "
+                      f"({r['images']} images, {r['train_seconds']:.0f}s)")
