@@ -10,11 +10,14 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+
+from ccfs.distributed import is_main
 
 
 def _sibling(path: Path, tag: str) -> Path:
@@ -36,8 +39,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fsync the file and rename it onto `path`, so readers (and a resume after a crash or a
     power cut) see the old file or the whole new one. If it raises, nothing is left behind.
 
-    The one atomic-write mechanism of ccfs: every file artifact is written through it."""
+    The one atomic-write mechanism of ccfs: every file artifact is written through it. Under
+    torchrun only rank 0 writes: on the other ranks the block writes to a scratch file that
+    is thrown away."""
     path = Path(path)
+    if not is_main():
+        with tempfile.TemporaryDirectory() as scratch:
+            yield Path(scratch) / path.name
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(path, "tmp")
     try:
@@ -55,6 +64,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     and the temporary folder is removed. The swap is two renames: a crash between them
     leaves the old folder as `.name.old<pid>` and no `path`, never a half-filled `path`."""
     path = Path(path)
+    if not is_main():  # under torchrun only rank 0 writes
+        with tempfile.TemporaryDirectory() as scratch:
+            yield Path(scratch)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp, old = _sibling(path, "tmp"), _sibling(path, "old")
     for stale in (tmp, old):
@@ -89,7 +102,9 @@ def torch_save(obj: Any, path: str | Path) -> None:
 
 
 def append_jsonl(path: str | Path, record: dict) -> None:
-    """Append one JSON line (a single write of a whole line)."""
+    """Append one JSON line (a single write of a whole line); rank 0 only under torchrun."""
+    if not is_main():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cut = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")

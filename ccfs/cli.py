@@ -21,6 +21,7 @@ STAGE_HELP = {
 
 EPILOG = """examples:
   ccfs prepare --dataset fashion-mnist
+  ccfs prepare --dataset imagefolder --root /data/imagenet --image-size 64 --store /data/in64
   ccfs run fmnist-quick
   ccfs run fmnist-ipc50 out=runs/ipc50 select.method=[ccfs,random,window] eval.seeds=[0,1,2]
   ccfs select fmnist-quick out=runs/quick select.curricula=1
@@ -44,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--root", help="folder holding the dataset files (default: the table's default)")
     prep.add_argument("--image-size", type=int, help="imagefolder: resize images to this size")
     prep.add_argument("--channels", type=int, choices=(1, 3), help="imagefolder: 1 (gray) or 3 (RGB)")
+    prep.add_argument("--store", help="write a memory-mapped store to this folder instead (datasets larger "
+                      "than memory; read it with data.store=STORE)")
     cfg = sub.add_parser("config", help="list every config key (type, value, description) and the methods",
                          description="List every config key of PRESET (or the defaults) after the overrides.")
     cfg.add_argument("preset", nargs="?", help="preset name under configs/ or a YAML path")
@@ -58,9 +61,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _prepare(args) -> None:
     from ccfs.data.cache import load_dataset
+    from ccfs.data.store import prepare_store
 
     options = {k: v for k, v in (("image_size", args.image_size), ("channels", args.channels)) if v}
-    print(load_dataset(args.dataset, args.root, **options).summary())
+    if args.store:
+        print(prepare_store(args.dataset, args.root, args.store, **options).summary())
+        print(f"store: {args.store} (read it with data.store={args.store})")
+    else:
+        print(load_dataset(args.dataset, args.root, **options).summary())
 
 
 def _config(args) -> None:

@@ -69,6 +69,7 @@ class DataCfg:
     channels: Optional[int] = doc(None, "imagefolder only: 1 (gray) or 3 (RGB)")
     mean: Optional[list[float]] = doc(None, "per-channel normalisation mean (None: the dataset table's)")
     std: Optional[list[float]] = doc(None, "per-channel normalisation std (None: the dataset table's)")
+    store: Optional[str] = doc(None, "read the data from this memory-mapped store (ccfs prepare --store)")
 
 
 # The squeeze recipe's defaults: random crop with padding + flip, tested after the last epoch.

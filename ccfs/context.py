@@ -40,10 +40,14 @@ class Run:
     @cached_property
     def data(self) -> Dataset:
         from ccfs.data.cache import load_dataset
+        from ccfs.data.store import open_store
 
         d = self.cfg.data
         options = {k: v for k, v in (("image_size", d.image_size), ("channels", d.channels)) if v}
-        data = load_dataset(d.name, d.root, **options)
+        if d.store:  # memory-mapped: every stage reads batches of rows from the store
+            data = open_store(d.store, d.name, d.image_size, d.channels)
+        else:
+            data = load_dataset(d.name, d.root, **options)
         for key in ("mean", "std"):
             value = getattr(d, key)
             if value is not None and len(value) != data.channels:

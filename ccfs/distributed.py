@@ -12,8 +12,9 @@ Backend: NCCL on CUDA, gloo on the CPU.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -28,16 +29,64 @@ class RankFailed(CCFSError):
     """Rank 0 failed; the other ranks stop with it (rank 0 prints the reason)."""
 
 
+_LOCAL = [False]  # inside `local()`: this rank works alone (one student per rank)
+
+
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
 def world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    """Ranks sharing the current work (1 outside torchrun and inside `local()`)."""
+    return dist.get_world_size() if _active() and not _LOCAL[0] else 1
 
 
 def rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    return dist.get_rank() if _active() and not _LOCAL[0] else 0
 
 
 def is_main() -> bool:
-    return rank() == 0
+    """Rank 0 of the job: the one that writes artifacts and logs (also inside `local()`)."""
+    return not _active() or dist.get_rank() == 0
+
+
+@contextmanager
+def local() -> Iterator[None]:
+    """Work this rank does alone (an independent student): no collectives, no sharding."""
+    old, _LOCAL[0] = _LOCAL[0], True
+    try:
+        yield
+    finally:
+        _LOCAL[0] = old
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
+
+
+def shard(n: int) -> tuple[int, int]:
+    """This rank's contiguous share [start, end) of n items (sizes differ by at most 1)."""
+    return _share(n, world_size(), rank())
+
+
+def gather_rows(part: torch.Tensor, n: int) -> torch.Tensor:
+    """Concatenate every rank's `shard(n)` rows of a tensor, in rank order, on every rank."""
+    if world_size() == 1:
+        return part
+    rows = -(-n // world_size())  # every share padded to the largest
+    padded = part.new_zeros((rows, *part.shape[1:]))
+    padded[: len(part)] = part
+    out = [torch.empty_like(padded) for _ in range(world_size())]
+    dist.all_gather(out, padded.contiguous())
+    sizes = [(lambda a, b: b - a)(*_share(n, world_size(), r)) for r in range(world_size())]
+    return torch.cat([o[:k] for o, k in zip(out, sizes)])
+
+
+def _share(n: int, w: int, r: int) -> tuple[int, int]:
+    base, extra = divmod(n, w)
+    start = r * base + min(r, extra)
+    return start, start + base + (1 if r < extra else 0)
 
 
 def init() -> str | None:
@@ -70,7 +119,7 @@ def _broadcast(obj: Any) -> Any:
     return box[0]
 
 
-def on_main(fn: Callable[[], Any]) -> Any:
+def on_main(fn: Callable[[], Any]) -> Any:  # noqa: C901
     """Run `fn` on rank 0 only, then let every rank go on; if it fails there, every rank
     stops (rank 0 re-raises the error itself, the others raise RankFailed)."""
     if world_size() == 1:
@@ -96,3 +145,14 @@ def gather(obj: Any) -> list[Any]:
     out: list[Any] = [None] * world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def sum_(tensor: torch.Tensor) -> torch.Tensor:
+    """All-reduce (sum) in place over the ranks; CPU tensors travel through the GPU under NCCL."""
+    if world_size() == 1:
+        return tensor
+    if dist.get_backend() == "nccl" and not tensor.is_cuda:
+        tensor.copy_(sum_(tensor.cuda()).cpu())
+        return tensor
+    dist.all_reduce(tensor)
+    return tensor

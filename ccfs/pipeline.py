@@ -76,11 +76,17 @@ def run_all(run: Run) -> None:
         print(f"total {time.perf_counter() - t0:.0f}s; report: {run.out / 'report.md'}")
 
 
+ALL_RANKS = ("teacher", "distill", "select", "evaluate")  # the rest: rank 0 while the others wait
+
+
 def _run_one(name: str, stage, run: Run) -> None:
-    """Under torchrun, evaluate trains students on every rank; the other stages make one
-    artifact each, on rank 0, while the other ranks wait."""
-    if name == "evaluate":
+    """Under torchrun, teacher, distill and select train and infer data-parallel on every
+    rank (rank 0 writes), evaluate trains a student per rank; export and report run on
+    rank 0 alone."""
+    if name in ALL_RANKS:
+        distributed.barrier()
         stage(run)
+        distributed.barrier()
     else:
         distributed.on_main(lambda: stage(run))
 

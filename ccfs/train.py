@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from ccfs import distributed
 from ccfs.artifacts import torch_save
 from ccfs.config import Recipe  # noqa: F401  (defined with the config: loading one needs no torch)
 from ccfs.data.augment import AugmentPolicy, augment, normalize, to_float
@@ -46,12 +47,14 @@ def eval_epochs(epochs: int, every: int, last: int) -> set[int]:
     return {epochs - 1 - round(i * (epochs - 1 - start) / max(1, n - 1)) for i in range(n)} if n > 1 else {epochs - 1}
 
 
-def batch_indices(n: int, batch: int, generator: torch.Generator, shuffle: bool = True) -> list[torch.Tensor]:
-    """One epoch of index batches; a trailing batch of one sample joins the previous one
-    (BatchNorm cannot train on a batch of one)."""
+def batch_indices(n: int, batch: int, generator: torch.Generator, shuffle: bool = True,
+                  min_last: int = 2) -> list[torch.Tensor]:
+    """One epoch of index batches; a trailing batch smaller than `min_last` joins the
+    previous one (BatchNorm cannot train on a batch of one; under torchrun every rank's
+    share of a batch needs two samples)."""
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     chunks = list(order.split(batch))
-    if len(chunks) > 1 and len(chunks[-1]) == 1:
+    if len(chunks) > 1 and len(chunks[-1]) < min_last:
         chunks[-2] = torch.cat(chunks[-2:])
         chunks.pop()
     return chunks
@@ -101,12 +104,24 @@ def predict_logits(model: nn.Module, images: torch.Tensor, mean, std, device="cp
     if cl:
         model.to(memory_format=torch.channels_last)
     norm = Normalizer(mean, std, device, cl)
+    n = len(images)
+    first, last = distributed.shard(n)  # under torchrun each rank infers its share
     out = []
-    for start in range(0, len(images), batch_size):
-        x = norm(images[start:start + batch_size].to(device, non_blocking=True), None, None)
+    for start in range(first, last, batch_size):
+        x = norm(images[start:min(start + batch_size, last)].to(device, non_blocking=True), None, None)
         with _autocast(device, amp):
             out.append((model.forward_features(x) if features else model(x)).float())
+    if distributed.world_size() > 1:
+        width = out[0].shape[1] if out else _output_width(model, images[:1], norm, device, features)
+        mine = torch.cat(out) if out else torch.empty(0, width, device=device)
+        return distributed.gather_rows(mine, n)
     return torch.cat(out) if out else torch.empty(0)
+
+
+def _output_width(model, one, norm, device, features: bool) -> int:
+    """Logit (or feature) width, for a rank whose share of a pass is empty."""
+    x = norm(one.to(device), None, None)
+    return (model.forward_features(x) if features else model(x)).shape[1]
 
 
 def accuracy(model: nn.Module, split: Split, mean, std, device="cpu") -> float:
@@ -134,25 +149,31 @@ class History:
 
 def _train_epoch(model, opt, objective, data: Split, norm: Normalizer, recipe: Recipe, epoch: int,
                  gen: torch.Generator, device, hook: Optional[Hook], scaler):
+    """One epoch. Under torchrun (`model` wrapped in DDP) every rank draws the same global
+    batch and augmentation, trains on its share, and the loss is scaled so the averaged
+    gradient is the global batch's mean; the hook sees the whole batch's logits."""
     model.train()
     policy = augment_policy(recipe)
+    world = distributed.world_size()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    for idx in batch_indices(len(data), recipe.batch_for(len(data)), gen):
+    for idx in batch_indices(len(data), recipe.batch_for(len(data)), gen, min_last=2 * world):
         idx_d = idx.to(device, non_blocking=True)
-        x = norm(data.images[idx_d], policy, gen)
+        x = norm(data.images[idx_d], policy, gen)  # [B, C, H, W], the global batch
         y = data.labels[idx_d]
+        a, b = distributed.shard(len(idx))
         with _autocast(device, recipe.amp):
-            loss, logits = objective(model, x, y)
+            loss, logits = objective(model, x[a:b], y[a:b])
         opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        scaler.scale(loss * ((b - a) * world / len(idx)) if world > 1 else loss).backward()
         scaler.step(opt)
         scaler.update()
-        logits = logits.detach().float()
+        logits = distributed.gather_rows(logits.detach().float(), len(idx))  # [B, K]
         if hook is not None:
             hook(epoch, idx_d, logits, y)
-        loss_sum += loss.detach() * len(idx)
+        loss_sum += loss.detach() * (b - a)
         correct += (logits.argmax(1) == y).sum()
+    distributed.sum_(loss_sum)
     n = len(data)
     return loss_sum.item() / n, 100.0 * correct.item() / n
 
@@ -170,7 +191,8 @@ def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, 
     device = torch.device(device)
     cl = use_channels_last(model, device, recipe.channels_last)
     model.to(device, memory_format=torch.channels_last if cl else torch.contiguous_format)
-    data = data.to(device)
+    net = _data_parallel(model, device)
+    data = data.batches_on(device) if data.mapped else data.to(device)  # a store stays on the host
     norm = Normalizer(mean, std, device, cl)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                           weight_decay=recipe.weight_decay)
@@ -187,7 +209,7 @@ def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, 
         t0 = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = recipe.lr * lr_factor(epoch, recipe.epochs, recipe.warmup_epochs, recipe.warmup_start)
-        loss, acc = _train_epoch(model, opt, objective, data, norm, recipe, epoch, gen, device, hook, scaler)
+        loss, acc = _train_epoch(net, opt, objective, data, norm, recipe, epoch, gen, device, hook, scaler)
         hist.train_loss.append(loss)
         hist.train_acc.append(acc)
         hist.seconds += time.perf_counter() - t0
@@ -198,6 +220,16 @@ def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, 
         if resume is not None:
             _save_resume(resume, epoch + 1, model, opt, gen, hook, hist)
     return hist
+
+
+def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
+    """DDP under torchrun (gradients averaged over ranks; BatchNorm statistics per rank,
+    running statistics broadcast from rank 0), the model itself otherwise."""
+    if distributed.world_size() == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def _save_resume(path, epoch, model, opt, gen, hook, hist: History) -> None:

@@ -39,9 +39,34 @@ def cache_key(name: str, root: Path, options: dict) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
+class ChannelStats:
+    """Per-channel mean and std (of pixels / 255) of uint8 images [N, C, H, W] added a batch
+    at a time: exact per-channel counts of the 256 values, summed in float64 at the end, so
+    no float copy of the images is ever made."""
+
+    BLOCK = 1 << 20  # pixels counted at a time (np.bincount converts them to int64)
+
+    def __init__(self, channels: int):
+        self.counts = np.zeros((channels, 256), np.int64)
+
+    def add(self, x: np.ndarray) -> None:
+        rows = max(1, self.BLOCK // max(1, x.shape[2] * x.shape[3]))  # images per block
+        for s in range(0, len(x), rows):
+            for c in range(self.counts.shape[0]):
+                self.counts[c] += np.bincount(x[s:s + rows, c].ravel(), minlength=256)
+
+    def result(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        v = np.arange(256, dtype=np.float64) / 255
+        n = self.counts.sum(1).astype(np.float64)
+        mean = self.counts @ v / n
+        var = (self.counts @ (v * v) - n * mean * mean) / np.maximum(n - 1, 1)  # unbiased, as torch.std
+        return tuple(mean.tolist()), tuple(np.sqrt(np.maximum(var, 0)).tolist())
+
+
 def _channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    xf = torch.from_numpy(x).float().div_(255)
-    return tuple(xf.mean((0, 2, 3)).tolist()), tuple(xf.std((0, 2, 3)).tolist())
+    stats = ChannelStats(x.shape[1])
+    stats.add(x)
+    return stats.result()
 
 
 def _decode(name: str, root: Path, options: dict) -> dict:

@@ -2,7 +2,9 @@
 
 A `Dataset` holds both splits as uint8 tensors `[N, C, H, W]` with int64 labels, plus
 class names and the normalisation mean/std. Rows of `train.images` are the identity of
-a sample everywhere in ccfs (scores are `[N]` arrays, selections are index lists).
+a sample everywhere in ccfs (scores are `[N]` arrays, selections are index lists). Read
+from a store (`data/store.py`), the image tensors are memory maps of its files
+(`Split.mapped`): a batch reads its rows from the page cache or the disk.
 """
 from __future__ import annotations
 
@@ -20,16 +22,42 @@ from ccfs.errors import DataError
 class Split:
     images: torch.Tensor  # uint8 [N, C, H, W]
     labels: torch.Tensor  # int64 [N]
+    mapped: bool = False  # images memory-map a store (data/store.py): read per batch, never copied whole
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, indices) -> "Split":
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return Split(self.images[idx], self.labels[idx])
+        return Split(self.images[idx], self.labels[idx])  # a copy of those rows, in memory
 
     def to(self, device) -> "Split":
-        return Split(self.images.to(device), self.labels.to(device))
+        images = self.images.to(device)
+        return Split(images, self.labels.to(device), self.mapped and images is self.images)
+
+    def batches_on(self, device) -> "Split":
+        """This split for a training loop on `device` with the images left where they are
+        (a store too big to move): indexing them gathers the rows there and moves only
+        those; the labels move to `device`."""
+        device = torch.device(device)
+        if self.images.device == device:
+            return self
+        return Split(RowsTo(self.images, device), self.labels.to(device), self.mapped)
+
+
+class RowsTo:
+    """Images [N, C, H, W] left on their device; `rows[idx]` gathers there, returns on `device`."""
+
+    def __init__(self, images: torch.Tensor, device: torch.device):
+        self.images, self.device, self.shape = images, device, images.shape
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        if isinstance(idx, torch.Tensor):
+            idx = idx.to(self.images.device)
+        return self.images[idx].to(self.device, non_blocking=True)
 
 
 @dataclass

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ccfs import distributed
 from ccfs.data.augment import boxes_to_theta, rrc_boxes, warp
 from ccfs.errors import ConfigError
 from ccfs.models import batchnorm_layers
@@ -202,19 +203,28 @@ def synthesize(teacher: nn.Module, labels: torch.Tensor, image_shape: Sequence[i
     std_t = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, c, 1, 1)
     bounds = ((0 - mean_t) / std_t, (1 - mean_t) / std_t)  # valid normalised range per channel
     init = _check_init(init_images, params, len(labels), (c, h, w))
-    out = torch.empty(len(labels), c, h, w)
+    out = torch.zeros(len(labels), c, h, w)
     batches = class_batches(labels.cpu(), params.batch_ipc)
-    bar = tqdm(total=len(batches) * params.iterations, disable=None if progress else True, desc="distill")
+    world, rank = distributed.world_size(), distributed.rank()
+    if world > 1:  # torchrun: rank r makes batches r, r + N, ...; each batch its own generator
+        base = int(torch.randint(2**62, (1,), generator=generator))
+        gens = [torch.Generator().manual_seed(base + b) for b in range(len(batches))]
+    else:
+        gens = [generator] * len(batches)
+    mine = range(rank, len(batches), world)
+    bar = tqdm(total=len(mine) * params.iterations, disable=None if progress else True, desc="distill")
     with BNStatsLoss(teacher, params.first_bn_multiplier) as bn:
-        for pos in batches:
+        for b in mine:
+            pos, gen = batches[b], gens[b]
             if init is None:
-                x = torch.randn(len(pos), c, h, w, generator=generator).to(device)
+                x = torch.randn(len(pos), c, h, w, generator=gen).to(device)
             else:
                 x = (init[pos].to(device) - mean_t) / std_t
-            x = _optimise_batch(teacher, bn, x, labels[pos].to(device), bounds, params,
-                                generator, history, bar)
+            x = _optimise_batch(teacher, bn, x, labels[pos].to(device), bounds, params, gen, history, bar)
             out[pos] = (x * std_t + mean_t).clamp(0, 1).cpu()
     bar.close()
+    if world > 1:
+        distributed.sum_(out)  # each image is non-zero on one rank only
     return out
 
 

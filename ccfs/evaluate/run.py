@@ -60,7 +60,8 @@ def evaluate_stage(run: Run) -> None:
             if run_name not in sets:
                 sets[run_name] = run.selection(run_name)
             data, sel, _ = sets[run_name]
-            rec = evaluate_one(run, run_name, model_name, seed, sel["alpha"], data)
+            with distributed.local():  # an independent student: no DDP, no sharded test pass
+                rec = evaluate_one(run, run_name, model_name, seed, sel["alpha"], data)
         for r in distributed.gather(rec):
             if r is not None and distributed.is_main():
                 records.append(run.out, r)

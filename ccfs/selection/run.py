@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import torch
 
-from ccfs import methods, records
+from ccfs import distributed, methods, records
 from ccfs.artifacts import read_json, torch_save, write_json
 from ccfs.context import Run
 from ccfs.errors import ConfigError
@@ -103,7 +103,8 @@ def select_one(run: Run, run_name: str) -> None:
         "real_per_class": torch.bincount(run.data.train.labels[sel.indices], minlength=n).tolist() if idx else [0] * n})
     ipc = run.cfg.select.ipc
     write_json(folder / "selected_indices.json", {"ipc": ipc, "alpha": inputs.cpc / ipc, "idx_selected": idx})
-    (folder / "state.json").unlink(missing_ok=True)
+    if distributed.is_main():
+        (folder / "state.json").unlink(missing_ok=True)
     print(f"select {run_name}: {len(idx)} real + {inputs.cpc}/class distilled in {seconds:.1f}s")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ccfs import distributed
 from ccfs.api import Teacher, finish_teacher, new_model, train_teacher
 from ccfs.artifacts import np_save, write_json
 from ccfs.context import Run
@@ -85,6 +86,7 @@ def teacher_stage(run: Run) -> None:
                "seconds": teacher.seconds, "model": cfg.model, "imported": bool(cfg.checkpoint),
                "scores": sorted(scores)}
     write_json(out / DONE, metrics)
-    (out / "resume.pt").unlink(missing_ok=True)
+    if distributed.is_main():
+        (out / "resume.pt").unlink(missing_ok=True)
     print(f"teacher: test acc {metrics['test_acc']:.2f}%, train acc (un-augmented) "
           f"{metrics['train_acc']:.2f}%, {teacher.seconds:.0f}s -> {out}")

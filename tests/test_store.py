@@ -1,0 +1,223 @@
+"""The memory-mapped store (`ccfs prepare --store`, `data.store=`): same rows as the tensor
+cache, read through memory maps, written atomically, refused when damaged."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ccfs.cli import main
+from ccfs.config import load_config
+from ccfs.context import Run
+from ccfs.data import readers
+from ccfs.data import store as store_mod
+from ccfs.data.cache import ChannelStats, load_dataset
+from ccfs.data.datasets import RowsTo, Split
+from ccfs.data.store import open_store, prepare_store
+from ccfs.errors import DataError
+from conftest import write_fake_fmnist
+from test_readers import make_tiny
+
+STORE_FILES = {"meta.json", "train_images.npy", "train_labels.npy", "test_images.npy", "test_labels.npy"}
+
+
+def prepare(*args) -> int:
+    return main(["prepare", *map(str, args)])
+
+
+def assert_same_data(got, want) -> None:
+    for split in ("train", "test"):
+        g, w = getattr(got, split), getattr(want, split)
+        assert g.images.dtype == torch.uint8 and torch.equal(g.images, w.images), split
+        assert torch.equal(g.labels, w.labels), split
+    assert got.classes == want.classes and got.name == want.name
+    assert got.mean == pytest.approx(want.mean) and got.std == pytest.approx(want.std)
+
+
+def mapped_files() -> str:
+    return Path("/proc/self/maps").read_text()
+
+
+def make_image_tree(root: Path) -> None:
+    """An ImageNet-style tree: train/<wnid>/*.JPEG|png and val/<wnid>/*, 3 classes of
+    uneven size, one grayscale and one 12x12 image (converted and resized)."""
+    rng = np.random.default_rng(5)
+    for split, sizes in (("train", (5, 3, 4)), ("val", (2, 1, 2))):
+        for c, n in enumerate(sizes):
+            folder = root / split / f"n0{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                hwc = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+                Image.fromarray(hwc).save(folder / f"n0{c}_{i}.png")
+    Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), "L").save(root / "train" / "n01" / "gray.png")
+    Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(root / "train" / "n02" / "big.JPEG")
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+def test_fmnist_store_holds_the_cached_rows_memory_mapped(fake_fmnist, tmp_path, capsys):
+    store = tmp_path / "store"
+    assert prepare("--dataset", "fashion-mnist", "--root", fake_fmnist, "--store", store) == 0
+    assert "120 train / 40 test" in capsys.readouterr().out
+    assert {p.name for p in store.iterdir()} == STORE_FILES
+    meta = json.loads((store / "meta.json").read_text())
+    assert (meta["dataset"], meta["train"], meta["test"], meta["image_size"], meta["channels"]) == \
+        ("fashion-mnist", 120, 40, 28, 1)
+    assert meta["mean"] == [0.2861] and meta["version"] == store_mod.FORMAT_VERSION
+    assert np.load(store / "train_images.npy").shape == (120, 1, 28, 28)
+    data = open_store(store)
+    assert_same_data(data, load_dataset("fashion-mnist", str(fake_fmnist)))
+    assert data.train.mapped and data.test.mapped
+    assert str(store / "train_images.npy") in mapped_files()  # read through a memory map, not loaded
+    assert not data.train.subset([3, 1]).mapped  # a subset is an in-memory copy of its rows
+
+
+def test_image_tree_store_streams_in_batches_and_matches_the_reader(tmp_path, monkeypatch):
+    make_image_tree(tmp_path / "tree")
+    monkeypatch.setattr(store_mod, "BATCH_BYTES", 3 * 3 * 8 * 8)  # 3 images per batch: batches split classes
+    decoded = []
+    real = readers._load_images
+    monkeypatch.setattr(readers, "_load_images", lambda paths, *a: decoded.append(len(paths)) or real(paths, *a))
+    data = prepare_store("imagefolder", tmp_path / "tree", tmp_path / "store", image_size=8)
+    assert decoded == [3, 2, 3, 1, 3, 2, 2, 1, 2]  # class folder by class folder, 3 images at most
+    want = load_dataset("imagefolder", str(tmp_path / "tree"), image_size=8)
+    assert_same_data(data, want)
+    assert data.train.labels.tolist() == [0] * 5 + [1] * 4 + [2] * 5
+    x = data.train.images.double() / 255  # an independent reference for the streamed statistics
+    assert data.mean == pytest.approx(x.mean((0, 2, 3)).tolist(), abs=1e-12)
+    assert data.std == pytest.approx(x.std((0, 2, 3)).tolist(), abs=1e-12)
+
+
+def test_tiny_imagenet_store_matches_the_reader(tmp_path):
+    make_tiny(tmp_path / "tiny")
+    data = prepare_store("tiny-imagenet", tmp_path / "tiny", tmp_path / "store", image_size=8)
+    assert_same_data(data, load_dataset("tiny-imagenet", str(tmp_path / "tiny"), image_size=8))
+
+
+def test_channel_stats_match_torch():
+    x = np.random.default_rng(0).integers(0, 256, (7, 3, 5, 4), dtype=np.uint8)
+    stats = ChannelStats(3)
+    stats.add(x[:2])
+    stats.add(x[2:])
+    xf = torch.from_numpy(x).double() / 255
+    mean, std = stats.result()
+    assert mean == pytest.approx(xf.mean((0, 2, 3)).tolist()) and std == pytest.approx(xf.std((0, 2, 3)).tolist())
+
+
+def test_array_datasets_take_no_size_option(fake_fmnist, tmp_path, capsys):
+    assert prepare("--dataset", "fashion-mnist", "--root", fake_fmnist, "--store", tmp_path / "s",
+                   "--image-size", "32") == 2
+    assert "imagefolder and tiny-imagenet only" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+
+def test_interrupted_prepare_leaves_no_store(tmp_path, monkeypatch):
+    make_image_tree(tmp_path / "tree")
+    real = store_mod._NpyRows.write
+
+    def write(self, start, rows):
+        if self.path.name == "test_images.npy":
+            raise KeyboardInterrupt  # as if stopped halfway through
+        real(self, start, rows)
+
+    monkeypatch.setattr(store_mod._NpyRows, "write", write)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_store("imagefolder", tmp_path / "tree", tmp_path / "store", image_size=8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tree"]  # no store, no hidden temporary folder
+
+
+def test_interrupted_prepare_keeps_the_old_store(fake_fmnist, tmp_path, monkeypatch):
+    store = tmp_path / "store"
+    prepare_store("fashion-mnist", fake_fmnist, store)
+    monkeypatch.setattr(store_mod, "write_json", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        prepare_store("fashion-mnist", fake_fmnist, store)
+    assert_same_data(open_store(store), load_dataset("fashion-mnist", str(fake_fmnist)))
+
+
+# ----------------------------------------------------------------------------- damaged stores
+
+
+def _drop_meta(store: Path):
+    (store / "meta.json").unlink()
+
+
+def _fewer_labels(store: Path):
+    np.save(store / "train_labels.npy", np.zeros(100, np.int64))
+
+
+def _truncated_images(store: Path):
+    path = store / "test_images.npy"
+    path.write_bytes(path.read_bytes()[:1000])
+
+
+def _old_version(store: Path):
+    meta = json.loads((store / "meta.json").read_text())
+    (store / "meta.json").write_text(json.dumps({**meta, "version": 0}))
+
+
+def _bad_label(store: Path):
+    y = np.load(store / "test_labels.npy")
+    y[0] = 10
+    np.save(store / "test_labels.npy", y)
+
+
+@pytest.mark.parametrize("damage, message", [(_drop_meta, "no meta.json"), (_fewer_labels, "meta.json says"),
+                                             (_truncated_images, "cannot read"), (_old_version, "format version"),
+                                             (_bad_label, "labels outside")])
+def test_damaged_store_is_a_one_line_error(fake_fmnist, tmp_path, capsys, damage, message):
+    store = tmp_path / "store"
+    prepare_store("fashion-mnist", fake_fmnist, store)
+    damage(store)
+    with pytest.raises(DataError, match=message) as e:
+        open_store(store)
+    assert "re-run `ccfs prepare" in str(e.value) and "\n" not in str(e.value)
+    assert main(["teacher", "tiny", f"data.store={store}", f"out={tmp_path / 'run'}"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_store_of_another_dataset_is_refused(fake_fmnist, tmp_path):
+    prepare_store("fashion-mnist", fake_fmnist, tmp_path / "store")
+    with pytest.raises(DataError, match="data.name=mnist"):
+        Run(load_config("tiny", [f"data.store={tmp_path / 'store'}", "data.name=mnist"])).data
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def test_run_data_reads_the_store(fake_fmnist, tmp_path):
+    prepare_store("fashion-mnist", fake_fmnist, tmp_path / "store")
+    data = Run(load_config("tiny", [f"data.store={tmp_path / 'store'}", f"out={tmp_path / 'run'}"])).data
+    assert data.train.mapped
+    assert_same_data(data, Run(load_config("tiny", [f"data.root={fake_fmnist}"])).data)
+
+
+def test_batches_on_another_device_gathers_rows_where_they_are():
+    split = Split(torch.arange(24, dtype=torch.uint8).view(6, 1, 2, 2), torch.arange(6), mapped=True)
+    assert split.batches_on("cpu") is split  # nothing moves on the host
+    moved = split.batches_on("meta")  # stands in for a GPU
+    assert isinstance(moved.images, RowsTo) and moved.labels.device.type == "meta" and moved.mapped
+    batch = moved.images[torch.tensor([4, 1])]
+    assert batch.device.type == "meta" and batch.shape == (2, 1, 2, 2) and len(moved) == 6
+
+
+def test_run_from_the_store_selects_what_the_in_memory_run_selects(tmp_path):
+    root = write_fake_fmnist(tmp_path / "fmnist")
+    prepare_store("fashion-mnist", root, tmp_path / "store")
+    quick = ["select.method=[ccfs]", "distill.iterations=2", "train.epochs=2"]
+    outs = {"memory": tmp_path / "memory", "store": tmp_path / "from-store"}
+    assert main(["run", "tiny", f"data.root={root}", f"out={outs['memory']}", *quick]) == 0
+    assert main(["run", "tiny", f"data.store={tmp_path / 'store'}", f"out={outs['store']}", *quick]) == 0
+    read = {k: (json.loads((o / "select" / "ccfs" / "selected_indices.json").read_text()),
+                json.loads((o / "teacher" / "metrics.json").read_text())) for k, o in outs.items()}
+    assert read["store"][0]["idx_selected"] == read["memory"][0]["idx_selected"]
+    assert read["store"][1]["test_acc"] == read["memory"][1]["test_acc"]
+    assert read["store"][1]["train_acc"] == read["memory"][1]["train_acc"]
