@@ -192,6 +192,7 @@ def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, 
     cl = use_channels_last(model, device, recipe.channels_last)
     model.to(device, memory_format=torch.channels_last if cl else torch.contiguous_format)
     net = _data_parallel(model, device)
+    _place_teacher(objective, device)
     data = data.batches_on(device) if data.mapped else data.to(device)  # a store stays on the host
     norm = Normalizer(mean, std, device, cl)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
@@ -220,6 +221,15 @@ def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, 
         if resume is not None:
             _save_resume(resume, epoch + 1, model, opt, gen, hook, hist)
     return hist
+
+
+def _place_teacher(objective, device: torch.device) -> None:
+    """A KD teacher runs on the device in the memory format the rule above gives it, so its
+    logits (and every student's) do not depend on what ran the teacher before."""
+    teacher = getattr(objective, "teacher", None)
+    if teacher is not None:
+        cl = use_channels_last(teacher, device)
+        teacher.to(device, memory_format=torch.channels_last if cl else torch.contiguous_format)
 
 
 def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:

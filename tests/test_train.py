@@ -269,3 +269,33 @@ def test_best_last20():
     assert h.final_acc == 75.0
     assert math.isnan(History(test_acc={1: 50.0}).best_last20(10))
     assert math.isnan(History().final_acc)
+
+
+def test_kd_student_does_not_depend_on_what_ran_the_teacher_before():
+    """The KD teacher is put in its memory format by `fit`, so a student is the same whether
+    or not the teacher went through an inference pass (which converts BatchNorm nets to
+    channels-last) first."""
+    from ccfs.models import create_model
+
+    data = Split(tiny_split(40).images.repeat(1, 1, 4, 4)[:, :, :28, :28], tiny_split(40).labels)
+    torch.manual_seed(0)
+    teacher = create_model("convnet_w32_bn", K, 1, 28).eval().requires_grad_(False)
+    students = []
+    for warm in (False, True):
+        t = create_model("convnet_w32_bn", K, 1, 28)
+        t.load_state_dict(teacher.state_dict())
+        t.eval().requires_grad_(False)
+        if warm:
+            predict_logits(t, data.images, MEAN, STD)
+        s = create_model("convnet_w32", K, 1, 28)
+        s.load_state_dict(tiny_student_state())
+        fit(s, data, tiny_recipe(epochs=2), KD(t, 4.0), mean=MEAN, std=STD, progress=False)
+        students.append(s)
+    assert same_weights(*students)
+
+
+def tiny_student_state():
+    from ccfs.models import create_model
+
+    torch.manual_seed(7)
+    return create_model("convnet_w32", K, 1, 28).state_dict()
