@@ -37,8 +37,8 @@ def distilled(run: Run, ipc: int, params: SynthParams, seed: int = 0):
     labels = torch.arange(d.num_classes).repeat_interleave(ipc)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    px = synthesize(run.teacher, labels, tuple(d.train.images.shape[1:]), d.mean, d.std, params,
-                    torch.Generator().manual_seed(seed))
+    px = synthesize(run.teacher, labels, tuple(d.train.images.shape[1:]), d.mean, std=d.std, params=params,
+                    generator=torch.Generator().manual_seed(seed))
     seconds = time.perf_counter() - t0
     peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
     return Split(quantize(px), labels), seconds, peak_mb

@@ -60,7 +60,7 @@ def main() -> None:
         torch.cuda.synchronize(device)
         train_ips = len(train) / (time.perf_counter() - t0)
         t0 = time.perf_counter()
-        predict_logits(model, train.images, mean, std, device, amp=amp)
+        predict_logits(model, train.images, mean, std, device=device, amp=amp)
         torch.cuda.synchronize(device)
         infer_ips = len(train) / (time.perf_counter() - t0)
         teacher = model.eval().requires_grad_(False)

@@ -22,14 +22,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from throughput import bare_infer, bare_train  # bench/ is sys.path[0] when run as a script
 
 import ccfs.api
 import ccfs.models
 import ccfs.selection.run
 import ccfs.train
 from ccfs.config import load_config
-from ccfs.objectives import KD, kd_loss
+from ccfs.objectives import KD
 
 TRAIN = defaultdict(int)  # (model, batch, kd teacher or "") -> images stepped
 INFER = defaultdict(int)  # model -> images inferred
@@ -80,52 +80,28 @@ def instrument() -> None:
         mod.predict_logits = predict
 
 
-def bare_train(name: str, teacher_name: str, batch: int, shape, classes: int, steps: int) -> float:
-    """Images/s of a bare step on one pre-made normalised batch."""
+def _placed(name: str, shape, classes: int):
+    """A fresh registry model in the memory format ccfs trains it in, and that format."""
     model = ccfs.models.create_model(name, classes, shape[0], shape[1])
-    cl = ccfs.train.use_channels_last(model, torch.device("cpu"))
-    fmt = torch.channels_last if cl else torch.contiguous_format
-    model.to(memory_format=fmt).train()
-    teacher = None
-    if teacher_name:
-        teacher = ccfs.models.create_model(teacher_name, classes, shape[0], shape[1]).eval().requires_grad_(False)
-        teacher.to(memory_format=torch.channels_last if ccfs.train.use_channels_last(teacher, torch.device("cpu"))
-                   else torch.contiguous_format)
+    fmt = torch.channels_last if ccfs.train.use_channels_last(model, torch.device("cpu")) else torch.contiguous_format
+    return model.to(memory_format=fmt), fmt
+
+
+def bare_train_ips(name: str, teacher_name: str, batch: int, shape, classes: int, steps: int) -> float:
+    """Images/s of bare steps on one pre-made normalised batch (bench/throughput.py's loop)."""
+    model, fmt = _placed(name, shape, classes)
+    teacher = _placed(teacher_name, shape, classes)[0].eval().requires_grad_(False) if teacher_name else None
     x = torch.randn(batch, *shape).contiguous(memory_format=fmt)
     y = torch.randint(0, classes, (batch,))
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-
-    def step():
-        logits = model(x)
-        if teacher is None:
-            loss = F.cross_entropy(logits, y)
-        else:
-            with torch.no_grad():
-                t = teacher(x)
-            loss = kd_loss(logits, t, 20.0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    step()  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * batch / (time.perf_counter() - t0)
+    bare_train(model, teacher, x, y, 1)  # warm-up
+    return bare_train(model, teacher, x, y, steps)
 
 
-@torch.no_grad()
-def bare_infer(name: str, shape, classes: int, batch: int = 1024, steps: int = 3) -> float:
-    model = ccfs.models.create_model(name, classes, shape[0], shape[1]).eval()
-    cl = ccfs.train.use_channels_last(model, torch.device("cpu"))
-    fmt = torch.channels_last if cl else torch.contiguous_format
-    model.to(memory_format=fmt)
+def bare_infer_ips(name: str, shape, classes: int, batch: int = 1024, steps: int = 3) -> float:
+    model, fmt = _placed(name, shape, classes)
     x = torch.randn(batch, *shape).contiguous(memory_format=fmt)
-    model(x)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        model(x)
-    return steps * batch / (time.perf_counter() - t0)
+    bare_infer(model, x, 1)
+    return bare_infer(model, x, steps)
 
 
 def main() -> None:
@@ -154,12 +130,12 @@ def main() -> None:
     shape, k = tuple(d.train.images.shape[1:]), d.num_classes
     rows, raw_total = [], 0.0
     for (name, batch, teacher), images in sorted(TRAIN.items()):
-        ips = statistics.median(bare_train(name, teacher, batch, shape, k, args.steps) for _ in range(2))
+        ips = statistics.median(bare_train_ips(name, teacher, batch, shape, k, args.steps) for _ in range(2))
         raw_total += images / ips
         rows.append((f"train {name}" + (f" (KD from {teacher})" if teacher else "") + f", batch {batch}",
                      images, ips, images / ips))
     for name, images in sorted(INFER.items()):
-        ips = statistics.median(bare_infer(name, shape, k) for _ in range(2))
+        ips = statistics.median(bare_infer_ips(name, shape, k) for _ in range(2))
         raw_total += images / ips
         rows.append((f"infer {name}", images, ips, images / ips))
     print(f"\n## {args.preset} {' '.join(args.overrides)}: {torch.get_num_threads()} threads\n")

@@ -173,7 +173,7 @@ def _phase_coarse(args, data, split) -> tuple[int, float]:
     torch.manual_seed(0)
     model = create_model("convnet_w32_bn", data.num_classes, data.channels, data.image_size)
     t0 = time.perf_counter()
-    predict_logits(model, split.images, data.mean, data.std, "cpu")
+    predict_logits(model, split.images, data.mean, data.std, device="cpu")
     return len(split), time.perf_counter() - t0
 
 

@@ -98,14 +98,14 @@ def train_teacher(data: Dataset, model: str = "convnet_w32_bn", recipe: Recipe |
     fit(net, data.train, recipe, CrossEntropy(), mean=data.mean, std=data.std, device=device, seed=seed,
         hook=recorder, progress=progress, desc="teacher", resume=resume)  # tested once, below
     seconds = time.perf_counter() - t0
-    return finish_teacher(net, data, device, recorder.scores(), seconds)
+    return finish_teacher(net, data, device, recorder.scores(), seconds=seconds)
 
 
-def finish_teacher(net: torch.nn.Module, data: Dataset, device, scores: dict, seconds: float) -> Teacher:
+def finish_teacher(net: torch.nn.Module, data: Dataset, device, scores: dict, *, seconds: float) -> Teacher:
     """A trained (or imported) teacher's logits on the train set and test accuracy."""
     net.to(device).eval()
-    logits = predict_logits(net, data.train.images, data.mean, data.std, device).cpu()
-    test_acc = accuracy(net, data.test, data.mean, data.std, device)
+    logits = predict_logits(net, data.train.images, data.mean, data.std, device=device).cpu()
+    test_acc = accuracy(net, data.test, data.mean, data.std, device=device)
     return Teacher(net.requires_grad_(False), logits, data.train.labels, scores, test_acc, seconds)
 
 
@@ -162,9 +162,9 @@ def filter_trainer(data: Dataset, distilled: Split | None, objective, *, arch: s
         t1 = time.perf_counter()
         idx = rows.nonzero().flatten()
         logits = torch.zeros(len(data.train), data.num_classes)
-        logits[idx] = predict_logits(model, data.train.images[idx], data.mean, data.std, device).cpu()
+        logits[idx] = predict_logits(model, data.train.images[idx], data.mean, data.std, device=device).cpu()
         t2 = time.perf_counter()
-        acc = accuracy(model, eval_set, data.mean, data.std, device) if eval_set is not None else None
+        acc = accuracy(model, eval_set, data.mean, data.std, device=device) if eval_set is not None else None
         return Filter(logits, acc, t1 - t0, t2 - t1)
 
     return train_filter
@@ -192,7 +192,7 @@ def select(method: str, data: Dataset, teacher: Teacher, *, ipc: int, alpha: flo
         labels=data.train.labels, num_classes=data.num_classes, ipc=ipc, cpc=cpc, hardness=hardness,
         score_name=score, teacher_correct=teacher.correct,
         teacher_logit=true_class_logit(teacher.train_logits, data.train.labels),
-        features=lambda: predict_logits(teacher.model, data.train.images, data.mean, data.std, device,
+        features=lambda: predict_logits(teacher.model, data.train.images, data.mean, data.std, device=device,
                                         features=True).cpu(),
         train_filter=filter_trainer(data, part, obj, arch=filter_model, recipe=recipe or Recipe(), seed=seed,
                                     device=device, progress=progress, desc=f"{method} filter",

@@ -96,7 +96,7 @@ class Run:
         from ccfs.train import predict_logits
 
         d = self.data
-        return true_class_logit(predict_logits(self.teacher, d.train.images, d.mean, d.std, self.device).cpu(),
+        return true_class_logit(predict_logits(self.teacher, d.train.images, d.mean, d.std, device=self.device).cpu(),
                                 d.train.labels)
 
     @cached_property

@@ -82,7 +82,7 @@ def select_random(inp: SelectionInputs) -> Selection:
 def select_window(inp: SelectionInputs) -> Selection:
     """SelMatch's sliding window at one beta (`param`); beta 0 is the forgetting baseline."""
     h = inp.hardness_or_teacher()
-    return Selection(baselines.hardest_window(inp.labels, h, inp.real, inp.param, inp.cfg.window_unit), h)
+    return Selection(baselines.hardest_window(inp.labels, h, inp.real, inp.param, unit=inp.cfg.window_unit), h)
 
 
 def select_selmatch(inp: SelectionInputs) -> Selection:
@@ -90,7 +90,7 @@ def select_selmatch(inp: SelectionInputs) -> Selection:
     then the α part is distilled from cpc of them. Returns the real part; `log["distill_init"]`
     holds the window images (cpc per class, by class) the select stage distils."""
     h = inp.hardness_or_teacher()
-    window = baselines.hardest_window(inp.labels, h, inp.ipc, inp.cfg.selmatch_beta, inp.cfg.window_unit)
+    window = baselines.hardest_window(inp.labels, h, inp.ipc, inp.cfg.selmatch_beta, unit=inp.cfg.window_unit)
     per_class = window.view(inp.num_classes, inp.ipc)  # hardest_window returns class blocks
     init, real = per_class[:, : inp.cpc].flatten(), per_class[:, inp.cpc:].flatten()
     return Selection(real, h, {"distill_init": init.tolist()})

@@ -33,12 +33,12 @@ def settings_hash(cfg: Config) -> str:
     return hashlib.sha1(json.dumps(selection_settings(cfg), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def key(method: str, model: str, ipc: int, alpha: float, seed: int, settings: str | None) -> tuple:
+def key(method: str, model: str, ipc: int, alpha: float, *, seed: int, settings: str | None) -> tuple:
     return (method, model, ipc, round(float(alpha), 4), seed, settings)
 
 
 def record_key(r: dict) -> tuple:
-    return key(r["method"], r["model"], r["ipc"], r["alpha"], r["seed"], r.get("settings"))
+    return key(r["method"], r["model"], r["ipc"], r["alpha"], seed=r["seed"], settings=r.get("settings"))
 
 
 def load(path: Path) -> list[dict]:

@@ -42,8 +42,8 @@ def synthesize_classes(params: SynthParams, teacher: torch.nn.Module, data: Data
     if init_indices is not None:
         params = replace(params, init="real")
         init = data.train.images[torch.as_tensor(init_indices)].float() / 255
-    pixels = synthesize(teacher, labels.to(device), tuple(data.train.images.shape[1:]), data.mean, data.std,
-                        params, gen, init_images=None if init is None else init.to(device), progress=progress)
+    pixels = synthesize(teacher, labels.to(device), tuple(data.train.images.shape[1:]), data.mean, std=data.std,
+                        params=params, generator=gen, init_images=None if init is None else init.to(device), progress=progress)
     return quantize(pixels.cpu()), labels
 
 

@@ -48,7 +48,7 @@ def eval_epochs(epochs: int, every: int, last: int) -> set[int]:
 
 
 def batch_indices(n: int, batch: int, generator: torch.Generator, shuffle: bool = True,
-                  min_last: int = 2) -> list[torch.Tensor]:
+                  *, min_last: int = 2) -> list[torch.Tensor]:
     """One epoch of index batches; a trailing batch smaller than `min_last` joins the
     previous one (BatchNorm cannot train on a batch of one; under torchrun every rank's
     share of a batch needs two samples)."""
@@ -94,7 +94,7 @@ def _autocast(device: torch.device, enabled: bool):
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, mean, std, device="cpu",
+def predict_logits(model: nn.Module, images: torch.Tensor, mean, std, *, device="cpu",
                    batch_size: int = 1024, amp: bool = True, features: bool = False) -> torch.Tensor:
     """Logits [N, K] (float32, on `device`) of un-augmented uint8 images [N, C, H, W];
     with `features`, the model's pooled features [N, D] instead."""
@@ -112,21 +112,21 @@ def predict_logits(model: nn.Module, images: torch.Tensor, mean, std, device="cp
         with _autocast(device, amp):
             out.append((model.forward_features(x) if features else model(x)).float())
     if distributed.world_size() > 1:
-        width = out[0].shape[1] if out else _output_width(model, images[:1], norm, device, features)
+        width = out[0].shape[1] if out else _output_width(model, images[:1], norm, device, features=features)
         mine = torch.cat(out) if out else torch.empty(0, width, device=device)
         return distributed.gather_rows(mine, n)
     return torch.cat(out) if out else torch.empty(0)
 
 
-def _output_width(model, one, norm, device, features: bool) -> int:
+def _output_width(model, one, norm, device, *, features: bool) -> int:
     """Logit (or feature) width, for a rank whose share of a pass is empty."""
     x = norm(one.to(device), None, None)
     return (model.forward_features(x) if features else model(x)).shape[1]
 
 
-def accuracy(model: nn.Module, split: Split, mean, std, device="cpu") -> float:
+def accuracy(model: nn.Module, split: Split, mean, std, *, device="cpu") -> float:
     """Top-1 accuracy in percent on un-augmented images."""
-    logits = predict_logits(model, split.images, mean, std, device)
+    logits = predict_logits(model, split.images, mean, std, device=device)
     return 100.0 * (logits.argmax(1).cpu() == split.labels.cpu()).float().mean().item()
 
 
@@ -147,7 +147,7 @@ class History:
         return max(vals) if vals else float("nan")
 
 
-def _train_epoch(model, opt, objective, data: Split, norm: Normalizer, recipe: Recipe, epoch: int,
+def _train_epoch(model, opt, objective, data: Split, *, norm: Normalizer, recipe: Recipe, epoch: int,
                  gen: torch.Generator, device, hook: Optional[Hook], scaler):
     """One epoch. Under torchrun (`model` wrapped in DDP) every rank draws the same global
     batch and augmentation, trains on its share, and the loss is scaled so the averaged
@@ -202,7 +202,7 @@ def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, 
     gen = torch.Generator().manual_seed(seed)
     hist, start = History(), 0
     if resume is not None and Path(resume).is_file():
-        start, hist = _load_resume(resume, model, opt, gen, hook)
+        start, hist = _load_resume(resume, model, opt, gen, hook=hook)
     evals = eval_epochs(recipe.epochs, recipe.eval_every, recipe.eval_last) if test is not None else set()
     # disable=None: tqdm draws only when stderr is a terminal (no bar noise in logs or CI)
     bar = tqdm(range(start, recipe.epochs), desc=desc, disable=None if progress else True, leave=False, unit="ep")
@@ -210,16 +210,16 @@ def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, 
         t0 = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = recipe.lr * lr_factor(epoch, recipe.epochs, recipe.warmup_epochs, recipe.warmup_start)
-        loss, acc = _train_epoch(net, opt, objective, data, norm, recipe, epoch, gen, device, hook, scaler)
+        loss, acc = _train_epoch(net, opt, objective, data, norm=norm, recipe=recipe, epoch=epoch, gen=gen, device=device, hook=hook, scaler=scaler)
         hist.train_loss.append(loss)
         hist.train_acc.append(acc)
         hist.seconds += time.perf_counter() - t0
         if epoch in evals:
-            hist.test_acc[epoch] = accuracy(model, test, mean, std, device)
+            hist.test_acc[epoch] = accuracy(model, test, mean, std, device=device)
         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.1f}",
                         test=f"{hist.test_acc.get(epoch, float('nan')):.1f}")
         if resume is not None:
-            _save_resume(resume, epoch + 1, model, opt, gen, hook, hist)
+            _save_resume(resume, epoch + 1, model, opt, gen=gen, hook=hook, hist=hist)
     return hist
 
 
@@ -242,14 +242,14 @@ def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def _save_resume(path, epoch, model, opt, gen, hook, hist: History) -> None:
+def _save_resume(path, epoch, model, opt, *, gen, hook, hist: History) -> None:
     state = {"epoch": epoch, "model": model.state_dict(), "opt": opt.state_dict(),
              "gen": gen.get_state(), "hist": hist.__dict__,
              "hook": hook.state_dict() if hasattr(hook, "state_dict") else None}
     torch_save(state, path)
 
 
-def _load_resume(path, model, opt, gen, hook):
+def _load_resume(path, model, opt, gen, *, hook):
     state = torch.load(path, map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])

@@ -68,7 +68,7 @@ WIN_HARD = torch.tensor([5., 9, 1, 9, 3, 0, 7, 2, 4, 6] + [1., 2, 3, 4, 5, 6, 7,
     (0.9, "ipc", [9, 0, 8, 4, 16, 15, 14, 13]),  # skip int(4 * 0.9) = 3
 ])
 def test_hardest_window_by_hand(beta, unit, expected):
-    assert hardest_window(WIN_LABELS, WIN_HARD, 4, beta, unit).tolist() == expected
+    assert hardest_window(WIN_LABELS, WIN_HARD, 4, beta, unit=unit).tolist() == expected
 
 
 def test_hardest_window_follows_indices_not_positions():
@@ -90,7 +90,7 @@ def test_hardest_window_matches_independent_sort_with_many_ties(beta, unit):
         ranked = sorted(members, key=lambda i: (-float(hard[i]), i))  # hardest first, ties by index
         skip = min(int((6 if unit == "ipc" else len(members)) * beta), len(members) - 6)
         want += ranked[skip: skip + 6]
-    assert hardest_window(labels, hard, 6, beta, unit).tolist() == want
+    assert hardest_window(labels, hard, 6, beta, unit=unit).tolist() == want
 
 
 # ----------------------------------------------------------------------------- herding / k-center references

@@ -118,7 +118,7 @@ def test_bn_loss_needs_batchnorm_and_removes_hooks():
 @pytest.mark.parametrize("schedule", ["step", "linear", "cosine"])
 def test_cda_min_scale_endpoints_and_monotone(schedule):
     total = 100
-    values = [cda_min_scale(t, total, schedule, 0.08, 0.5) for t in range(total + 1)]
+    values = [cda_min_scale(t, total, schedule, 0.08, milestone=0.5) for t in range(total + 1)]
     assert values[0] == pytest.approx(1.0)
     assert values[-1] == pytest.approx(0.08)
     assert all(a >= b for a, b in zip(values, values[1:]))
@@ -126,11 +126,11 @@ def test_cda_min_scale_endpoints_and_monotone(schedule):
 
 
 def test_cda_min_scale_shapes():
-    assert cda_min_scale(49, 100, "step", 0.08, 0.5) == 1.0
-    assert cda_min_scale(50, 100, "step", 0.08, 0.5) == 0.08
-    assert cda_min_scale(50, 100, "linear", 0.08, 0.5) == pytest.approx(0.54)
-    assert cda_min_scale(50, 100, "cosine", 0.08, 0.5) == pytest.approx(0.54)
-    assert cda_min_scale(25, 100, "cosine", 0.08, 0.5) > cda_min_scale(25, 100, "linear", 0.08, 0.5)
+    assert cda_min_scale(49, 100, "step", 0.08, milestone=0.5) == 1.0
+    assert cda_min_scale(50, 100, "step", 0.08, milestone=0.5) == 0.08
+    assert cda_min_scale(50, 100, "linear", 0.08, milestone=0.5) == pytest.approx(0.54)
+    assert cda_min_scale(50, 100, "cosine", 0.08, milestone=0.5) == pytest.approx(0.54)
+    assert cda_min_scale(25, 100, "cosine", 0.08, milestone=0.5) > cda_min_scale(25, 100, "linear", 0.08, milestone=0.5)
 
 
 # ---------------------------------------------------------------- synthesis
@@ -175,8 +175,8 @@ def test_synthesize_lowers_loss_and_keeps_label_order(method):
     params = SynthParams(method=method, iterations=30, lr=0.25, r_bn=0.01, jitter=1,
                          batch_ipc=1, cda_schedule="linear", cda_min_scale=0.5)
     history: list = []
-    out = synthesize(teacher, labels, (3, 8, 8), mean, std, params,
-                     torch.Generator().manual_seed(0), history=history)
+    out = synthesize(teacher, labels, (3, 8, 8), mean, std=std, params=params,
+                     generator=torch.Generator().manual_seed(0), history=history)
     assert out.shape == (6, 3, 8, 8) and out.dtype == torch.float32
     assert out.min() >= 0 and out.max() <= 1
     assert len(history) == 4  # (first, last) for each of the 2 batches
@@ -195,8 +195,8 @@ def test_synthesize_clamps_pixels_between_steps():
     teacher = teacher_net()
     history: list = []
     params = SynthParams(iterations=2, lr=100.0, jitter=0, flip=False)
-    synthesize(teacher, torch.arange(3), (3, 8, 8), (0.5,) * 3, (0.25,) * 3, params,
-               torch.Generator().manual_seed(0), history=history)
+    synthesize(teacher, torch.arange(3), (3, 8, 8), (0.5,) * 3, std=(0.25,) * 3, params=params,
+               generator=torch.Generator().manual_seed(0), history=history)
     (_, bn_first), (_, bn_second) = history
     assert bn_second < 100 * bn_first  # clamped: ~24x; unclamped: ~60000x
 
@@ -205,16 +205,16 @@ def test_synthesize_is_seeded_and_real_init_round_trips():
     teacher = tiny_bn_net(channels=1)
     labels = torch.tensor([2, 0, 1, 1, 0, 2])
     params = SynthParams(iterations=2, lr=0.1, batch_ipc=2)
-    a, b = (synthesize(teacher, labels, (1, 8, 8), [0.3], [0.4], params, torch.Generator().manual_seed(5))
+    a, b = (synthesize(teacher, labels, (1, 8, 8), [0.3], std=[0.4], params=params, generator=torch.Generator().manual_seed(5))
             for _ in range(2))
     assert torch.equal(a, b)
     init = torch.randint(0, 256, (6, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(6))
     real = SynthParams(iterations=1, lr=1e-9, init="real", batch_ipc=1)
-    out = synthesize(teacher, labels, (1, 8, 8), [0.3], [0.4], real, torch.Generator().manual_seed(5),
+    out = synthesize(teacher, labels, (1, 8, 8), [0.3], std=[0.4], params=real, generator=torch.Generator().manual_seed(5),
                      init_images=init)
     assert torch.equal(quantize(out), init)
     with pytest.raises(ConfigError, match="needs init_images"):
-        synthesize(teacher, labels, (1, 8, 8), [0.3], [0.4], real, torch.Generator())
+        synthesize(teacher, labels, (1, 8, 8), [0.3], std=[0.4], params=real, generator=torch.Generator())
 
 
 # ---------------------------------------------------------------- files
@@ -234,7 +234,7 @@ def test_png_round_trip(tmp_path, channels):
     assert not list((out / "00003").iterdir())
     assert [p.name for p in tmp_path.iterdir()] == ["distilled"]  # no temporary left
     (out / "00003").rmdir()  # import needs cpc images in every class
-    got, got_labels = import_png_folder(out, 3, 2, channels, 6)
+    got, got_labels = import_png_folder(out, 3, 2, channels, image_size=6)
     order = torch.tensor([1, 3, 0, 4, 2, 5])  # class by class, in the given order
     assert torch.equal(got, images[order]) and got.dtype == torch.uint8
     assert got_labels.tolist() == [0, 0, 1, 1, 2, 2]
@@ -245,7 +245,7 @@ def test_export_replaces_existing_folder(tmp_path):
     export_png_folder(random_u8(2, 1, seed=1), labels, 2, tmp_path / "d")
     second = random_u8(2, 1, seed=2)
     export_png_folder(second, labels, 2, tmp_path / "d")
-    got, _ = import_png_folder(tmp_path / "d", 2, 1, 1, 6)
+    got, _ = import_png_folder(tmp_path / "d", 2, 1, 1, image_size=6)
     assert torch.equal(got, second)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
 
@@ -262,7 +262,7 @@ def test_failed_export_keeps_the_old_folder(tmp_path, monkeypatch):
         export_png_folder(random_u8(2, 1, seed=2), labels, 2, tmp_path / "d")
     monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir()] == ["d"]
-    assert torch.equal(import_png_folder(tmp_path / "d", 2, 1, 1, 6)[0], first)
+    assert torch.equal(import_png_folder(tmp_path / "d", 2, 1, 1, image_size=6)[0], first)
 
 
 def test_import_skips_hidden_and_other_files(tmp_path):
@@ -270,7 +270,7 @@ def test_import_skips_hidden_and_other_files(tmp_path):
     root = export_png_folder(images, torch.tensor([0, 1]), 2, tmp_path / "d")
     (root / "00000" / "._00000.png").write_bytes(b"macOS metadata")  # AppleDouble file
     (root / "00000" / "notes.txt").write_text("not an image")
-    got, _ = import_png_folder(root, 2, 1, 1, 6)
+    got, _ = import_png_folder(root, 2, 1, 1, image_size=6)
     assert torch.equal(got, images)
 
 
@@ -279,7 +279,7 @@ def test_import_accepts_any_sorted_folder_names(tmp_path):
     export_png_folder(images, torch.tensor([0, 1]), 2, tmp_path / "d")
     (tmp_path / "d" / "00000").rename(tmp_path / "d" / "zebra")
     (tmp_path / "d" / "00001").rename(tmp_path / "d" / "ant")
-    got, labels = import_png_folder(tmp_path / "d", 2, 1, 3, 6)
+    got, labels = import_png_folder(tmp_path / "d", 2, 1, 3, image_size=6)
     assert torch.equal(got, images[[1, 0]]) and labels.tolist() == [0, 1]
 
 
@@ -287,23 +287,23 @@ def test_import_errors(tmp_path):
     images, labels = random_u8(6, 1), torch.arange(3).repeat_interleave(2)
     root = export_png_folder(images, labels, 3, tmp_path / "d")
     with pytest.raises(DataError, match="does not exist"):
-        import_png_folder(tmp_path / "missing", 3, 1, 1, 6)
+        import_png_folder(tmp_path / "missing", 3, 1, 1, image_size=6)
     with pytest.raises(DataError, match="found 3 class folders in .* the dataset has 10 classes"):
-        import_png_folder(root, 10, 1, 1, 6)
+        import_png_folder(root, 10, 1, 1, image_size=6)
     with pytest.raises(DataError, match="has 2 images, 3 per class"):
-        import_png_folder(root, 3, 3, 1, 6)
+        import_png_folder(root, 3, 3, 1, image_size=6)
     with pytest.raises(DataError, match="the dataset needs L 8x8"):
-        import_png_folder(root, 3, 1, 1, 8)
+        import_png_folder(root, 3, 1, 1, image_size=8)
     with pytest.raises(DataError, match="the dataset needs RGB 6x6"):
-        import_png_folder(root, 3, 1, 3, 6)
+        import_png_folder(root, 3, 1, 3, image_size=6)
     (root / "00001" / "00000.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="cannot read image"):
-        import_png_folder(root, 3, 1, 1, 6)
+        import_png_folder(root, 3, 1, 1, image_size=6)
 
 
 def test_import_resize_converts_size_and_mode(tmp_path):
     root = export_png_folder(random_u8(2, 1), torch.tensor([0, 1]), 2, tmp_path / "d")
-    got, _ = import_png_folder(root, 2, 1, 3, 8, resize=True)
+    got, _ = import_png_folder(root, 2, 1, 3, image_size=8, resize=True)
     assert got.shape == (2, 3, 8, 8) and got.dtype == torch.uint8
     assert torch.equal(got[:, 0], got[:, 1])  # grey converted to RGB: equal channels
 
@@ -311,8 +311,8 @@ def test_import_resize_converts_size_and_mode(tmp_path):
 def test_seeded_random_choice(tmp_path):
     images, labels = random_u8(12, 1), torch.arange(2).repeat_interleave(6)
     root = export_png_folder(images, labels, 2, tmp_path / "d")
-    first, _ = import_png_folder(root, 2, 2, 1, 6)
-    picks = [import_png_folder(root, 2, 2, 1, 6, generator=torch.Generator().manual_seed(s))[0]
+    first, _ = import_png_folder(root, 2, 2, 1, image_size=6)
+    picks = [import_png_folder(root, 2, 2, 1, image_size=6, generator=torch.Generator().manual_seed(s))[0]
              for s in (0, 0, 1, 2, 3, 4)]
     assert torch.equal(picks[0], picks[1])
     assert any(not torch.equal(p, first) for p in picks)
@@ -326,18 +326,18 @@ def test_seeded_random_choice(tmp_path):
 def test_import_tensor_file(tmp_path):
     images, labels = random_u8(6, 3), torch.tensor([2, 0, 1, 0, 2, 1])
     torch.save({"images": images, "labels": labels}, tmp_path / "u8.pt")
-    got, got_labels = import_tensor_file(tmp_path / "u8.pt", 3, 1, 3, 6)
+    got, got_labels = import_tensor_file(tmp_path / "u8.pt", 3, 1, 3, image_size=6)
     assert torch.equal(got, images[[1, 2, 0]]) and got_labels.tolist() == [0, 1, 2]
     torch.save({"images": images.float() / 255, "labels": labels}, tmp_path / "f.pt")
-    got, _ = import_tensor_file(tmp_path / "f.pt", 3, 2, 3, 6)
+    got, _ = import_tensor_file(tmp_path / "f.pt", 3, 2, 3, image_size=6)
     assert torch.equal(got, images[[1, 3, 2, 5, 0, 4]])
     with pytest.raises(DataError, match="needs"):
-        import_tensor_file(tmp_path / "u8.pt", 3, 1, 3, 8)
+        import_tensor_file(tmp_path / "u8.pt", 3, 1, 3, image_size=8)
     with pytest.raises(DataError, match="3 per class"):
-        import_tensor_file(tmp_path / "u8.pt", 3, 3, 3, 6)
+        import_tensor_file(tmp_path / "u8.pt", 3, 3, 3, image_size=6)
     torch.save({"images": images.float() / 255 - 0.5, "labels": labels}, tmp_path / "norm.pt")
     with pytest.raises(DataError, match=r"pixels in \[0, 1\]"):
-        import_tensor_file(tmp_path / "norm.pt", 3, 1, 3, 6)
+        import_tensor_file(tmp_path / "norm.pt", 3, 1, 3, image_size=6)
 
 
 def test_quantize():

@@ -123,7 +123,7 @@ def _assert_same_weights(a, b):
 def test_checkpoint_round_trip(tmp_path):
     src = _make("convnet_w32_bn", 10, 1, 28, seed=1)
     path = tmp_path / "sub" / "model.pt"
-    save_checkpoint(src, path, "convnet_w32_bn", 10, 1, 28)
+    save_checkpoint(src, path, "convnet_w32_bn", 10, in_channels=1, image_size=28)
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["model.pt"]  # no temporary left
     obj = torch.load(path, weights_only=True)
     assert (obj["arch"], obj["num_classes"], obj["in_channels"], obj["image_size"]) == \
@@ -150,13 +150,13 @@ def test_load_published_teacher_layouts(tmp_path, wrap):
 
 
 def test_wrong_arch_names_both(tmp_path):
-    save_checkpoint(_make("convnet_w32"), tmp_path / "m.pt", "convnet_w32", 10, 3, 32)
+    save_checkpoint(_make("convnet_w32"), tmp_path / "m.pt", "convnet_w32", 10, in_channels=3, image_size=32)
     with pytest.raises(CheckpointError, match="convnet_w32.*convnet_w64"):
         load_checkpoint(_make("convnet_w64"), tmp_path / "m.pt", "convnet_w64")
 
 
 def test_wrong_class_count(tmp_path):
-    save_checkpoint(_make("convnet_w32", 100), tmp_path / "m.pt", "convnet_w32", 100, 3, 32)
+    save_checkpoint(_make("convnet_w32", 100), tmp_path / "m.pt", "convnet_w32", 100, in_channels=3, image_size=32)
     with pytest.raises(CheckpointError, match="100 classes, the dataset has 10"):
         load_checkpoint(_make("convnet_w32", 10), tmp_path / "m.pt", "convnet_w32")
     bare = {"state_dict": _make("resnet18_modified", 100).state_dict()}
@@ -175,7 +175,7 @@ def test_mismatched_state_dict_is_one_line():
 
 def test_corrupt_or_missing_file(tmp_path):
     model = _make("convnet_w32")
-    save_checkpoint(model, tmp_path / "m.pt", "convnet_w32", 10, 3, 32)
+    save_checkpoint(model, tmp_path / "m.pt", "convnet_w32", 10, in_channels=3, image_size=32)
     data = (tmp_path / "m.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint" * 8)

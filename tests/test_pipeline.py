@@ -190,7 +190,7 @@ def test_teacher_checkpoint_of_wrong_architecture(tmp_path, capsys):
 
     root = write_fake_fmnist(tmp_path / "fmnist")
     ckpt = tmp_path / "teacher.pt"
-    save_checkpoint(create_model("convnet_w64_bn", 10, 1, 28), ckpt, "convnet_w64_bn", 10, 1, 28)
+    save_checkpoint(create_model("convnet_w64_bn", 10, 1, 28), ckpt, "convnet_w64_bn", 10, in_channels=1, image_size=28)
     assert _run(root, tmp_path / "run", f"teacher.checkpoint={ckpt}", "select.score=logits", stage="teacher") == 2
     err = capsys.readouterr().err
     assert "convnet_w64_bn" in err and "convnet_w32_bn" in err
@@ -261,7 +261,7 @@ def test_untrained_or_misfed_imported_teacher_is_stopped(tmp_path, capsys):
 
     root = write_fake_fmnist(tmp_path / "fmnist")
     ckpt = tmp_path / "random.pt"
-    save_checkpoint(create_model("convnet_w32_bn", 10, 1, 28), ckpt, "convnet_w32_bn", 10, 1, 28)
+    save_checkpoint(create_model("convnet_w32_bn", 10, 1, 28), ckpt, "convnet_w32_bn", 10, in_channels=1, image_size=28)
     out = tmp_path / "run"
     assert _run(root, out, f"teacher.checkpoint={ckpt}", "select.method=[random]") == 2
     err = capsys.readouterr().err

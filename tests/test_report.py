@@ -202,7 +202,7 @@ def test_chosen_grid_plot(tmp_path, channels):
     images = np.random.default_rng(0).integers(0, 256, size=(6, channels, 8, 8), dtype=np.uint8)
     labels = np.array([0, 1, 2, 0, 1, 2])
     path = tmp_path / "chosen.png"
-    plots.chosen_grid(PLOT_ROUNDS, images, labels, CLASSES, path, per_class=2)
+    plots.chosen_grid(PLOT_ROUNDS, images, labels, CLASSES, path=path, per_class=2)
     _assert_png_alone(path)
     assert plt.get_fignums() == []
 

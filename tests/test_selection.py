@@ -124,12 +124,12 @@ TIE = torch.tensor([.5, .1, .9, .3, .7, .2, .4, .8, .6, .1, .8, .2])  # higher =
 
 def test_rank_order_simple_hard_and_index_ties_by_hand():
     c0 = LABELS == 0
-    assert rank_order(c0, FORGET, -TIE, "simple", None).tolist() == [3, 1, 2, 5, 4, 0]
-    assert rank_order(LABELS == 1, FORGET, -TIE, "simple", None).tolist() == [9, 7, 10, 8, 6, 11]
-    assert rank_order(c0, FORGET, -TIE, "hard", None).tolist() == [0, 4, 5, 2, 1, 3]
-    assert rank_order(LABELS == 1, FORGET, -TIE, "hard", None).tolist() == [11, 6, 8, 7, 10, 9]
+    assert rank_order(c0, FORGET, -TIE, "simple", generator=None).tolist() == [3, 1, 2, 5, 4, 0]
+    assert rank_order(LABELS == 1, FORGET, -TIE, "simple", generator=None).tolist() == [9, 7, 10, 8, 6, 11]
+    assert rank_order(c0, FORGET, -TIE, "hard", generator=None).tolist() == [0, 4, 5, 2, 1, 3]
+    assert rank_order(LABELS == 1, FORGET, -TIE, "hard", generator=None).tolist() == [11, 6, 8, 7, 10, 9]
     zeros = torch.zeros(12)  # no tiebreak: index order within equal scores
-    assert rank_order(c0, FORGET, zeros, "simple", None).tolist() == [1, 3, 2, 5, 0, 4]
+    assert rank_order(c0, FORGET, zeros, "simple", generator=None).tolist() == [1, 3, 2, 5, 0, 4]
 
 
 def test_rank_order_matches_independent_sort_on_random_ties():
@@ -138,7 +138,7 @@ def test_rank_order_matches_independent_sort_on_random_ties():
     logit = torch.randint(0, 3, (50,), generator=g).float()  # ties in the tiebreak too: index decides
     cand = torch.rand(50, generator=g) < 0.7
     want = expected_order(cand.nonzero().flatten().tolist(), hardness, logit)
-    assert rank_order(cand, hardness, -logit, "simple", None).tolist() == want
+    assert rank_order(cand, hardness, -logit, "simple", generator=None).tolist() == want
 
 
 @pytest.mark.parametrize("order, expected", [

@@ -29,7 +29,7 @@ class AugmentPolicy:
 
 
 def rrc_boxes(n: int, scale: tuple[float, float], ratio: tuple[float, float],
-              generator: torch.Generator, tries: int = 10) -> torch.Tensor:
+              generator: torch.Generator, *, tries: int = 10) -> torch.Tensor:
     """Sample RandomResizedCrop boxes as fractions of the image: [n, 4] = (w, h, x0, y0).
 
     Same distribution as torchvision: area fraction uniform in `scale`, log aspect ratio

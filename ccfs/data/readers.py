@@ -174,7 +174,7 @@ def _class_names(root: Path, name: str, key: bytes, hint: str) -> list[str]:
     return [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names]
 
 
-def _cifar_batch(root: Path, name: str, label_key: bytes, num_classes: int, hint: str):
+def _cifar_batch(root: Path, name: str, label_key: bytes, num_classes: int, *, hint: str):
     """One pickled batch → uint8 [N, 3, 32, 32] images and int64 [N] labels, validated."""
     path = root / name
     obj = _unpickle(root, name, hint)
@@ -204,8 +204,8 @@ def read_cifar10(root: str | Path) -> RawDataset:
     hint = _folder_hint(root, "cifar-10-batches-py", _CIFAR_URL)
     _require_dir(root, hint)
     classes = _class_names(root, "batches.meta", b"label_names", hint)
-    train = [_cifar_batch(root, f"data_batch_{i}", b"labels", len(classes), hint) for i in range(1, 6)]
-    test_x, test_y = _cifar_batch(root, "test_batch", b"labels", len(classes), hint)
+    train = [_cifar_batch(root, f"data_batch_{i}", b"labels", len(classes), hint=hint) for i in range(1, 6)]
+    test_x, test_y = _cifar_batch(root, "test_batch", b"labels", len(classes), hint=hint)
     return RawDataset(np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]),
                       test_x, test_y, classes)
 
@@ -217,8 +217,8 @@ def read_cifar100(root: str | Path) -> RawDataset:
     hint = _folder_hint(root, "cifar-100-python", _CIFAR_URL)
     _require_dir(root, hint)
     classes = _class_names(root, "meta", b"fine_label_names", hint)
-    train_x, train_y = _cifar_batch(root, "train", b"fine_labels", len(classes), hint)
-    test_x, test_y = _cifar_batch(root, "test", b"fine_labels", len(classes), hint)
+    train_x, train_y = _cifar_batch(root, "train", b"fine_labels", len(classes), hint=hint)
+    test_x, test_y = _cifar_batch(root, "test", b"fine_labels", len(classes), hint=hint)
     return RawDataset(train_x, train_y, test_x, test_y, classes)
 
 

@@ -118,7 +118,7 @@ class BNStatsLoss:
         self.remove()
 
 
-def cda_min_scale(step: int, total: int, schedule: str, min_scale: float, milestone: float) -> float:
+def cda_min_scale(step: int, total: int, schedule: str, min_scale: float, *, milestone: float) -> float:
     """RandomResizedCrop minimum area fraction at `step` of `total`: 1.0 (easy) at step 0,
     `min_scale` (hard) at step `total`. "step": 1.0 while step < milestone · total, then
     min_scale; "linear": straight line in step / total; "cosine": half cosine in step / total."""
@@ -148,7 +148,7 @@ def _augment(x: torch.Tensor, params: SynthParams, step: int, generator: torch.G
     flip = params.flip and bool(torch.rand(1, generator=generator) < 0.5)  # one coin per batch
     if params.method == "cda":
         lo = cda_min_scale(step, params.iterations, params.cda_schedule,
-                           params.cda_min_scale, params.cda_milestone)
+                           params.cda_min_scale, milestone=params.cda_milestone)
         boxes = rrc_boxes(x.shape[0], (lo, 1.0), (3 / 4, 4 / 3), generator)
         x = warp(x, boxes_to_theta(boxes, torch.full((x.shape[0],), flip)))
     elif flip:
@@ -160,7 +160,7 @@ def _augment(x: torch.Tensor, params: SynthParams, step: int, generator: torch.G
 
 
 def _optimise_batch(teacher: nn.Module, bn: BNStatsLoss, x: torch.Tensor, y: torch.Tensor,
-                    bounds: tuple[torch.Tensor, torch.Tensor], params: SynthParams,
+                    *, bounds: tuple[torch.Tensor, torch.Tensor], params: SynthParams,
                     generator: torch.Generator, history: list | None, bar) -> torch.Tensor:
     """Adam on the normalised batch x [B, C, H, W]; returns the optimised x (detached)."""
     x = x.clone().requires_grad_(True)
@@ -184,7 +184,7 @@ def _optimise_batch(teacher: nn.Module, bn: BNStatsLoss, x: torch.Tensor, y: tor
 
 
 def synthesize(teacher: nn.Module, labels: torch.Tensor, image_shape: Sequence[int],
-               mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor,
+               mean: Sequence[float] | torch.Tensor, *, std: Sequence[float] | torch.Tensor,
                params: SynthParams, generator: torch.Generator,
                init_images: torch.Tensor | None = None, progress: bool = False,
                history: list | None = None) -> torch.Tensor:
@@ -220,7 +220,7 @@ def synthesize(teacher: nn.Module, labels: torch.Tensor, image_shape: Sequence[i
                 x = torch.randn(len(pos), c, h, w, generator=gen).to(device)
             else:
                 x = (init[pos].to(device) - mean_t) / std_t
-            x = _optimise_batch(teacher, bn, x, labels[pos].to(device), bounds, params, gen, history, bar)
+            x = _optimise_batch(teacher, bn, x, labels[pos].to(device), bounds=bounds, params=params, generator=gen, history=history, bar=bar)
             out[pos] = (x * std_t + mean_t).clamp(0, 1).cpu()
     bar.close()
     if world > 1:

@@ -78,7 +78,7 @@ def _class_files(root: Path, num_classes: int, cpc: int) -> list[list[Path]]:
 
 
 def import_png_folder(root: str | os.PathLike, num_classes: int, cpc: int, channels: int,
-                      image_size, resize: bool = False,
+                      *, image_size, resize: bool = False,
                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Read `cpc` images per class from class folders (sorted names = class order) ->
     (uint8 [num_classes · cpc, C, H, W], labels [num_classes · cpc]), class by class.
@@ -98,7 +98,7 @@ def import_png_folder(root: str | os.PathLike, num_classes: int, cpc: int, chann
 
 
 def import_tensor_file(path: str | os.PathLike, num_classes: int, cpc: int, channels: int,
-                       image_size) -> tuple[torch.Tensor, torch.Tensor]:
+                       *, image_size) -> tuple[torch.Tensor, torch.Tensor]:
     """A .pt file {"images": uint8, or float pixels in [0, 1], [n, C, H, W]; "labels": [n]}
     -> the first cpc images of each class, as `import_png_folder` returns them."""
     path = Path(path)
@@ -143,7 +143,7 @@ def _tensor_images(images, path: Path) -> torch.Tensor:
 
 
 def save_image_grid(images_u8: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                    path: str | os.PathLike, per_row: int = 10, pad: int = 2) -> Path:
+                    path: str | os.PathLike, *, per_row: int = 10, pad: int = 2) -> Path:
     """A PNG with one row per class holding its first `per_row` images (black where a
     class has fewer), `pad` white pixels between cells; written atomically."""
     _check_images(images_u8, labels, num_classes)

@@ -25,9 +25,9 @@ def _import(run: Run, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
     c, d = run.cfg.distill, run.data
     if c.method == "folder":
         gen = torch.Generator().manual_seed(run.cfg.seed) if c.random_choice else None
-        return import_png_folder(c.from_, d.num_classes, per_class, d.channels, d.image_size,
+        return import_png_folder(c.from_, d.num_classes, per_class, d.channels, image_size=d.image_size,
                                  resize=c.resize, generator=gen)
-    return import_tensor_file(c.from_, d.num_classes, per_class, d.channels, d.image_size)
+    return import_tensor_file(c.from_, d.num_classes, per_class, d.channels, image_size=d.image_size)
 
 
 def distill_stage(run: Run) -> None:

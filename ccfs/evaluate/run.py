@@ -21,7 +21,7 @@ def best_last20(hist, recipe) -> float | None:
     return hist.best_last20(recipe.epochs) if len(hist.test_acc) > 1 else None
 
 
-def evaluate_one(run: Run, run_name: str, model_name: str, seed: int, alpha: float, data: Split) -> dict:
+def evaluate_one(run: Run, run_name: str, model_name: str, seed: int, *, alpha: float, data: Split) -> dict:
     cfg, d = run.cfg, run.data
     full = methods.parse(run_name)[1].full_data
     recipe = replace(cfg.train, epochs=cfg.eval.full_epochs) if full else cfg.train
@@ -43,7 +43,7 @@ def _todo(run: Run) -> list[tuple[str, str, int]]:
     alpha = {n: read_json(run.selection_dir(n) / "selected_indices.json")["alpha"]
              for n in methods.run_names(run.cfg.select)}
     return [(n, m, s) for n in methods.run_names(run.cfg.select) for m in run.cfg.eval.models for s in run.cfg.eval.seeds
-            if records.key(n, m, run.cfg.select.ipc, alpha[n], s, settings) not in done]
+            if records.key(n, m, run.cfg.select.ipc, alpha[n], seed=s, settings=settings) not in done]
 
 
 def evaluate_stage(run: Run) -> None:
@@ -61,7 +61,7 @@ def evaluate_stage(run: Run) -> None:
                 sets[run_name] = run.selection(run_name)
             data, sel, _ = sets[run_name]
             with distributed.local():  # an independent student: no DDP, no sharded test pass
-                rec = evaluate_one(run, run_name, model_name, seed, sel["alpha"], data)
+                rec = evaluate_one(run, run_name, model_name, seed, alpha=sel["alpha"], data=data)
         for r in distributed.gather(rec):
             if r is not None and distributed.is_main():
                 records.append(run.out, r)

@@ -75,7 +75,7 @@ def _strip_prefixes(key: str) -> str:
 
 
 def save_checkpoint(model: nn.Module, path, arch: str, num_classes: int,
-                    in_channels: int, image_size: int, mean=None, std=None) -> None:
+                    *, in_channels: int, image_size: int, mean=None, std=None) -> None:
     """Write our format atomically (`ccfs.artifacts.atomic_path`), with the input
     normalisation (`mean`, `std` per channel) the model was trained with."""
     state = {_strip_prefixes(k): v.detach().cpu() for k, v in model.state_dict().items()}

@@ -17,7 +17,7 @@ STAGES = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
           (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
 
 
-def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1,
+def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, *, groups: int = 1,
              act: bool = True) -> list[nn.Module]:
     conv = nn.Conv2d(c_in, c_out, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False)
     return [conv, nn.BatchNorm2d(c_out)] + ([nn.ReLU6(inplace=True)] if act else [])

@@ -47,7 +47,7 @@ def chosen_difficulty(rounds: list[dict], hardness: np.ndarray, score: str, path
 
 
 def chosen_grid(rounds: list[dict], images: np.ndarray, labels: np.ndarray, classes: list[str],
-                path: Path, per_class: int = 4) -> None:
+                *, path: Path, per_class: int = 4) -> None:
     """Rows = classes, column blocks = rounds: the first images chosen in each round."""
     nr, nc = len(classes), len(rounds) * per_class
     fig, axes = plt.subplots(nr, nc, figsize=(nc * 0.6, nr * 0.6), squeeze=False)

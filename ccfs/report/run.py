@@ -34,7 +34,7 @@ def _rounds_section(run: Run, method: str, rounds: list[dict]) -> str:
         plots.chosen_difficulty(rounds, h.numpy(), label, plot_dir / f"{method}_difficulty.png")
         parts.append(f"![difficulty of chosen images](plots/{method}_difficulty.png)")
     plots.chosen_grid(rounds, d.train.images.numpy(), d.train.labels.numpy(), d.classes,
-                      plot_dir / f"{method}_chosen.png")
+                      path=plot_dir / f"{method}_chosen.png")
     parts.append(f"![images chosen per round](plots/{method}_chosen.png)")
     return "\n".join(parts) + "\n"
 

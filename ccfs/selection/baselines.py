@@ -25,7 +25,7 @@ def random_balanced(labels: torch.Tensor, per_class: int, generator: torch.Gener
 
 
 def hardest_window(labels: torch.Tensor, hardness: torch.Tensor, per_class: int, beta: float,
-                   unit: str = "ipc") -> torch.Tensor:
+                   *, unit: str = "ipc") -> torch.Tensor:
     """SelMatch's sliding window: per class sort hardest -> easiest (ties by index), skip
     int(per_class * beta) (unit "ipc", docs/method.md §6) or int(class_size * beta) (unit "class")
     of the hardest, take the next `per_class`. beta=0 is the "forgetting" baseline."""

@@ -34,7 +34,7 @@ def coarse_candidates(pred: torch.Tensor, labels: torch.Tensor, eligible: torch.
 
 
 def rank_order(candidates: torch.Tensor, hardness: torch.Tensor, tie: torch.Tensor,
-               order: str, generator: torch.Generator | None) -> torch.Tensor:
+               order: str, *, generator: torch.Generator | None) -> torch.Tensor:
     """Indices of the candidates (bool [N]) sorted easiest first ("simple"), hardest first
     ("hard") or at random. `hardness` [N] and `tie` [N] are both "higher = harder"; ties in
     `hardness` break by `tie`, then by index, so the order is deterministic."""
@@ -54,10 +54,10 @@ def fine_select(candidates: torch.Tensor, labels: torch.Tensor, quotas: torch.Te
     balance, the first quotas.sum() over all classes. Returns indices in selection order
     (class by class)."""
     if not balance:
-        return rank_order(candidates, hardness, tie, order, generator)[: int(quotas.sum())]
+        return rank_order(candidates, hardness, tie, order, generator=generator)[: int(quotas.sum())]
     chosen = []
     for c in range(len(quotas)):
-        ranked = rank_order(candidates & (labels == c), hardness, tie, order, generator)
+        ranked = rank_order(candidates & (labels == c), hardness, tie, order, generator=generator)
         chosen.append(ranked[: int(quotas[c])])
     return torch.cat(chosen) if chosen else torch.empty(0, dtype=torch.long)
 

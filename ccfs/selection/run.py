@@ -38,7 +38,7 @@ def make_filter_trainer(run: Run, run_name: str, cpc: int):
 def _features(run: Run) -> torch.Tensor:
     """Teacher features [N, D] of the un-augmented train set (herding, k-center)."""
     d = run.data
-    return predict_logits(run.teacher, d.train.images, d.mean, d.std, run.device, features=True).cpu()
+    return predict_logits(run.teacher, d.train.images, d.mean, d.std, device=run.device, features=True).cpu()
 
 
 def _inputs(run: Run, run_name: str, folder) -> SelectionInputs:

@@ -140,9 +140,9 @@ class DynamicsRecorder:
         s["last_margin"][idx] = m
         s["last_loss"][idx] = loss
         if epoch in self._el2n_set:
-            self._record_el2n(s, epoch, idx, el2n(logits, labels), loss)
+            self._record_el2n(s, epoch, idx, el2n(logits, labels), loss=loss)
 
-    def _record_el2n(self, s: dict, epoch: int, idx: torch.Tensor, e: torch.Tensor, loss: torch.Tensor) -> None:
+    def _record_el2n(self, s: dict, epoch: int, idx: torch.Tensor, e: torch.Tensor, *, loss: torch.Tensor) -> None:
         s["el2n_sum"].index_add_(0, idx, e)
         s["loss_sum"].index_add_(0, idx, loss)
         s["el2n_count"][idx] += 1

@@ -57,7 +57,7 @@ def _teacher(run: Run) -> Teacher:
     check_teacher_arch(run, model)
     if cfg.checkpoint:
         load_checkpoint(model, cfg.checkpoint, arch=cfg.model, normalization=(d.mean, d.std))
-        teacher = finish_teacher(model, d, run.device, {}, 0.0)
+        teacher = finish_teacher(model, d, run.device, {}, seconds=0.0)
         check_imported_accuracy(run, teacher)
         return teacher
     return train_teacher(d, cfg.model, cfg.train, seed=run.cfg.seed, device=run.device, progress=run.cfg.progress,
@@ -74,7 +74,7 @@ def teacher_stage(run: Run) -> None:
     teacher = _teacher(run)
     scores = {**teacher.scores, **imported}
     correct = teacher.correct.nonzero().flatten().numpy()
-    save_checkpoint(teacher.model, out / "model.pt", cfg.model, d.num_classes, d.channels, d.image_size,
+    save_checkpoint(teacher.model, out / "model.pt", cfg.model, d.num_classes, in_channels=d.channels, image_size=d.image_size,
                     mean=d.mean, std=d.std)
     np_save(out / "correct_indices.npy", correct.astype(np.int64))
     np_save(out / "true_logit.npy", true_class_logit(teacher.train_logits, d.train.labels).numpy())
