@@ -77,8 +77,10 @@ class Normalizer:
 
 
 def use_channels_last(model: nn.Module, device: torch.device, wanted: bool = True) -> bool:
-    """Channels-last on CUDA; on the CPU only for BatchNorm nets, where it measured faster
-    (convnet_w32_bn train 5.4k vs 3.9k img/s) while GroupNorm nets got slower (3.7k vs 5.2k)."""
+    """Channels-last on CUDA; on the CPU only for BatchNorm nets. `python -m bench.channels_last`
+    (bench/results/channels_last.md, 2 threads) measured CPU training at 4.6k vs 3.0k img/s
+    (channels-last vs contiguous) for convnet_w32_bn, but 2.0k vs 3.4k for convnet_w32 and
+    332 vs 407 for convnet, whose instance norm is a GroupNorm."""
     from ccfs.models import batchnorm_layers
 
     if not wanted:

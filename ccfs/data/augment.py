@@ -5,8 +5,11 @@ horizontal flip) is an axis-aligned affine map, so a whole batch is augmented by
 one `[B, 2, 3]` matrix per sample and calling `grid_sample` once. Parameters are drawn on
 the CPU from an explicit `torch.Generator` (repeatable on any device) and moved over.
 
-Why not kornia: `kornia.augmentation.RandomResizedCrop` does the same warp but adds
-per-call validation and parameter objects; `bench/augment.py` measures both (see README).
+Why not kornia: `python -m bench.augment` (bench/results/augment.md; 2 CPU threads, a
+batch of 256 Fashion-MNIST images) measured RandomResizedCrop + flip at 2.2 ms here, against
+6.2 ms for `kornia.augmentation.RandomResizedCrop` + `RandomHorizontalFlip` in kornia's
+default per-image "slice" mode and 3.7 ms in its batched "resample" mode (the same kind of
+warp as ours); ours is 2.4 % of a convnet_w32 KD training step.
 """
 from __future__ import annotations
 
