@@ -27,6 +27,7 @@ from throughput import bare_infer, bare_train  # bench/ is sys.path[0] when run 
 import ccfs.api
 import ccfs.models
 import ccfs.selection.run
+import ccfs.synthesis
 import ccfs.train
 from ccfs.config import load_config
 from ccfs.objectives import KD
@@ -60,8 +61,6 @@ def instrument() -> None:
     def predict(model, images, *a, **kw):
         INFER[_name(model)] += len(images)
         return real_predict(model, images, *a, **kw)
-
-    import ccfs.synthesis
 
     real_synth = ccfs.synthesis.synthesize_classes
 

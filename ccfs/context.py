@@ -191,6 +191,12 @@ class Run:
         folder = self.selection_dir(run_name)
         if not (folder / "selected_indices.json").is_file():
             raise ConfigError(f"{folder}/selected_indices.json is missing: run `ccfs select` first")
+        from ccfs.records import same_selection_settings, selection_settings
+
+        if (folder / "settings.json").is_file() and not same_selection_settings(
+                read_json(folder / "settings.json"), selection_settings(self.cfg, run_name)):
+            raise ConfigError(f"{folder} was made with other select/train settings than this config's; "
+                              "run `ccfs select` with this config (in a new out= directory) first")
         sel = read_json(folder / "selected_indices.json")
         meta = read_json(folder / "meta.json")
         own = None

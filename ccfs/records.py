@@ -18,15 +18,32 @@ from ccfs.config import Config, to_dict
 FILE = "results.jsonl"
 
 
+# Recipe fields that only decide when a model is tested: they change evaluation records,
+# never a selection (filters are not tested by the recipe).
+TEST_ONLY = ("eval_every", "eval_last")
+
+
 def selection_settings(cfg: Config, run_name: str | None = None) -> dict:
     """What a selection (or, with run_name None, an evaluation record) depends on."""
     out = {"select": {k: v for k, v in to_dict(cfg.select).items() if k != "method"}}
     if run_name is None or methods.parse(run_name)[1].trains_filters:
-        out.update({"train": to_dict(cfg.train), "objective": cfg.eval.objective,
+        train = to_dict(cfg.train)
+        if run_name is not None:
+            train = {k: v for k, v in train.items() if k not in TEST_ONLY}
+        out.update({"train": train, "objective": cfg.eval.objective,
                     "filter_model": cfg.select.filter_model or cfg.eval.models[0]})
     if run_name is None:
         out["full_epochs"] = cfg.eval.full_epochs
     return out
+
+
+def same_selection_settings(saved: dict, now: dict) -> bool:
+    """A selection's saved settings.json against the present ones (files written before
+    TEST_ONLY was split off carry those keys; they never mattered)."""
+    def strip(d: dict) -> dict:
+        return {**d, "train": {k: v for k, v in d["train"].items() if k not in TEST_ONLY}} if "train" in d else d
+
+    return strip(saved) == strip(now)
 
 
 def settings_hash(cfg: Config) -> str:

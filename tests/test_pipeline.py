@@ -279,3 +279,16 @@ def test_checkpoint_trained_with_other_normalisation_is_refused(tmp_path, capsys
     err = capsys.readouterr().err
     assert "normalised with mean [0.2861], std [0.353]" in err and "data.mean=[0.2861]" in err
     assert _run(root, out, f"teacher.checkpoint={ckpt}", "select.method=[random]") == 0
+
+
+def test_evaluate_refuses_a_selection_made_with_other_settings(tmp_path, capsys):
+    """A CCFS selection depends on the filters' recipe: students are never trained on one
+    made with another; settings that only decide the test passes do not count."""
+    root = write_fake_fmnist(tmp_path / "fmnist")
+    out = tmp_path / "run"
+    assert _run(root, out, "select.method=[ccfs]") == 0
+    assert _run(root, out, "select.method=[ccfs]", "train.lr=0.5", stage="evaluate") == 2
+    assert "other select/train settings" in capsys.readouterr().err
+    assert _run(root, out, "select.method=[ccfs]", "train.eval_every=1", stage="evaluate") == 0
+    recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["best_last20_acc"] is None for r in recs] == [True, False]

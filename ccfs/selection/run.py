@@ -59,7 +59,7 @@ def _check_settings(run: Run, folder) -> None:
     """A method folder made with other settings is never silently reused."""
     path = folder / "settings.json"
     now = records.selection_settings(run.cfg, folder.name)
-    if path.is_file() and read_json(path) != now:
+    if path.is_file() and not records.same_selection_settings(read_json(path), now):
         raise ConfigError(f"{folder} was made with other select/train settings; use a new out= "
                           f"directory or delete {folder} to redo it")
     if not path.is_file():
