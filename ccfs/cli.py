@@ -5,6 +5,7 @@ User errors (`CCFSError`) print one line and exit 2; nothing else is caught.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ccfs.errors import CCFSError
@@ -87,7 +88,6 @@ def _config(args) -> None:
 def _stage(args) -> None:
     """A stage command; under torchrun every rank runs it and rank 0 alone speaks."""
     import contextlib
-    import os
 
     from ccfs import distributed
     from ccfs.config import load_config
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     except CCFSError as e:
         from ccfs.distributed import RankFailed
 
-        if not isinstance(e, RankFailed):  # rank 0 has said why
+        if not isinstance(e, RankFailed) and os.environ.get("RANK", "0") == "0":  # rank 0 says why, once
             print(f"ccfs: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
