@@ -11,9 +11,11 @@ teacher epoch and a coarse pass read from it, against the in-memory tensor path.
    teacher: `fit`, one epoch (or --steps steps) of convnet_w32_bn, CE, batch 256, crop + flip;
    coarse: `predict_logits` over the train rows (batch 1024);
    reads: the loop's data path alone (gather 256 random rows, to float), one epoch;
-   each over the whole store and, for the ratio, over the first --subset rows: from the
-   store (a memory-mapped view) and in memory (the same rows read into a tensor).
+   each once over the whole store and, for the ratio, --repeats times alternately over the
+   first --subset rows (the teacher for --ratio-steps steps) from the store (a memory-mapped
+   view) and in memory (the same rows read into a tensor); medians are shown.
    memory-prepare: `load_dataset` of the whole folder into the tensor cache, for contrast.
+Each phase's result is kept in WORK/results and reused (--fresh measures again).
 Store phases run after the store files were read once (in the page cache). Peak RSS is
 VmHWM: it counts the store pages mapped into the process, clean page cache that the kernel
 can drop at any time; peak anon is the sampled peak of RssAnon (memory only the process
@@ -217,13 +219,22 @@ def run_phase(args) -> dict:
 
 # ----------------------------------------------------------------------------- driver
 
-def _spawn(args, phase: str, source: str = "store", rows: int = 0) -> dict:
+def _spawn(args, phase: str, source: str = "store", rows: int = 0, steps: int = 0, rep: int = 0) -> dict:
+    """Run one phase in its own process; its result is kept in WORK/results (rerun: --fresh)."""
+    saved = args.work / "results" / f"{phase}-{source}-{rows}-{steps}-{rep}.json"
+    if saved.is_file() and not args.fresh:
+        return json.loads(saved.read_text())
+    if source == "store" and phase not in ("prepare", "memory-prepare"):
+        _warm(args.work / "store")
     cmd = [sys.executable, __file__, "--phase", phase, "--source", source, "--rows", str(rows),
-           "--threads", str(args.threads), "--work", str(args.work), "--steps", str(args.steps)]
+           "--threads", str(args.threads), "--work", str(args.work), "--steps", str(steps)]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"phase {phase} failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = {**json.loads(out.stdout.strip().splitlines()[-1]), "load": os.getloadavg()[0]}
+    saved.parent.mkdir(exist_ok=True)
+    saved.write_text(json.dumps(result))
+    return result
 
 
 def _warm(store: Path) -> None:
@@ -235,10 +246,41 @@ def _warm(store: Path) -> None:
 
 
 def _row(name: str, data: str, r: dict) -> str:
-    rate = f"{r['images'] / r['seconds']:,.0f}" if r.get("images") else "—"
-    images = f"{r['images']:,}" if r.get("images") else "—"
-    return (f"| {name} | {data} | {images} | {r['seconds']:.1f} | {rate} | {r['hwm_mb']:,.0f} | "
-            f"{r['anon_mb']:,.0f} | {r['file_mb']:,.0f} |")
+    return (f"| {name} | {data} | {r['images']:,} | {r['seconds']:.1f} | {r['images'] / r['seconds']:,.0f} | "
+            f"{r['hwm_mb']:,.0f} | {r['anon_mb']:,.0f} | {r['file_mb']:,.0f} | {r['load']:.1f} |")
+
+
+def _median_run(runs: list[dict]) -> dict:
+    return sorted(runs, key=lambda r: r["images"] / r["seconds"])[len(runs) // 2]
+
+
+NAMES = {"teacher": "teacher train", "coarse": "coarse pass", "reads": "batch reads (gather + float)"}
+
+
+def measure(args, n_train: int, n_all: int) -> tuple[list[str], dict]:
+    rows = []
+    prep = {**_spawn(args, "prepare"), "images": n_all}
+    rows.append(_row("prepare (decode PNGs → store)", "image folder", prep))
+    ratios = {}
+    for phase, name in NAMES.items():
+        steps = args.steps if phase == "teacher" else 0
+        full = _spawn(args, phase, "store", 0, steps)
+        rows.append(_row(name, f"store, all {n_train:,}" + (f", {steps} steps" if steps else ""), full))
+        sub_steps = args.ratio_steps if phase == "teacher" else 0
+        runs = {src: [] for src in ("store", "memory")}
+        for rep in range(args.repeats):  # alternating, so both see the same machine
+            for src in runs:
+                runs[src].append(_spawn(args, phase, src, args.subset, sub_steps, rep))
+        for src, label in (("store", "store"), ("memory", "in memory")):
+            data = f"{label}, first {args.subset:,}" + (f", {sub_steps} steps" if sub_steps else "")
+            rows.append(_row(name, data + f", median of {args.repeats}", _median_run(runs[src])))
+        rate = {src: _median_run(r)["images"] / _median_run(r)["seconds"] for src, r in runs.items()}
+        ratios[name] = rate["store"] / rate["memory"]
+    if not args.skip_memory_prepare:
+        mem = {**_spawn(args, "memory-prepare"), "images": n_all}
+        shutil.rmtree(args.work / "cache", ignore_errors=True)
+        rows.append(_row("in-memory load_dataset (decode PNGs → tensor cache)", "image folder", mem))
+    return rows, ratios
 
 
 def main() -> None:
@@ -248,8 +290,11 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=100)
     ap.add_argument("--per-class", type=int, default=2000)
     ap.add_argument("--subset", type=int, default=50_000, help="rows of the store-vs-memory comparison")
-    ap.add_argument("--steps", type=int, default=0, help="teacher steps (0: one whole epoch)")
+    ap.add_argument("--steps", type=int, default=0, help="teacher steps over the whole store (0: one epoch)")
+    ap.add_argument("--ratio-steps", type=int, default=60, help="teacher steps of the store-vs-memory runs")
+    ap.add_argument("--repeats", type=int, default=3, help="alternating store / memory runs (medians)")
     ap.add_argument("--skip-memory-prepare", action="store_true")
+    ap.add_argument("--fresh", action="store_true", help="ignore the results kept in WORK/results")
     ap.add_argument("--phase", help=argparse.SUPPRESS)
     ap.add_argument("--source", default="store", help=argparse.SUPPRESS)
     ap.add_argument("--rows", type=int, default=0, help=argparse.SUPPRESS)
@@ -259,42 +304,22 @@ def main() -> None:
         return
 
     gen_s = generate(args.work / "tree", args.classes, args.per_class, args.threads)
+    if gen_s:
+        shutil.rmtree(args.work / "results", ignore_errors=True)  # a new image set: measure again
     n_train = args.classes * args.per_class
-    results = {"prepare": _spawn(args, "prepare")}
-    results["prepare"]["images"] = n_train + args.classes * VAL_PER_CLASS
+    rows, ratios = measure(args, n_train, n_train + args.classes * VAL_PER_CLASS)
     store_mb = sum(p.stat().st_size for p in (args.work / "store").glob("*.npy")) / MB
-    rows = []
-    for phase in ("teacher", "coarse", "reads"):
-        _warm(args.work / "store")
-        results[phase, "full"] = _spawn(args, phase, "store")
-        for source in ("store", "memory"):
-            _warm(args.work / "store")
-            results[phase, source] = _spawn(args, phase, source, args.subset)
-    if not args.skip_memory_prepare:
-        results["memory-prepare"] = _spawn(args, "memory-prepare")
-        results["memory-prepare"]["images"] = results["prepare"]["images"]
-        shutil.rmtree(args.work / "cache", ignore_errors=True)
-
-    teacher = f"{args.steps} steps of" if args.steps else "one epoch of"
+    teacher = f"{args.steps} steps" if args.steps else "one epoch"
     print(f"{datetime.date.today()}, {args.threads} threads, {os.cpu_count()} cores; {n_train:,} train + "
-          f"{args.classes * VAL_PER_CLASS:,} val PNGs at {SIZE} px, {args.classes} classes"
-          + (f" (generated in {gen_s:.0f} s)" if gen_s else "") + f"; store {store_mb:,.0f} MiB")
-    print(f"teacher: {teacher} convnet_w32_bn, CE, batch 256, crop + flip; coarse: predict_logits, batch 1024\n")
-    print("| phase | data | images | s | img/s | peak RSS MiB (VmHWM) | peak anon MiB | peak file MiB |")
-    print("|---|---|---|---|---|---|---|---|")
-    rows.append(_row("prepare (decode PNGs → store)", "image folder", results["prepare"]))
-    names = {"teacher": "teacher train", "coarse": "coarse pass", "reads": "batch reads (gather + float)"}
-    for phase, name in names.items():
-        rows.append(_row(name, f"store, all {n_train:,}", results[phase, "full"]))
-        rows.append(_row(name, f"store, first {args.subset:,}", results[phase, "store"]))
-        rows.append(_row(name, f"in memory, first {args.subset:,}", results[phase, "memory"]))
-    if "memory-prepare" in results:
-        rows.append(_row("in-memory load_dataset (decode PNGs → tensor cache)", "image folder",
-                         results["memory-prepare"]))
+          f"{args.classes * VAL_PER_CLASS:,} val PNGs at {SIZE} px, {args.classes} classes; store {store_mb:,.0f} MiB")
+    print(f"teacher: convnet_w32_bn, CE, batch 256, crop + flip, {teacher} over the whole store; "
+          "coarse: predict_logits, batch 1024\n")
+    print("| phase | data | images | s | img/s | peak RSS MiB (VmHWM) | peak anon MiB | peak file MiB | load |")
+    print("|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
-    ratios = {p: results[p, "memory"]["seconds"] / results[p, "store"]["seconds"] for p in names}
-    print("\nstore / in-memory throughput on the same rows: "
-          + ", ".join(f"{names[p]} {r:.2f}" for p, r in ratios.items()))
+    print("\nstore / in-memory throughput on the same rows (medians): "
+          + ", ".join(f"{name} {r:.2f}" for name, r in ratios.items()))
+    print("load: the 1-minute load average when the phase ended (2 = both cores busy)")
 
 
 if __name__ == "__main__":
