@@ -186,7 +186,7 @@ def select(method: str, data: Dataset, teacher: Teacher, *, ipc: int, alpha: flo
     part = _first_per_class(distilled, cpc, data.num_classes) if entry.distilled in ("alpha", "ipc") else None
     device = _device(device)
     if hardness is None and entry.needs_scores:
-        hardness = teacher.hardness(score)
+        hardness = teacher.hardness(entry.score or score)
     obj = make_objective(objective, teacher.model if objective == "kd" else None, (recipe or Recipe()).temperature)
     inputs = methods.SelectionInputs(
         labels=data.train.labels, num_classes=data.num_classes, ipc=ipc, cpc=cpc, hardness=hardness,

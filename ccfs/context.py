@@ -103,9 +103,12 @@ class Run:
     def hardness(self) -> torch.Tensor | None:
         """The configured score select.score as hardness [N] (higher = harder), or None
         for score `logits` (taken from the filters, or the teacher's logits)."""
+        return self.hardness_of(self.cfg.select.score)
+
+    def hardness_of(self, name: str) -> torch.Tensor | None:
+        """Score `name` as hardness [N], or None for a computed score (`logits`)."""
         from ccfs.scores import COMPUTED, to_hardness
 
-        name = self.cfg.select.score
         if name in COMPUTED:
             return None
         if name not in self.scores:

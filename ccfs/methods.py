@@ -129,7 +129,8 @@ class Method:
     description: str  # one line, for --help listings and the report
     distilled: Distilled = "none"  # distilled images per class: none, the α part (cpc), all of
     #                                IPC, or its own α part distilled from its selection
-    needs_scores: bool = False  # ranks by the difficulty score select.score
+    needs_scores: bool = False  # ranks by a difficulty score: `score`, or else select.score
+    score: Optional[str] = None  # a fixed score whatever select.score says (forgetting: forgetting)
     trains_filters: bool = False  # trains models on the synthetic set while selecting
     full_data: bool = False  # the whole train set, not a synthetic set (not exported)
     sweep: Optional[str] = None  # a select.* list; one run per value, named <name>_b<value>
@@ -151,8 +152,8 @@ METHODS: dict[str, Method] = {  # also the order of report rows
     "distill_only": Method(select_nothing, "distilled images alone at the full IPC", distilled="ipc"),
     "herding": Method(select_herding, "per-class herding on the teacher's features"),
     "kcenter": Method(select_kcenter, "per-class greedy k-center on the teacher's features"),
-    "forgetting": Method(select_window, "per class, the hardest images by the score (window at β = 0)",
-                         needs_scores=True),
+    "forgetting": Method(select_window, "per class, the images with the most forgetting events (window at β = 0)",
+                         needs_scores=True, score="forgetting"),
     "window": Method(select_window, "SelMatch's sliding window: skip the hardest β part, take the next IPC",
                      needs_scores=True, sweep="window_betas"),
     "selmatch": Method(select_selmatch, "SelMatch's order: a window first, then its α part distilled",
@@ -190,6 +191,12 @@ def parse(run_name: str) -> tuple[str, Method, float]:
 
 def is_sweep(run_name: str) -> bool:
     return parse(run_name)[1].sweep is not None
+
+
+def score_of(name: str, select_cfg) -> str | None:
+    """The difficulty score a method ranks by (None: it needs none)."""
+    m = get(name)
+    return (m.score or select_cfg.score) if m.needs_scores else None
 
 
 def distilled_needed(select_cfg, cpc: int) -> int:

@@ -32,16 +32,20 @@ def preflight(run: Run) -> None:
 
 
 def _check_score_available(run: Run, imported: str | None) -> None:
-    """Methods that rank by select.score need it: recorded by the teacher run, imported
-    with teacher.scores, or computed (logits). Methods that need no score never ask."""
+    """Every score a method ranks by (select.score, or a method's own, e.g. forgetting) must
+    be recorded by the teacher run, imported with teacher.scores, or computed (logits)."""
+    for score in sorted({s for m in run.cfg.select.method if (s := methods.score_of(m, run.cfg.select))}):
+        _check_one_score(run, score, imported)
+
+
+def _check_one_score(run: Run, score: str, imported: str | None) -> None:
     from ccfs.scores import COMPUTED, RECORDED
 
     cfg = run.cfg
-    score = cfg.select.score
-    if not any(methods.get(m).needs_scores for m in cfg.select.method) or score in COMPUTED:
+    if score in COMPUTED:
         return
     if (run.teacher_dir / "metrics.json").is_file():
-        run.hardness  # a finished teacher stage: fails now, naming the scores it holds
+        run.hardness_of(score)  # a finished teacher stage: fails now, naming the scores it holds
     elif score not in RECORDED and imported != score:
         raise ConfigError(f"select.score={score} cannot be recorded while training; import it with "
                           "teacher.scores=FILE")

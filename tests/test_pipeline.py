@@ -292,3 +292,17 @@ def test_evaluate_refuses_a_selection_made_with_other_settings(tmp_path, capsys)
     assert _run(root, out, "select.method=[ccfs]", "train.eval_every=1", stage="evaluate") == 0
     recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["best_last20_acc"] is None for r in recs] == [True, False]
+
+
+def test_forgetting_row_uses_forgetting_scores_under_another_select_score(tmp_path):
+    from ccfs.selection.baselines import hardest_window
+
+    root = write_fake_fmnist(tmp_path / "fmnist")
+    out = tmp_path / "run"
+    assert _run(root, out, "select.method=[forgetting]", "select.score=aum") == 0
+    chosen = json.loads((out / "select" / "forgetting" / "selected_indices.json").read_text())["idx_selected"]
+    with np.load(out / "teacher" / "scores.npz") as z:
+        forgetting, aum = torch.from_numpy(z["forgetting"]), torch.from_numpy(z["aum"])
+    labels = torch.load(next((tmp_path / "ccfs-cache").glob("*.pt")), weights_only=True)["train_y"]
+    assert chosen == hardest_window(labels, forgetting, 6, 0.0).tolist()
+    assert chosen != hardest_window(labels, -aum, 6, 0.0).tolist()

@@ -558,3 +558,12 @@ def test_filters_are_asked_only_about_the_eligible_pool():
         want = 100.0 * (pred[rows] == labels[rows]).float().mean().item()
         assert entry["filter_pool_acc"] == pytest.approx(want) and entry["filter_eval_acc"] == 50.0 + j
         done[entry["indices"]] = True
+
+
+def test_forgetting_baseline_ranks_by_forgetting_whatever_select_score_says():
+    from ccfs.methods import score_of
+
+    cfg = SelectCfg(score="aum")
+    assert score_of("forgetting", cfg) == "forgetting"
+    assert score_of("window", cfg) == "aum" and score_of("ccfs", cfg) == "aum"
+    assert score_of("random", cfg) is None

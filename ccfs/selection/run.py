@@ -42,13 +42,14 @@ def _features(run: Run) -> torch.Tensor:
 
 
 def _inputs(run: Run, run_name: str, folder) -> SelectionInputs:
-    _, method, param = methods.parse(run_name)
+    base, method, param = methods.parse(run_name)
     cpc = method.distilled_per_class(run.cfg.select.ipc, run.cpc)
+    score = methods.score_of(base, run.cfg.select)
     state_path = folder / "state.json"
     state = RoundState(**read_json(state_path)) if state_path.is_file() else None
     return SelectionInputs(
         labels=run.data.train.labels, num_classes=run.data.num_classes, ipc=run.cfg.select.ipc,
-        cpc=cpc, hardness=run.hardness if method.needs_scores else None, score_name=run.cfg.select.score,
+        cpc=cpc, hardness=run.hardness_of(score) if score else None, score_name=score or run.cfg.select.score,
         teacher_correct=run.teacher_correct, teacher_logit=run.teacher_logit,
         features=lambda: _features(run), train_filter=make_filter_trainer(run, run_name, cpc),
         cfg=run.cfg.select, seed=run.cfg.seed, param=param, state=state,
