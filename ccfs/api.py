@@ -71,6 +71,7 @@ class Teacher:
     scores: dict[str, np.ndarray] = field(default_factory=dict)  # raw scores [N], ccfs.scores signs
     test_acc: float = float("nan")  # percent
     seconds: float = 0.0  # of training
+    val_acc: float | None = None  # percent, where the data has a validation split
 
     @property
     def correct(self) -> torch.Tensor:
@@ -106,7 +107,8 @@ def finish_teacher(net: torch.nn.Module, data: Dataset, device, scores: dict, *,
     net.to(device).eval()
     logits = predict_logits(net, data.train.images, data.mean, data.std, device=device).cpu()
     test_acc = accuracy(net, data.test, data.mean, data.std, device=device)
-    return Teacher(net.requires_grad_(False), logits, data.train.labels, scores, test_acc, seconds)
+    val_acc = accuracy(net, data.val, data.mean, data.std, device=device) if data.val is not None else None
+    return Teacher(net.requires_grad_(False), logits, data.train.labels, scores, test_acc, seconds, val_acc)
 
 
 # ----------------------------------------------------------------------------- distill
@@ -134,6 +136,12 @@ def synthetic_set(data: Dataset, distilled: Split | None, indices) -> Split:
     if distilled is None or len(distilled) == 0:
         return real
     return Split(torch.cat([distilled.images, real.images]), torch.cat([distilled.labels, real.labels]))
+
+
+def held_out(data: Dataset) -> Split:
+    """Where models are checked while choices are being made: the validation split if
+    there is one, else the test set."""
+    return data.val if data.val is not None else data.test
 
 
 def eval_sample(split: Split, size: int, seed: int = 0) -> Split | None:
@@ -196,7 +204,7 @@ def select(method: str, data: Dataset, teacher: Teacher, *, ipc: int, alpha: flo
                                         features=True).cpu(),
         train_filter=filter_trainer(data, part, obj, arch=filter_model, recipe=recipe or Recipe(), seed=seed,
                                     device=device, progress=progress, desc=f"{method} filter",
-                                    eval_set=eval_sample(data.test, settings.filter_eval_size)),
+                                    eval_set=eval_sample(held_out(data), settings.filter_eval_size)),
         cfg=settings, seed=seed, param=param, state=state, on_round=on_round)
     sel = entry.select(inputs)
     sel.distilled = part
@@ -219,11 +227,12 @@ def train_student(data: Dataset, synthetic: Split, teacher: Teacher | torch.nn.M
              objective: str = "kd", device="auto", progress: bool = False, desc: str = "eval",
              objective_fn=None) -> History:
     """Train a fresh student on `synthetic` (KD from the teacher, or CE) and return its
-    History; `History.final_acc` is the test accuracy after the last epoch."""
+    History; `History.final_acc` is the test accuracy after the last epoch, `History.val_acc`
+    the validation accuracy (where `data` has a validation split), on which choices are made."""
     recipe = recipe or Recipe()
     if objective_fn is None:
         net = teacher.model if isinstance(teacher, Teacher) else teacher
         objective_fn = make_objective(objective, net if objective == "kd" else None, recipe.temperature)
     student = new_model(model, data, seed)
     return fit(student, synthetic, recipe, objective_fn, mean=data.mean, std=data.std, device=_device(device),
-               seed=seed, test=data.test, progress=progress, desc=desc)
+               seed=seed, test=data.test, val=data.val, progress=progress, desc=desc)

@@ -70,6 +70,8 @@ class DataCfg:
     mean: Optional[list[float]] = doc(None, "per-channel normalisation mean (None: the dataset table's)")
     std: Optional[list[float]] = doc(None, "per-channel normalisation std (None: the dataset table's)")
     store: Optional[str] = doc(None, "read the data from this memory-mapped store (ccfs prepare --store)")
+    val_size: int = doc(0, "images (class-balanced, fixed seed) held out of the train set as a validation split: "
+                        "never trained on or selected from; every choice is made on it (0: none)")
 
 
 # The squeeze recipe's defaults: random crop with padding + flip, tested after the last epoch.
@@ -123,7 +125,7 @@ class SelectCfg:
         "carry", "carry deficits and fill them in the last round (IPC always met) | reference (under-fill)")
     filter_model: Optional[str] = doc(None, "architecture of the CCFS filters (None: the first of eval.models)")
     filter_epochs: Optional[int] = doc(None, "epochs of each filter (None: train.epochs)")
-    filter_eval_size: int = doc(1000, "images of the fixed class-balanced test sample each filter's accuracy "
+    filter_eval_size: int = doc(1000, "images of the fixed class-balanced validation sample (test, without data.val_size) each filter's accuracy "
                                 "is logged on (0: none)")
     window_betas: list[float] = doc([round(0.1 * i, 1) for i in range(10)], "window: the β values swept")
     window_unit: Literal["ipc", "class"] = doc(

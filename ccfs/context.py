@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ccfs.config import Config
-from ccfs.data.datasets import Dataset, Split
+from ccfs.data.datasets import Dataset, Split, carve_validation
 from ccfs.errors import ConfigError
 
 
@@ -53,7 +53,8 @@ class Run:
             if value is not None and len(value) != data.channels:
                 raise ConfigError(f"data.{key} has {len(value)} values, the images have {data.channels} "
                                   f"channels; give one per channel")
-        return replace(data, mean=tuple(d.mean or data.mean), std=tuple(d.std or data.std))
+        data = replace(data, mean=tuple(d.mean or data.mean), std=tuple(d.std or data.std))
+        return carve_validation(data, d.val_size) if d.val_size else data
 
     @property
     def cpc(self) -> int:

@@ -17,7 +17,7 @@ from ccfs.errors import ConfigError
 def preflight(run: Run) -> None:
     """Checks that need the dataset but no training."""
     from ccfs.models import MODELS, load_checkpoint
-    from ccfs.teacher.score_files import load_score_file
+    from ccfs.teacher.score_files import load_dataset_scores
 
     cfg = run.cfg
     for name in [cfg.teacher.model, *cfg.eval.models] + ([cfg.select.filter_model] if cfg.select.filter_model else []):
@@ -27,7 +27,7 @@ def preflight(run: Run) -> None:
     if cfg.teacher.checkpoint and not (run.teacher_dir / "metrics.json").is_file():
         load_checkpoint(run.model(cfg.teacher.model, 0), cfg.teacher.checkpoint, arch=cfg.teacher.model,
                         normalization=(run.data.mean, run.data.std))
-    imported = load_score_file(cfg.teacher.scores, run.data.train.labels)[0] if cfg.teacher.scores else None
+    imported = load_dataset_scores(cfg.teacher.scores, run.data)[0] if cfg.teacher.scores else None
     _check_score_available(run, imported)
 
 

@@ -138,6 +138,7 @@ class History:
     train_acc: list[float] = field(default_factory=list)  # percent, on augmented batches
     test_acc: dict[int, float] = field(default_factory=dict)  # epoch -> percent
     seconds: float = 0.0
+    val_acc: float | None = None  # percent on the validation split after the last epoch
 
     @property
     def final_acc(self) -> float:
@@ -181,9 +182,10 @@ def _train_epoch(model, opt, objective, data: Split, *, norm: Normalizer, recipe
 
 
 def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, device="cpu",
-        seed: int = 0, test: Split | None = None, hook: Optional[Hook] = None,
+        seed: int = 0, test: Split | None = None, val: Split | None = None, hook: Optional[Hook] = None,
         progress: bool = True, desc: str = "train", resume: Path | None = None) -> History:
-    """Train `model` on `data` (uint8 images on any device) and return its History.
+    """Train `model` on `data` (uint8 images on any device) and return its History: test
+    accuracy at the recipe's evaluation epochs, validation accuracy after the last one.
 
     `hook(epoch, indices, logits, labels)` runs after every step with the batch's detached
     logits. With `resume`, a checkpoint is written after every epoch and picked up on the
@@ -218,6 +220,8 @@ def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, 
         hist.seconds += time.perf_counter() - t0
         if epoch in evals:
             hist.test_acc[epoch] = accuracy(model, test, mean, std, device=device)
+        if val is not None and epoch == recipe.epochs - 1:
+            hist.val_acc = accuracy(model, val, mean, std, device=device)
         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.1f}",
                         test=f"{hist.test_acc.get(epoch, float('nan')):.1f}")
         if resume is not None:

@@ -123,3 +123,30 @@ def test_split_subset_and_len(fake_fmnist):
     assert torch.equal(sub.images[0], d.train.images[5]) and torch.equal(sub.images[1], d.train.images[0])
     assert torch.equal(sub.labels, d.train.labels[[5, 0, 5]])
     assert len(d.train.subset([])) == 0
+
+
+# ---------------------------------------------------------------- validation split
+
+def test_validation_split_is_class_balanced_disjoint_and_fixed(fake_fmnist):
+    from ccfs.data.datasets import carve_validation
+
+    d = load_dataset("fashion-mnist", str(fake_fmnist))
+    v = carve_validation(d, 20)
+    assert len(v.val) == 20 and len(v.train) == 100
+    assert torch.bincount(v.val.labels, minlength=10).tolist() == [2] * 10
+    assert set(v.train_rows.tolist()).isdisjoint(v.val_rows.tolist())
+    assert sorted(v.train_rows.tolist() + v.val_rows.tolist()) == list(range(120))
+    assert torch.equal(v.val.images, d.train.images[v.val_rows])
+    assert torch.equal(v.train.labels, d.train.labels[v.train_rows])
+    assert torch.equal(v.file_train_labels, d.train.labels)
+    assert v.file_rows([0, 5]) == v.train_rows[[0, 5]].tolist()
+    assert torch.equal(carve_validation(d, 20).val_rows, v.val_rows)  # a fixed seed
+    assert "100 train + 20 validation / 40 test" in v.summary()
+
+
+@pytest.mark.parametrize("size, message", [(15, "multiple of the 10 classes"), (120, "has only 12")])
+def test_validation_split_refuses_impossible_sizes(fake_fmnist, size, message):
+    from ccfs.data.datasets import carve_validation
+
+    with pytest.raises(DataError, match=message):
+        carve_validation(load_dataset("fashion-mnist", str(fake_fmnist)), size)

@@ -306,3 +306,33 @@ def test_forgetting_row_uses_forgetting_scores_under_another_select_score(tmp_pa
     labels = torch.load(next((tmp_path / "ccfs-cache").glob("*.pt")), weights_only=True)["train_y"]
     assert chosen == hardest_window(labels, forgetting, 6, 0.0).tolist()
     assert chosen != hardest_window(labels, -aum, 6, 0.0).tolist()
+
+
+def test_validation_split_run_keeps_validation_rows_out_and_records_both_accuracies(tmp_path, monkeypatch):
+    """With data.val_size the teacher, the scores and every selection see only the rows left
+    in the train split; students record validation and test accuracy; exports name the
+    rows of the dataset file."""
+    import csv
+
+    from ccfs.data.cache import load_dataset
+    from ccfs.data.datasets import carve_validation
+
+    monkeypatch.setenv("CCFS_CACHE", str(tmp_path / "cache"))
+    root = write_fake_fmnist(tmp_path / "fmnist")
+    out = tmp_path / "run"
+    assert _run(root, out, "data.val_size=20", "select.method=[ccfs,random]", "eval.seeds=[0]") == 0
+    val_rows = set(carve_validation(load_dataset("fashion-mnist", str(root)), 20).val_rows.tolist())
+    metrics = json.loads((out / "teacher" / "metrics.json").read_text())
+    assert metrics["val_acc"] is not None and (metrics["val_acc"] / 5) == pytest.approx(round(metrics["val_acc"] / 5))
+    assert np.load(out / "teacher" / "forgetting.npy").shape == (100,)
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert {r["method"] for r in records} == {"ccfs", "random"}
+    for r in records:  # 20 validation images: multiples of 5 %
+        assert (r["val_acc"] / 5) == pytest.approx(round(r["val_acc"] / 5))
+    for method in ("ccfs", "random"):
+        idx = json.loads((out / "select" / method / "selected_indices.json").read_text())["idx_selected"]
+        assert all(0 <= i < 100 for i in idx)
+        with open(out / "export" / method / "labels.csv") as f:
+            file_rows = [int(row["train_index"]) for row in csv.DictReader(f) if row["source"] == "real"]
+        assert len(file_rows) == len(idx) and not val_rows & set(file_rows)
+    assert "validation split" in (out / "report.md").read_text()

@@ -8,7 +8,7 @@ from a store (`data/store.py`), the image tensors are memory maps of its files
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable
 
@@ -68,6 +68,9 @@ class Dataset:
     classes: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    val: Split | None = None  # carved from the file's train split (`carve_validation`), else None
+    train_rows: torch.Tensor | None = None  # [N] each train row's index in the file's train split
+    val_rows: torch.Tensor | None = None  # [V] the same for the validation rows
 
     @property
     def num_classes(self) -> int:
@@ -83,8 +86,56 @@ class Dataset:
 
     def summary(self) -> str:
         c, h, w = self.train.images.shape[1:]
-        return (f"{self.name}: {len(self.train)} train / {len(self.test)} test, "
+        val = f" + {len(self.val)} validation" if self.val is not None else ""
+        return (f"{self.name}: {len(self.train)} train{val} / {len(self.test)} test, "
                 f"{self.num_classes} classes, images {c}x{h}x{w}")
+
+    def file_rows(self, rows) -> list[int]:
+        """Train rows -> their indices in the file's train split (what exports report)."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        return (rows if self.train_rows is None else self.train_rows[rows]).tolist()
+
+    @property
+    def file_train_labels(self) -> torch.Tensor:
+        """Labels of the file's whole train split (train and validation rows together)."""
+        if self.val is None:
+            return self.train.labels
+        labels = torch.empty(len(self.train) + len(self.val), dtype=torch.long)
+        labels[self.train_rows], labels[self.val_rows] = self.train.labels, self.val.labels
+        return labels
+
+
+def validation_rows(labels: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
+    """`size` train rows, the same number from every class, drawn with a fixed seed (sorted).
+    The choice depends only on the labels, `size` and `seed`, never on the run's seed."""
+    k = int(labels.max()) + 1
+    per_class, counts = size // k, torch.bincount(labels, minlength=k)
+    if size % k or per_class < 1:
+        raise DataError(f"data.val_size={size} must be a positive multiple of the {k} classes "
+                        f"(class-balanced), e.g. {k * max(1, round(size / k))}")
+    if per_class >= int(counts.min()):
+        raise DataError(f"data.val_size={size} takes {per_class} images per class, but class "
+                        f"{int(counts.argmin())} has only {int(counts.min())}; use a smaller data.val_size")
+    gen = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in range(k):
+        rows = (labels == c).nonzero().flatten()
+        picks.append(rows[torch.randperm(len(rows), generator=gen)[:per_class]])
+    return torch.cat(picks).sort().values
+
+
+def carve_validation(data: Dataset, size: int, seed: int = 0) -> Dataset:
+    """`data` with a class-balanced validation split of `size` images taken out of its
+    train split: teacher, scores, selection pools and students never see those rows."""
+    if data.train.mapped:
+        raise DataError("data.val_size with data.store is not supported: a store is read in place; "
+                        "set data.val_size=0 or use the in-memory dataset")
+    val_rows = validation_rows(data.train.labels, size, seed)
+    keep = torch.ones(len(data.train), dtype=torch.bool)
+    keep[val_rows] = False
+    train_rows = keep.nonzero().flatten()
+    return replace(data, train=data.train.subset(train_rows), val=data.train.subset(val_rows),
+                   train_rows=train_rows, val_rows=val_rows)
 
 
 @dataclass(frozen=True)

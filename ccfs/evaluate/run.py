@@ -29,7 +29,7 @@ def evaluate_one(run: Run, run_name: str, model_name: str, seed: int, *, alpha: 
     hist = train_student(d, data, None, model=model_name, recipe=recipe, seed=seed, device=run.device,
                     progress=cfg.progress, desc=f"eval {run_name} {model_name} s{seed}", objective_fn=run.objective())
     return {"method": run_name, "model": model_name, "ipc": cfg.select.ipc, "alpha": alpha, "seed": seed,
-            "final_acc": hist.final_acc, "best_last20_acc": best_last20(hist, recipe),
+            "final_acc": hist.final_acc, "val_acc": hist.val_acc, "best_last20_acc": best_last20(hist, recipe),
             "test_acc_by_epoch": {str(k): v for k, v in sorted(hist.test_acc.items())},
             "images": len(data), "epochs": recipe.epochs, "train_seconds": time.perf_counter() - t0,
             "dataset": d.name, "settings": records.settings_hash(cfg), "config": to_dict(cfg),
@@ -65,5 +65,6 @@ def evaluate_stage(run: Run) -> None:
         for r in distributed.gather(rec):
             if r is not None and distributed.is_main():
                 records.append(run.out, r)
-                print(f"evaluate {r['method']:>14} {r['model']:>14} seed {r['seed']}: final {r['final_acc']:.2f}% "
+                val = f"val {r['val_acc']:.2f}%, " if r.get("val_acc") is not None else ""
+                print(f"evaluate {r['method']:>14} {r['model']:>14} seed {r['seed']}: {val}test {r['final_acc']:.2f}% "
                       f"({r['images']} images, {r['train_seconds']:.0f}s)")

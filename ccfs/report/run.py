@@ -7,7 +7,7 @@ from ccfs import records
 from ccfs.artifacts import read_json, write_text
 from ccfs.context import Run
 from ccfs.report import plots
-from ccfs.report.tables import results_table, rounds_table
+from ccfs.report.tables import choice_field, paired_table, results_table, rounds_table
 from ccfs.scores import hardness_label
 
 
@@ -16,7 +16,8 @@ def _teacher_section(run: Run) -> str:
     if not path.is_file():
         return ""
     m = read_json(path)
-    return (f"## Teacher\n\n`{m['model']}`: test accuracy {m['test_acc']:.2f} %, un-augmented train "
+    val = f"validation accuracy {m['val_acc']:.2f} %, " if m.get("val_acc") is not None else ""
+    return (f"## Teacher\n\n`{m['model']}`: {val}test accuracy {m['test_acc']:.2f} %, un-augmented train "
             f"accuracy {m['train_acc']:.2f} %, {m['seconds']:.0f} s of training"
             f"{' (imported)' if m['imported'] else ''}; scores: {', '.join(m['scores']) or 'none'}.\n")
 
@@ -42,12 +43,21 @@ def _rounds_section(run: Run, method: str, rounds: list[dict]) -> str:
 def report_stage(run: Run) -> None:
     found = records.current(run.out, run.cfg)
     cfg = run.cfg
+    if choice_field(found) == "val_acc":
+        where = (f"Choices (the oracle window's β) are made on the validation split ({len(run.data.val)} train "
+                 "images held out of everything); the test set only reports them.")
+    else:
+        where = ("This run has no validation split (data.val_size 0): the oracle window's β is picked on "
+                 "TEST accuracy, as SelMatch's oracle is, so that row is optimistic.")
+    paired = paired_table(found)
     parts = [f"# ccfs report: {cfg.data.name}, IPC {cfg.select.ipc}, α {cfg.select.alpha}\n",
-             f"Run directory `{run.out}`; config in `config.yaml`. Accuracies are test-set top-1 in %, "
-             "mean ± sample std over seeds (n = number of students). **final-epoch** accuracy is the "
-             "primary figure; the paper's metric (best test accuracy over the evaluated epochs in the "
-             "last 20 % of training) is shown beside it and selects epochs on the test set.\n",
-             _teacher_section(run), "## Results\n", results_table(found) if found else "no results yet", ""]
+             f"Run directory `{run.out}`; config in `config.yaml`. Accuracies are top-1 in %, "
+             "mean ± sample std over seeds (n = number of students). **final-epoch test** accuracy is the "
+             "primary figure; the validation accuracy is where choices are made; the paper's metric (best "
+             "test accuracy over the evaluated epochs in the last 20 % of training) selects epochs on the "
+             f"test set. {where}\n",
+             _teacher_section(run), "## Results\n", results_table(found) if found else "no results yet", "",
+             *(["## CCFS against each method, paired by seed\n", paired, ""] if paired else [])]
     for folder in sorted((run.out / "select").glob("*/rounds.json")):
         parts.append(_rounds_section(run, folder.parent.name, read_json(folder)))
     write_text(run.out / "report.md", "\n".join(parts))

@@ -29,11 +29,17 @@ def group(records: list[dict], field: str = "final_acc") -> dict[tuple, list[flo
     return out
 
 
+def choice_field(records: list[dict]) -> str:
+    """The accuracy choices are made on: validation where every record has it, else test
+    (a run without data.val_size; the report labels such choices as made on test)."""
+    return "val_acc" if records and all(r.get("val_acc") is not None for r in records) else "final_acc"
+
+
 def oracle_window(records: list[dict]) -> dict[tuple, str]:
-    """(model, ipc) -> the window method with the best mean final accuracy. It is chosen on
-    the test set, as SelMatch's oracle is; the report labels it so."""
+    """(model, ipc) -> the window method with the best mean accuracy on the validation split
+    (on the test set, as SelMatch's oracle, for runs without one; the report says which)."""
     best: dict[tuple, tuple[float, str]] = {}
-    for (method, model, ipc, _), vals in group(records).items():
+    for (method, model, ipc, _), vals in group(records, choice_field(records)).items():
         if _is_sweep(method):
             m = mean_std(vals)[0]
             if (model, ipc) not in best or m > best[(model, ipc)][0]:
@@ -57,21 +63,55 @@ def _rank(run_name: str) -> tuple:
 
 
 def results_table(records: list[dict]) -> str:
-    """Markdown table: one row per (method, model, ipc, alpha); final-epoch accuracy first."""
-    finals, bests = group(records, "final_acc"), group(records, "best_last20_acc")
+    """Markdown table: one row per (method, model, ipc, alpha); final-epoch test accuracy
+    (the reported figure) beside the validation accuracy (where choices are made)."""
+    finals, bests, vals = group(records, "final_acc"), group(records, "best_last20_acc"), group(records, "val_acc")
     oracle = set(oracle_window(records).items())
-    lines = ["| method | model | IPC | α | final-epoch acc % (primary) | best of last 20 % epochs, paper's metric |",
-             "|---|---|---|---|---|---|"]
+    on = "validation" if choice_field(records) == "val_acc" else "TEST acc (no validation split)"
+    lines = ["| method | model | IPC | α | final-epoch test acc % (primary) | validation acc % (choices) "
+             "| best of last 20 % epochs (test), paper's metric |",
+             "|---|---|---|---|---|---|---|"]
     for key in sorted(finals, key=lambda k: (_rank(k[0]), k[1], k[2])):
         method, model, ipc, alpha = key
-        label = method + (" ← oracle window (β picked on test acc)" if ((model, ipc), method) in oracle else "")
-        lines.append(f"| {label} | {model} | {ipc} | {alpha:g} | {fmt(finals[key])} | {fmt(bests.get(key, []))} |")
+        label = method + (f" ← oracle window (β picked on {on})" if ((model, ipc), method) in oracle else "")
+        lines.append(f"| {label} | {model} | {ipc} | {alpha:g} | {fmt(finals[key])} | {fmt(vals.get(key, []))} "
+                     f"| {fmt(bests.get(key, []))} |")
+    return "\n".join(lines)
+
+
+def paired_differences(records: list[dict], reference: str = "ccfs",
+                       field: str = "final_acc") -> list[tuple[str, str, int, float, float, int]]:
+    """(method, model, ipc, mean, std, n) of `reference` minus each other method, paired by
+    seed (the same student seed, the same model and IPC); only seeds both have count."""
+    by: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for r in records:
+        if r.get(field) is not None:
+            by[(r["method"], r["model"], r["ipc"])][r["seed"]] = r[field]
+    out = []
+    for (method, model, ipc), accs in sorted(by.items(), key=lambda kv: (_rank(kv[0][0]), kv[0][1], kv[0][2])):
+        ref = by.get((reference, model, ipc))
+        if method == reference or not ref:
+            continue
+        diffs = [ref[s] - accs[s] for s in sorted(set(ref) & set(accs))]
+        if diffs:
+            out.append((method, model, ipc, *mean_std(diffs)))
+    return out
+
+
+def paired_table(records: list[dict], reference: str = "ccfs") -> str:
+    """Markdown table of `paired_differences` (test accuracy), or "" without pairs."""
+    rows = paired_differences(records, reference)
+    if not rows:
+        return ""
+    lines = [f"| {reference} minus | model | IPC | mean paired difference, test points (± std over seeds) | seeds |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {m} | {model} | {ipc} | {mean:+.2f} ± {std:.2f} | {n} |" for m, model, ipc, mean, std, n in rows]
     return "\n".join(lines)
 
 
 def summary_table(records: list[dict]) -> str:
     """The short table printed at the end of `ccfs run`: mean ± std final accuracy."""
-    finals = group(records)
+    finals, vals = group(records), group(records, "val_acc")
     oracle = set(oracle_window(records).items())
     rows = []
     for key in sorted(finals, key=lambda k: (_rank(k[0]), k[1], k[2])):
@@ -79,12 +119,13 @@ def summary_table(records: list[dict]) -> str:
         if _is_sweep(method) and ((model, ipc), method) not in oracle:
             continue
         name = f"oracle {method}" if _is_sweep(method) else method
-        rows.append(f"{name:<22} {model:<16} ipc {ipc:<5} α {alpha:<5g} final acc {fmt(finals[key])}")
+        val = f"  (val {mean_std(vals[key])[0]:.2f})" if vals.get(key) else ""
+        rows.append(f"{name:<22} {model:<16} ipc {ipc:<5} α {alpha:<5g} final acc {fmt(finals[key])}{val}")
     return "\n".join(rows)
 
 
 def rounds_table(rounds: list[dict], classes: list[str]) -> str:
-    lines = ["| round | filter acc % on the test sample | filter acc % on the eligible pool | candidates (min/median/max per class) | "
+    lines = ["| round | filter acc % on the held-out sample | filter acc % on the eligible pool | candidates (min/median/max per class) | "
              "chosen | shortfall | filled from pool | chosen hardness mean (higher = harder) | filter train s | inference s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rounds:

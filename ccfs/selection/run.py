@@ -18,7 +18,7 @@ from ccfs import distributed, methods, records
 from ccfs.artifacts import read_json, torch_save, write_json
 from ccfs.context import Run
 from ccfs.errors import ConfigError
-from ccfs.api import eval_sample, filter_trainer
+from ccfs.api import eval_sample, filter_trainer, held_out
 from ccfs.methods import SelectionInputs
 from ccfs.selection.ccfs import RoundState
 from ccfs.train import predict_logits
@@ -32,7 +32,7 @@ def make_filter_trainer(run: Run, run_name: str, cpc: int):
     return filter_trainer(run.data, run.distilled_part(cpc) if cpc else None, run.objective(),
                           arch=cfg.select.filter_model or cfg.eval.models[0], recipe=recipe, seed=cfg.seed,
                           device=run.device, progress=cfg.progress, desc=f"{run_name} filter",
-                          eval_set=eval_sample(run.data.test, cfg.select.filter_eval_size))
+                          eval_set=eval_sample(held_out(run.data), cfg.select.filter_eval_size))
 
 
 def _features(run: Run) -> torch.Tensor:

@@ -14,7 +14,7 @@ from ccfs.context import Run
 from ccfs.errors import ConfigError
 from ccfs.models import has_batchnorm, load_checkpoint, save_checkpoint
 from ccfs.scores import true_class_logit
-from ccfs.teacher.score_files import load_score_file, save_forgetting_npy, save_scores
+from ccfs.teacher.score_files import load_dataset_scores, save_forgetting_npy, save_scores
 
 DONE = "metrics.json"  # written last: its presence means the stage finished
 
@@ -46,7 +46,7 @@ def check_imported_accuracy(run: Run, teacher: Teacher) -> None:
 
 
 def _import_scores(run: Run) -> dict[str, np.ndarray]:
-    name, arr = load_score_file(run.cfg.teacher.scores, run.data.train.labels)
+    name, arr = load_dataset_scores(run.cfg.teacher.scores, run.data)
     return {name: arr}
 
 
@@ -82,11 +82,12 @@ def teacher_stage(run: Run) -> None:
         save_scores(out / "scores.npz", scores)
     if "forgetting" in scores:
         save_forgetting_npy(out / "forgetting.npy", scores["forgetting"])
-    metrics = {"test_acc": teacher.test_acc, "train_acc": 100.0 * len(correct) / len(d.train),
+    metrics = {"test_acc": teacher.test_acc, "val_acc": teacher.val_acc, "train_acc": 100.0 * len(correct) / len(d.train),
                "seconds": teacher.seconds, "model": cfg.model, "imported": bool(cfg.checkpoint),
                "scores": sorted(scores)}
     write_json(out / DONE, metrics)
     if distributed.is_main():
         (out / "resume.pt").unlink(missing_ok=True)
-    print(f"teacher: test acc {metrics['test_acc']:.2f}%, train acc (un-augmented) "
+    val = f"val acc {teacher.val_acc:.2f}%, " if teacher.val_acc is not None else ""
+    print(f"teacher: {val}test acc {metrics['test_acc']:.2f}%, train acc (un-augmented) "
           f"{metrics['train_acc']:.2f}%, {teacher.seconds:.0f}s -> {out}")

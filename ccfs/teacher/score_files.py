@@ -116,6 +116,14 @@ def load_score_file(path: str | Path, labels: torch.Tensor | np.ndarray,
     return name, _check_scores(path, data[name], len(labels), what=f"{name!r} scores")
 
 
+def load_dataset_scores(path: str | Path, data) -> tuple[str, np.ndarray]:
+    """A score file for the dataset's file order (one score per image of the file's train
+    split), checked, then reduced to the rows ccfs trains on when a validation split was
+    carved out (`data.val_size`)."""
+    name, arr = load_score_file(path, data.file_train_labels)
+    return name, arr if data.train_rows is None else arr[data.train_rows.numpy()]
+
+
 # ----------------------------------------------------------------------------- writing
 
 
