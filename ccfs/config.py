@@ -123,6 +123,9 @@ class SelectCfg:
     teacher_correct: bool = doc(True, "restrict the pool to images the teacher classifies correctly")
     shortfall: Literal["carry", "reference"] = doc(
         "carry", "carry deficits and fill them in the last round (IPC always met) | reference (under-fill)")
+    tie_break: Literal["index", "logit"] = doc(
+        "index", "fine stage, equal scores: by train index (as the official code) | by the filter's true-class "
+        "logit, easiest first (matters for integer scores such as forgetting counts)")
     filter_model: Optional[str] = doc(None, "architecture of the CCFS filters (None: the first of eval.models)")
     filter_epochs: Optional[int] = doc(None, "epochs of each filter (None: train.epochs)")
     filter_eval_size: int = doc(1000, "images of the fixed class-balanced validation sample (test, without data.val_size) each filter's accuracy "

@@ -66,7 +66,7 @@ def select_ccfs(inp: SelectionInputs) -> Selection:
     the paper's self-evolved selection)."""
     c = inp.cfg
     opts = CCFSOptions(ipc_real=inp.real, rounds=c.curricula, coarse=c.coarse, fine=c.fine,
-                       balance=c.balance, shortfall=c.shortfall, score_name=inp.score_name)
+                       balance=c.balance, shortfall=c.shortfall, score_name=inp.score_name, tie_break=c.tie_break)
     pool = inp.teacher_correct if c.teacher_correct else torch.ones_like(inp.labels, dtype=torch.bool)
     state = ccfs_rounds(inp.labels, pool, hardness=inp.hardness, opts=opts, has_distilled=inp.cpc > 0,
                         train_filter=inp.train_filter, teacher_logit=inp.teacher_logit,
@@ -86,13 +86,14 @@ def select_window(inp: SelectionInputs) -> Selection:
 
 
 def select_selmatch(inp: SelectionInputs) -> Selection:
-    """SelMatch's order: a window of IPC images per class first (beta = select.selmatch_beta),
-    then the α part is distilled from cpc of them. Returns the real part; `log["distill_init"]`
-    holds the window images (cpc per class, by class) the select stage distils."""
+    """SelMatch's order: per class a window of IPC images (beta = select.selmatch_beta), hardest
+    first; its real part is the first IPC - cpc images from the window's start, and the α part
+    is distilled starting from the next cpc, easier images after them. Returns the real part;
+    `log["distill_init"]` holds those cpc per class (by class) that the select stage distils."""
     h = inp.hardness_or_teacher()
     window = baselines.hardest_window(inp.labels, h, inp.ipc, inp.cfg.selmatch_beta, unit=inp.cfg.window_unit)
-    per_class = window.view(inp.num_classes, inp.ipc)  # hardest_window returns class blocks
-    init, real = per_class[:, : inp.cpc].flatten(), per_class[:, inp.cpc:].flatten()
+    per_class = window.view(inp.num_classes, inp.ipc)  # class blocks, hardest first
+    real, init = per_class[:, : inp.real].flatten(), per_class[:, inp.real:].flatten()
     return Selection(real, h, {"distill_init": init.tolist()})
 
 

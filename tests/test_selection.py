@@ -14,6 +14,12 @@ from ccfs.methods import METHODS, SelectionInputs
 from ccfs.selection.ccfs import (CCFSOptions, Filter, RoundState, ccfs_rounds, coarse_candidates, fine_select,
                                  rank_order, round_quotas, true_class_logit)
 
+
+def options(**kw) -> CCFSOptions:
+    """CCFS options as these hand-worked cases were written: ties by the filter's logit (the
+    carry rule's former tie-break), by index under the reference shortfall rule."""
+    return CCFSOptions(**{"tie_break": "index" if kw.get("shortfall") == "reference" else "logit", **kw})
+
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -183,7 +189,7 @@ def one_round(opts_kw, wrong_idx, hardness=FORGET, has_distilled=True):
     wrong = torch.zeros(12, dtype=torch.bool)
     wrong[wrong_idx] = True
     filters = FakeFilters(LABELS, TIE, const_wrong(wrong), 2)
-    opts = CCFSOptions(**{"ipc_real": 3, "rounds": 1, **opts_kw})
+    opts = options(**{"ipc_real": 3, "rounds": 1, **opts_kw})
     state = ccfs_rounds(LABELS, torch.ones(12, dtype=torch.bool), hardness=hardness, opts=opts,
                         has_distilled=has_distilled, train_filter=filters, teacher_logit=torch.zeros(12))
     return state, filters
@@ -195,6 +201,7 @@ ALL_BUT_7 = [i for i in range(12) if i != 7]  # the filter gets 7 right: the coa
 @pytest.mark.parametrize("opts_kw, hardness, expected", [
     ({}, FORGET, [3, 1, 2, 9, 10, 8]),  # ties by the filter's logit, then index
     ({"shortfall": "reference"}, FORGET, [1, 3, 2, 9, 8, 10]),  # official: score alone, ties by index
+    ({"tie_break": "index"}, FORGET, [1, 3, 2, 9, 8, 10]),  # the default: ties by index, deficits carried
     ({"fine": "hard"}, FORGET, [0, 4, 5, 11, 6, 8]),
     ({}, None, [2, 4, 0, 10, 8, 6]),  # score "logits": the filter's true-class logit
 ])
@@ -215,7 +222,7 @@ def test_coarse_correct_variant_keeps_what_the_filter_gets_right():
 def test_coarse_correct_variant_on_random_problem():
     labels, hardness, tie, pool, teacher = random_problem()
     filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.5), 4)
-    opts = CCFSOptions(ipc_real=6, coarse="correct")
+    opts = options(ipc_real=6, coarse="correct")
     state = ccfs_rounds(labels, pool, hardness=hardness, opts=opts, has_distilled=True,
                         train_filter=filters, teacher_logit=true_class_logit(teacher, labels))
     for j, entry in enumerate(state.log):
@@ -233,7 +240,7 @@ def test_balance_off_carry_mode_still_meets_the_total_budget():
     logits = torch.zeros(12, 2)
     logits[:, 0] = 1.0  # the filter always says class 0: only the six class-1 images are candidates
     flt = Filter(logits, 0.0, 0.0, 0.0)
-    opts = CCFSOptions(ipc_real=4, rounds=2, balance=False)  # 2 * 4 = 8 wanted, 4 per round
+    opts = options(ipc_real=4, rounds=2, balance=False)  # 2 * 4 = 8 wanted, 4 per round
     state = ccfs_rounds(LABELS, torch.ones(12, dtype=torch.bool), hardness=FORGET, opts=opts, has_distilled=True,
                         train_filter=lambda j, s, rows: flt, teacher_logit=true_class_logit(logits, LABELS))
     assert len(state.selected) == 8  # round 2 finds only 2 candidates: 2 must come from the pool
@@ -247,7 +254,7 @@ def test_balance_off_carry_mode_still_meets_the_total_budget():
 def test_rounds_meet_budget_exactly_without_duplicates_inside_pool(fine):
     labels, hardness, tie, pool, teacher = random_problem()
     filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.4), 4)
-    opts = CCFSOptions(ipc_real=10, rounds=3, fine=fine)
+    opts = options(ipc_real=10, rounds=3, fine=fine)
     state = ccfs_rounds(labels, pool, hardness=hardness, opts=opts, has_distilled=True,
                         train_filter=filters, teacher_logit=true_class_logit(teacher, labels), seed=1)
     sel = state.selected
@@ -271,7 +278,7 @@ def test_rounds_meet_budget_exactly_without_duplicates_inside_pool(fine):
 def test_every_round_takes_easiest_misclassified_per_class():
     labels, hardness, tie, pool, teacher = random_problem(seed=2)
     filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.6), 4)
-    opts = CCFSOptions(ipc_real=9, rounds=3)
+    opts = options(ipc_real=9, rounds=3)
     state = ccfs_rounds(labels, pool, hardness=hardness, opts=opts, has_distilled=True,
                         train_filter=filters, teacher_logit=true_class_logit(teacher, labels))
     done: set[int] = set()
@@ -292,7 +299,7 @@ def test_rounds_are_deterministic_for_a_seed(fine):
 
     def run(seed):
         filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.5), 4)
-        return ccfs_rounds(labels, pool, hardness=hardness, opts=CCFSOptions(ipc_real=8, fine=fine), has_distilled=True,
+        return ccfs_rounds(labels, pool, hardness=hardness, opts=options(ipc_real=8, fine=fine), has_distilled=True,
                         train_filter=filters, teacher_logit=true_class_logit(teacher, labels), seed=seed).selected
 
     assert run(0) == run(0)
@@ -303,7 +310,7 @@ def test_rounds_are_deterministic_for_a_seed(fine):
 def test_alpha_zero_round_one_skips_coarse_stage_and_takes_easiest_from_pool():
     labels, hardness, tie, pool, teacher = random_problem(seed=4)
     filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.5), 4)
-    opts = CCFSOptions(ipc_real=7, rounds=3)  # quotas 3, 2, 2
+    opts = options(ipc_real=7, rounds=3)  # quotas 3, 2, 2
     state = ccfs_rounds(labels, pool, hardness=hardness, opts=opts, has_distilled=False,
                         train_filter=filters, teacher_logit=true_class_logit(teacher, labels))
     assert [c[0] for c in filters.calls] == [1, 2]  # no filter for the empty S_0
@@ -325,7 +332,7 @@ def test_alpha_zero_round_one_skips_coarse_stage_and_takes_easiest_from_pool():
 def test_alpha_zero_with_logits_score_ranks_round_one_by_teacher_logit():
     labels, hardness, tie, pool, teacher = random_problem(seed=5)
     filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.5), 4)
-    state = ccfs_rounds(labels, pool, hardness=None, opts=CCFSOptions(ipc_real=2, rounds=2), has_distilled=False,
+    state = ccfs_rounds(labels, pool, hardness=None, opts=options(ipc_real=2, rounds=2), has_distilled=False,
                         train_filter=filters, teacher_logit=true_class_logit(teacher, labels))
     teacher_tie = true_class_logit(teacher, labels)
     want = []
@@ -356,7 +363,7 @@ def shortfall_run(shortfall: str, pool=None):
 
     filters = FakeFilters(SF_LABELS, SF_TIE, wrong, 2)
     pool = torch.ones(16, dtype=torch.bool) if pool is None else pool
-    opts = CCFSOptions(ipc_real=6, rounds=3, shortfall=shortfall)
+    opts = options(ipc_real=6, rounds=3, shortfall=shortfall)
     return ccfs_rounds(SF_LABELS, pool, hardness=SF_HARD, opts=opts, has_distilled=True,
                         train_filter=filters, teacher_logit=torch.zeros(16))
 
@@ -400,7 +407,7 @@ def test_shortfall_larger_than_the_class_is_logged_as_unfilled():
     all_wrong = torch.ones(8, dtype=torch.bool)
     filters = FakeFilters(labels, torch.zeros(8), const_wrong(all_wrong), 2)
     pool = torch.tensor([True, False, True, True, True, True, True, True])
-    state = ccfs_rounds(labels, pool, hardness=torch.zeros(8), opts=CCFSOptions(ipc_real=4, rounds=1),
+    state = ccfs_rounds(labels, pool, hardness=torch.zeros(8), opts=options(ipc_real=4, rounds=1),
                         has_distilled=True, train_filter=filters, teacher_logit=torch.zeros(8))
     assert state.selected == [0, 2, 3, 4, 5, 6, 1]  # pool first, then the teacher-wrong 1
     entry = state.log[0]
@@ -411,7 +418,7 @@ def test_shortfall_larger_than_the_class_is_logged_as_unfilled():
 def test_shortfall_on_random_problem_always_meets_ipc():
     labels, hardness, tie, pool, teacher = random_problem(seed=6)
     filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.05), 4)  # few candidates: shortfalls
-    state = ccfs_rounds(labels, pool, hardness=hardness, opts=CCFSOptions(ipc_real=12), has_distilled=True,
+    state = ccfs_rounds(labels, pool, hardness=hardness, opts=options(ipc_real=12), has_distilled=True,
                         train_filter=filters, teacher_logit=true_class_logit(teacher, labels))
     assert sum(sum(e["shortfall_per_class"]) for e in state.log[:2]) > 0
     assert state.log[2]["filled_from_pool"] > 0
@@ -434,7 +441,7 @@ class Stop(Exception):
 @pytest.mark.parametrize("fine", ["simple", "random"])
 def test_resume_from_json_state_equals_one_run(after, fine):
     labels, hardness, tie, pool, teacher = random_problem(seed=7)
-    opts = CCFSOptions(ipc_real=12, rounds=3, fine=fine)
+    opts = options(ipc_real=12, rounds=3, fine=fine)
 
     def fresh():
         return FakeFilters(labels, tie, random_wrong(len(labels), 0.08), 4)  # shortfalls: deficits matter
@@ -548,7 +555,7 @@ def test_ccfs_selector_without_teacher_correct_restriction_may_leave_the_pool():
 def test_filters_are_asked_only_about_the_eligible_pool():
     labels, hardness, tie, pool, teacher = random_problem(seed=8)
     filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.5), 4)
-    state = ccfs_rounds(labels, pool, hardness=hardness, opts=CCFSOptions(ipc_real=6), has_distilled=True,
+    state = ccfs_rounds(labels, pool, hardness=hardness, opts=options(ipc_real=6), has_distilled=True,
                         train_filter=filters, teacher_logit=true_class_logit(teacher, labels))
     done = torch.zeros(len(labels), dtype=torch.bool)
     for j, entry in enumerate(state.log):
@@ -567,3 +574,19 @@ def test_forgetting_baseline_ranks_by_forgetting_whatever_select_score_says():
     assert score_of("forgetting", cfg) == "forgetting"
     assert score_of("window", cfg) == "aum" and score_of("ccfs", cfg) == "aum"
     assert score_of("random", cfg) is None
+
+
+def test_selmatch_keeps_the_window_start_real_and_distils_the_next_easier_images():
+    """SelMatch's order: per class the window (hardest first) gives its first IPC - cpc images
+    as the real part; the α part starts from the cpc images after them, which are easier."""
+    inp = selector_inputs(True, cpc=CPC)
+    inp.cfg = SelectCfg(ipc=IPC, selmatch_beta=0.0)
+    sel = METHODS["selmatch"].select(inp)
+    init = torch.tensor(sel.log["distill_init"])
+    for c in range(K):
+        rows = (inp.labels == c).nonzero().flatten()
+        ranked = rows[torch.argsort(-inp.hardness[rows].double(), stable=True)].tolist()  # hardest first
+        real_c = [i for i in sel.indices.tolist() if inp.labels[i] == c]
+        init_c = [i for i in init.tolist() if inp.labels[i] == c]
+        assert real_c == ranked[: IPC - CPC] and init_c == ranked[IPC - CPC: IPC]
+        assert inp.hardness[init_c].max() <= inp.hardness[real_c].min()

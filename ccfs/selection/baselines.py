@@ -33,7 +33,7 @@ def hardest_window(labels: torch.Tensor, hardness: torch.Tensor, per_class: int,
     out = []
     for idx in _by_class(labels, num_classes):
         ranked = idx[torch.argsort(-hardness[idx].double(), stable=True)]
-        skip = int((per_class if unit == "ipc" else len(idx)) * beta)
+        skip = int(round((per_class if unit == "ipc" else len(idx)) * beta, 9))  # 0.29 * 100 is 28.99…
         skip = min(skip, max(0, len(idx) - per_class))
         out.append(ranked[skip: skip + per_class])
     return torch.cat(out)

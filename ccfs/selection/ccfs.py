@@ -115,6 +115,7 @@ class CCFSOptions:
     balance: bool = True
     shortfall: str = "carry"  # carry | reference
     score_name: str = "forgetting"
+    tie_break: str = "index"  # equal scores: by train index (the official code) | by the filter's logit
 
 
 @dataclass
@@ -173,8 +174,8 @@ def ccfs_round(j: int, state: RoundState, *, labels: torch.Tensor, pool: torch.T
     logit = true_class_logit(flt.train_logits, labels) if flt is not None else teacher_logit
     tie = -logit.float()  # the filter's true-class logit as a hardness
     key = tie if hardness is None else hardness
-    if not carry_mode:
-        tie = torch.zeros_like(tie)  # reference: sort by the score alone, ties by index
+    if opts.tie_break == "index":
+        tie = torch.zeros_like(tie)  # sort by the score alone, ties by index (stable sorts)
     # coarse: what the filter gets wrong (skipped while there is no filter)
     cand = eligible if flt is None else coarse_candidates(flt.train_logits.argmax(1), labels, eligible, opts.coarse)
     # fine: the easiest q[j] (+ carried deficit) per class
