@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ccfs import methods
-from ccfs.config import Recipe, SelectCfg
+from ccfs.config import DistillCfg, Recipe, SelectCfg
 from ccfs.data.cache import load_dataset
 from ccfs.data.datasets import Dataset, Split
 from ccfs.models import create_model
@@ -155,6 +155,9 @@ def eval_sample(split: Split, size: int, seed: int = 0) -> Split | None:
     return split.subset(random_balanced(split.labels, max(1, size // k), torch.Generator().manual_seed(seed)))
 
 
+FILTER_SEEDS = 1000  # filters of selection seed s are seeded (1000 + s) · 1000 + round: never a student's seed
+
+
 def filter_trainer(data: Dataset, distilled: Split | None, objective, *, arch: str, recipe: Recipe,
                    seed: int, device, progress: bool = False, desc: str = "filter",
                    eval_set: Split | None = None) -> Callable[[int, list[int], torch.Tensor], Filter]:
@@ -170,7 +173,8 @@ def filter_trainer(data: Dataset, distilled: Split | None, objective, *, arch: s
         t1 = time.perf_counter()
         idx = rows.nonzero().flatten()
         logits = torch.zeros(len(data.train), data.num_classes)
-        logits[idx] = predict_logits(model, data.train.images[idx], data.mean, data.std, device=device).cpu()
+        # rows=, not images[idx]: the eligible rows are gathered a batch at a time (a store's never all at once)
+        logits[idx] = predict_logits(model, data.train.images, data.mean, data.std, device=device, rows=idx).cpu()
         t2 = time.perf_counter()
         acc = accuracy(model, eval_set, data.mean, data.std, device=device) if eval_set is not None else None
         return Filter(logits, acc, t1 - t0, t2 - t1)
@@ -183,11 +187,14 @@ def select(method: str, data: Dataset, teacher: Teacher, *, ipc: int, alpha: flo
            filter_model: str = "convnet_w32", recipe: Recipe | None = None, objective: str = "kd",
            seed: int = 0, param: float = 0.0, device="auto", progress: bool = False,
            hardness: torch.Tensor | None = None, state: RoundState | None = None,
-           on_round: Callable[[RoundState], None] | None = None) -> methods.Selection:
+           on_round: Callable[[RoundState], None] | None = None,
+           distill_settings: DistillCfg | None = None) -> methods.Selection:
     """Run one selection method (a name of `ccfs.methods.METHODS`) and return its chosen
     train indices. `distilled` holds int(ipc · alpha) images per class (first per class are
     used) for methods that use the distilled part; `settings` the other select.* options;
-    filters are trained with `recipe` and KD from the teacher (objective "kd")."""
+    filters are trained with `recipe` and KD from the teacher (objective "kd"). A method that
+    distils its own α part (selmatch) does so from its chosen real images with
+    `distill_settings` (default DistillCfg()), into `Selection.distilled`."""
     entry = methods.get(method)
     settings = replace(settings or SelectCfg(), ipc=ipc, alpha=alpha, score=score)
     cpc = entry.distilled_per_class(ipc, int(ipc * alpha))
@@ -202,12 +209,19 @@ def select(method: str, data: Dataset, teacher: Teacher, *, ipc: int, alpha: flo
         teacher_logit=true_class_logit(teacher.train_logits, data.train.labels),
         features=lambda: predict_logits(teacher.model, data.train.images, data.mean, data.std, device=device,
                                         features=True).cpu(),
-        train_filter=filter_trainer(data, part, obj, arch=filter_model, recipe=recipe or Recipe(), seed=seed,
+        train_filter=filter_trainer(data, part, obj, arch=filter_model, recipe=recipe or Recipe(), seed=FILTER_SEEDS + seed,
                                     device=device, progress=progress, desc=f"{method} filter",
                                     eval_set=eval_sample(held_out(data), settings.filter_eval_size)),
         cfg=settings, seed=seed, param=param, state=state, on_round=on_round)
     sel = entry.select(inputs)
     sel.distilled = part
+    if entry.distilled == "own" and cpc and sel.log.get("distill_init"):
+        from ccfs.synthesis import distill_from_config
+
+        images, labels = distill_from_config(distill_settings or DistillCfg(), teacher.model.to(device), data, cpc,
+                                             seed=seed, device=device, init_indices=sel.log["distill_init"],
+                                             progress=progress)
+        sel.distilled = Split(images, labels)
     return sel
 
 

@@ -128,3 +128,12 @@ def np_save(path: str | Path, array) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, array)
+
+
+def np_savez(path: str | Path, arrays: dict[str, Any]) -> None:
+    """Write named arrays to one uncompressed .npz, atomically."""
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)

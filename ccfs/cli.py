@@ -74,9 +74,12 @@ def _prepare(args) -> None:
 
 def _config(args) -> None:
     from ccfs.config import describe, load_config
-    from ccfs.methods import METHODS
+    from ccfs.methods import METHODS, get
 
-    rows = describe(load_config(args.preset, args.overrides))
+    cfg = load_config(args.preset, args.overrides)
+    for name in cfg.select.method:
+        get(name)  # an unknown method is a ConfigError, as in a stage
+    rows = describe(cfg)
     width = max(len(k) for k, *_ in rows)
     for key, tp, value, text in rows:
         print(f"{key:<{width}}  {value!r:<22} {text}  [{tp}]")

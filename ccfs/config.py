@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -48,6 +49,10 @@ class Recipe:
     rrc_min_scale: float = doc(0.08, "RandomResizedCrop area range: [rrc_min_scale, 1] of the image")
     crop_pad: int = doc(4, "pixels of zero padding for augment=crop")
     temperature: float = doc(20.0, "KD temperature T")
+    mix: Literal["none", "mixup", "cutmix"] = doc(
+        "none", "after the crop and flip, mix each batch with a shuffled copy of itself (λ ~ U(0, 1)); KD only")
+    steps: int = doc(0, "the compute rule: if > 0, train this many optimizer steps whatever the set size "
+                     "(epochs = steps / batches per epoch, at least 1); 0: train.epochs")
     eval_every: int = doc(0, "test every k epochs; 0 = eval_last tests in the last 20 % of epochs")
     eval_last: int = doc(1, "test passes spread over the last 20 % of epochs, the final one included (1: the "
                          "final epoch only; more: the paper's best-of-last-20 % metric is recorded too)")
@@ -58,6 +63,13 @@ class Recipe:
         if self.batch_size > 0:
             return min(self.batch_size, n)
         return 32 if n < 5000 else 64 if n < 10000 else 128
+
+    def epochs_for(self, n: int) -> int:
+        """Epochs on a set of `n` images: `epochs`, or under the steps rule as many as give
+        `steps` optimizer steps (rounded; at least 1)."""
+        if self.steps <= 0:
+            return self.epochs
+        return max(1, round(self.steps / math.ceil(n / self.batch_for(n))))
 
 
 @dataclass
@@ -128,7 +140,7 @@ class SelectCfg:
         "logit, easiest first (matters for integer scores such as forgetting counts)")
     filter_model: Optional[str] = doc(None, "architecture of the CCFS filters (None: the first of eval.models)")
     filter_epochs: Optional[int] = doc(None, "epochs of each filter (None: train.epochs)")
-    filter_eval_size: int = doc(1000, "images of the fixed class-balanced validation sample (test, without data.val_size) each filter's accuracy "
+    filter_eval_size: int = doc(1000, "images of the fixed class-balanced validation sample (test without data.val_size) each filter's accuracy "
                                 "is logged on (0: none)")
     window_betas: list[float] = doc([round(0.1 * i, 1) for i in range(10)], "window: the β values swept")
     window_unit: Literal["ipc", "class"] = doc(
@@ -154,7 +166,8 @@ class Config:
     train: Recipe = doc(Recipe(), "the recipe of the filters and the students")
     eval: EvalCfg = doc(EvalCfg(), "the evaluation")
     out: str = doc("runs/default", "the run directory")
-    seed: int = doc(0, "seed of the teacher, the distillation and the selections")
+    seed: int = doc(0, "seed of the teacher, the distillation and the seed-free selections (random draws and "
+                    "filters take each evaluation seed in turn)")
     device: str = doc("auto", "auto | cpu | cuda | cuda:N")
     threads: int = doc(0, "torch CPU threads; 0 = torch's default")
     progress: bool = doc(True, "progress bars (drawn only on a terminal)")
@@ -306,6 +319,12 @@ def validate(cfg: Config) -> None:
         value = getattr(cfg.data, key)
         if value is not None and (not value or (key == "std" and min(value) <= 0)):
             raise ConfigError(f"data.{key}={value} must list one {'positive ' if key == 'std' else ''}value per channel")
+    if cfg.teacher.train.mix != "none":
+        raise ConfigError("teacher.train.mix must be none: the teacher trains with cross-entropy on hard labels")
+    if cfg.train.mix != "none" and cfg.eval.objective != "kd":
+        raise ConfigError(f"train.mix={cfg.train.mix} mixes images, not labels: it needs eval.objective=kd")
+    if cfg.data.val_size < 0 or cfg.train.steps < 0:
+        raise ConfigError("data.val_size and train.steps must be 0 or more")
     if not cfg.eval.seeds or not cfg.eval.models:
         raise ConfigError("eval.seeds and eval.models must each name at least one entry")
 

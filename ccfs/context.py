@@ -185,14 +185,27 @@ class Run:
         return Split(torch.cat([part.images, real.images]), torch.cat([part.labels, real.labels]))
 
     # ------------------------------------------------------------------ selections
-    def selection_dir(self, run_name: str) -> Path:
-        return self.out / "select" / run_name
+    def selection_seeds(self, run_name: str) -> list[int | None]:
+        """The seeds a method's selections are made with: every evaluation seed for a method
+        whose choice is random (its student of seed s trains on its selection of seed s),
+        else one seed-free selection."""
+        from ccfs import methods
 
-    def selection(self, run_name: str) -> tuple[Split, dict, dict]:
+        return list(self.cfg.eval.seeds) if methods.parse(run_name)[1].seeded else [None]
+
+    def selection_seed(self, run_name: str, seed: int) -> int | None:
+        """The selection a student of evaluation seed `seed` trains on."""
+        return seed if None not in self.selection_seeds(run_name) else None
+
+    def selection_dir(self, run_name: str, seed: int | None = None) -> Path:
+        folder = self.out / "select" / run_name
+        return folder if seed is None else folder / f"seed{seed}"
+
+    def selection(self, run_name: str, seed: int | None = None) -> tuple[Split, dict, dict]:
         """(the synthetic set, selected_indices.json, meta.json) of a finished selection."""
         from ccfs.artifacts import read_json
 
-        folder = self.selection_dir(run_name)
+        folder = self.selection_dir(run_name, seed)
         if not (folder / "selected_indices.json").is_file():
             raise ConfigError(f"{folder}/selected_indices.json is missing: run `ccfs select` first")
         from ccfs.records import same_selection_settings, selection_settings

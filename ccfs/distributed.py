@@ -2,11 +2,14 @@
 spread over ranks.
 
 `torchrun --nproc_per_node=N -m ccfs STAGE PRESET ...` starts N processes that read the
-same config. Rank 0 alone writes artifacts, logs and progress bars; the stages that build
-one artifact (teacher, distill, select, export, report) run on rank 0 while the other
-ranks wait, and `evaluate` trains independent students on every rank at once (one student
-per rank, in waves of N), which is what an evaluation with many seeds needs. Outside
-torchrun (no WORLD_SIZE in the environment) every function here is a no-op for one rank.
+same config. Rank 0 alone writes artifacts, logs and progress bars. Teacher, distill,
+select and evaluate run on every rank (`pipeline.ALL_RANKS`): teacher and select's filters
+train data-parallel (DDP, each rank its share of every batch) and infer a share of the
+rows each; distill spreads its class batches over the ranks; `evaluate` trains independent
+students on every rank at once (one student per rank, in waves of N), which is what an
+evaluation with many seeds needs. Export and report run on rank 0 while the other ranks
+wait. Outside torchrun (no WORLD_SIZE in the environment) every function here is a no-op
+for one rank.
 Backend: NCCL on CUDA, gloo on the CPU.
 """
 from __future__ import annotations

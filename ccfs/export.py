@@ -27,7 +27,7 @@ def export_one(run: Run, run_name: str) -> None:
     folder = run.out / "export" / run_name
     if (folder / "labels.csv").is_file():
         return
-    data, sel, meta = run.selection(run_name)
+    data, sel, meta = run.selection(run_name, run.selection_seeds(run_name)[0])  # the first seed's set
     idx = sel["idx_selected"]
     n_dist = meta["distilled_per_class"] * run.data.num_classes
     sources = ["distilled"] * n_dist + ["real"] * len(idx)

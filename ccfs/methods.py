@@ -134,6 +134,7 @@ class Method:
     score: Optional[str] = None  # a fixed score whatever select.score says (forgetting: forgetting)
     trains_filters: bool = False  # trains models on the synthetic set while selecting
     full_data: bool = False  # the whole train set, not a synthetic set (not exported)
+    seeded: bool = False  # its choice depends on a seed: one selection per evaluation seed
     sweep: Optional[str] = None  # a select.* list; one run per value, named <name>_b<value>
 
     def distilled_per_class(self, ipc: int, cpc: int) -> int:
@@ -144,12 +145,12 @@ METHODS: dict[str, Method] = {  # also the order of report rows
     "full": Method(select_everything, "the whole train set (the reference every method is measured against)",
                    full_data=True),
     "ccfs": Method(select_ccfs, "curriculum coarse-to-fine selection around the α distilled part",
-                   distilled="alpha", needs_scores=True, trains_filters=True),
+                   distilled="alpha", needs_scores=True, trains_filters=True, seeded=True),
     "self_evolved": Method(select_ccfs, "CCFS with α = 0: real images only, first round without a filter",
-                           needs_scores=True, trains_filters=True),
-    "random": Method(select_random, "class-balanced uniform real images"),
+                           needs_scores=True, trains_filters=True, seeded=True),
+    "random": Method(select_random, "class-balanced uniform real images", seeded=True),
     "random_distilled": Method(select_random, "random real images + the same α distilled part as CCFS (a control)",
-                               distilled="alpha"),
+                               distilled="alpha", seeded=True),
     "distill_only": Method(select_nothing, "distilled images alone at the full IPC", distilled="ipc"),
     "herding": Method(select_herding, "per-class herding on the teacher's features"),
     "kcenter": Method(select_kcenter, "per-class greedy k-center on the teacher's features"),

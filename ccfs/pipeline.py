@@ -119,7 +119,8 @@ def run_stage(stage: str, cfg: Config) -> None:
 # Sections whose change invalidates finished artifacts in an existing run directory, and
 # the artifacts that depend on them ("*": all of them).
 PINNED = {"data": "*", "seed": "*", "teacher": "teacher/metrics.json", "distill": "distill/meta.json"}
-FINISHED = ("teacher/metrics.json", "distill/meta.json", "select/*/selected_indices.json", "results.jsonl")
+FINISHED = ("teacher/metrics.json", "distill/meta.json", "select/*/selected_indices.json",
+            "select/*/seed*/selected_indices.json", "results.jsonl")
 
 
 def _finished(out, pattern: str) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -27,7 +27,7 @@ Hook = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 def augment_policy(recipe: Recipe) -> AugmentPolicy:
     """The batch augmentation a recipe asks for."""
     return AugmentPolicy(kind=recipe.augment, flip=recipe.flip, scale=(recipe.rrc_min_scale, 1.0),
-                         pad=recipe.crop_pad)
+                         pad=recipe.crop_pad, mix=recipe.mix)
 
 
 def lr_factor(epoch: int, epochs: int, warmup: int, start: float) -> float:
@@ -97,20 +97,25 @@ def _autocast(device: torch.device, enabled: bool):
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, mean, std, *, device="cpu",
-                   batch_size: int = 1024, amp: bool = True, features: bool = False) -> torch.Tensor:
+                   batch_size: int = 1024, amp: bool = True, features: bool = False,
+                   rows: torch.Tensor | None = None) -> torch.Tensor:
     """Logits [N, K] (float32, on `device`) of un-augmented uint8 images [N, C, H, W];
-    with `features`, the model's pooled features [N, D] instead."""
+    with `features`, the model's pooled features [N, D] instead. With `rows` (indices into
+    `images`), of those rows only, in that order [len(rows), K]: gathered a batch at a time,
+    so a pass over part of a store never holds all its rows."""
     device = torch.device(device)
     model.eval()
     cl = use_channels_last(model, device)
     if cl:
         model.to(memory_format=torch.channels_last)
     norm = Normalizer(mean, std, device, cl)
-    n = len(images)
+    n = len(images) if rows is None else len(rows)
     first, last = distributed.shard(n)  # under torchrun each rank infers its share
     out = []
     for start in range(first, last, batch_size):
-        x = norm(images[start:min(start + batch_size, last)].to(device, non_blocking=True), None, None)
+        stop = min(start + batch_size, last)
+        batch = images[start:stop] if rows is None else images[rows[start:stop]]
+        x = norm(batch.to(device, non_blocking=True), None, None)
         with _autocast(device, amp):
             out.append((model.forward_features(x) if features else model(x)).float())
     if distributed.world_size() > 1:
@@ -192,6 +197,9 @@ def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, 
     next call, so an interrupted run ends exactly like an uninterrupted one."""
     from tqdm import tqdm
 
+    if recipe.mix != "none" and not hasattr(objective, "teacher"):
+        raise ValueError("train.mix mixes images without mixing labels: it needs a KD objective (a teacher)")
+    recipe = replace(recipe, epochs=recipe.epochs_for(len(data)), steps=0)  # the compute rule, resolved
     device = torch.device(device)
     cl = use_channels_last(model, device, recipe.channels_last)
     model.to(device, memory_format=torch.channels_last if cl else torch.contiguous_format)

@@ -3,6 +3,7 @@ the same teacher, distilled images, selection and student accuracy through both.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -55,7 +56,7 @@ def test_selection_and_student_match_the_cli(api_and_cli, method):
     sel = ccfs.select(method, data, teacher, ipc=cfg.select.ipc, alpha=cfg.select.alpha, distilled=distilled,
                       score="aum", settings=cfg.select, filter_model=cfg.eval.models[0], recipe=cfg.train,
                       device="cpu")
-    cli = json.loads((out / "select" / method / "selected_indices.json").read_text())
+    cli = json.loads((out / "select" / method / "seed0" / "selected_indices.json").read_text())
     assert sel.indices.tolist() == cli["idx_selected"]
     synthetic = ccfs.synthetic_set(data, sel.distilled, sel.indices)
     assert len(synthetic) == cfg.select.ipc * data.num_classes
@@ -72,6 +73,20 @@ def test_from_tensors_builds_a_dataset():
     d = ccfs.from_tensors(x, y, x[:8], y[:8])
     assert d.num_classes == 4 and d.channels == 3 and d.image_size == 8 and len(d.mean) == 3
     assert d.mean[0] == pytest.approx(x[:, 0].float().mean().item() / 255, rel=1e-5)
+
+
+def test_selmatch_distils_its_own_part_from_its_window(api_and_cli):
+    """selmatch's α part is distilled from the real images after its real part, so the set is full."""
+    _, cfg, data, teacher, _ = api_and_cli
+    sel = ccfs.select("selmatch", data, teacher, ipc=cfg.select.ipc, alpha=cfg.select.alpha, score="aum",
+                      settings=cfg.select, device="cpu", distill_settings=replace(cfg.distill, iterations=2))
+    cpc = int(cfg.select.ipc * cfg.select.alpha)
+    init = sel.log["distill_init"]
+    assert sel.distilled.labels.tolist() == data.train.labels[init].tolist() == sorted(sel.distilled.labels.tolist())
+    assert torch.bincount(sel.distilled.labels).tolist() == [cpc] * data.num_classes
+    assert len(ccfs.synthetic_set(data, sel.distilled, sel.indices)) == cfg.select.ipc * data.num_classes
+    moved = (sel.distilled.images.float() - data.train.images[init].float()).abs().mean()
+    assert 0 < moved < 30  # two Adam steps from the real images (from noise: about 75)
 
 
 def test_unknown_method_is_a_clear_error(api_and_cli):

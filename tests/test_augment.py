@@ -158,3 +158,32 @@ def test_normalize_and_to_float():
     assert torch.allclose(y[:, :, 0, 0], torch.tensor([[0.0, 0.0, 2.0]] * 2))
     assert y.shape == x.shape
     assert not math.isnan(y.sum().item())
+
+
+# ---------------------------------------------------------------- mixing
+
+@pytest.mark.parametrize("kind", ["mixup", "cutmix"])
+def test_mix_batch_combines_pairs_of_images_repeatably(kind):
+    from ccfs.data.augment import mix_batch
+
+    x = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 1, 8, 8).contiguous()
+    a = mix_batch(x, kind, torch.Generator().manual_seed(3))
+    b = mix_batch(x, kind, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.shape == x.shape
+    assert not torch.equal(a, x)
+    # every output pixel is a convex combination of the image's own value and one partner's
+    for i in range(4):
+        vals = a[i].unique()
+        assert vals.min() >= 0 and vals.max() <= 3
+        if kind == "cutmix":
+            assert set(vals.tolist()) <= {float(i)} | set(range(4))
+
+
+def test_steps_rule_shrinks_epochs_as_the_set_grows():
+    from ccfs.config import Recipe
+
+    r = Recipe(steps=4800, batch_size=0)
+    assert r.epochs_for(500) == 300  # 16 batches of 32 per epoch
+    assert r.epochs_for(11000) == 56  # 86 batches of 128
+    assert Recipe(epochs=7).epochs_for(11000) == 7
+    assert Recipe(steps=10, batch_size=256).epochs_for(100) == 10

@@ -65,6 +65,13 @@ def test_bad_config_is_one_line_exit_2(argv, needle, capsys):
     assert needle in one_error_line(capsys.readouterr().err)
 
 
+def test_config_rejects_an_unknown_method(capsys):
+    assert main(["config", "tiny", "select.method=[ccfs,foo]"]) == 2
+    out, err = capsys.readouterr()
+    assert "'foo'" in one_error_line(err) and "random" in err  # names the valid methods
+    assert out == ""  # nothing listed before the error
+
+
 def test_top_level_help(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--help"])

@@ -70,21 +70,26 @@ def test_selection_outputs(finished):
     _, out = finished
     labels = torch.load(next((out.parent / "cache").glob("*.pt")), weights_only=True)["train_y"]
     expect_distilled = {"ccfs": 2, "random_distilled": 2, "selmatch": 2, "distill_only": 6, "full": 0}
-    for folder in sorted((out / "select").iterdir()):
+    seeded = {"ccfs", "self_evolved", "random", "random_distilled"}  # one selection per evaluation seed
+    folders = sorted(p.parent for p in (out / "select").rglob("selected_indices.json"))
+    assert {f.parent.name for f in folders if f.name.startswith("seed")} == seeded
+    assert all(f.name == "seed0" for f in folders if f.parent.name in seeded)
+    for folder in folders:
+        name = folder.parent.name if folder.name.startswith("seed") else folder.name
         sel = json.loads((folder / "selected_indices.json").read_text())
         assert set(sel) == {"ipc", "alpha", "idx_selected"}
         idx = sel["idx_selected"]
         assert len(set(idx)) == len(idx) and all(0 <= i < 120 for i in idx)
         meta = json.loads((folder / "meta.json").read_text())
-        cpc = expect_distilled.get(folder.name, 0)
-        assert meta["distilled_per_class"] == cpc, folder.name
-        if folder.name != "full":
+        cpc = expect_distilled.get(name, 0)
+        assert meta["distilled_per_class"] == cpc, name
+        if name != "full":
             counts = torch.bincount(labels[idx], minlength=10) if idx else torch.zeros(10)
-            assert counts.tolist() == [6 - cpc] * 10, folder.name  # IPC met exactly
-    rounds = json.loads((out / "select" / "ccfs" / "rounds.json").read_text())
+            assert counts.tolist() == [6 - cpc] * 10, name  # IPC met exactly
+    rounds = json.loads((out / "select" / "ccfs" / "seed0" / "rounds.json").read_text())
     assert [r["round"] for r in rounds] == [1, 2]
     assert all(r["filter_eval_acc"] is not None for r in rounds)
-    se = json.loads((out / "select" / "self_evolved" / "rounds.json").read_text())
+    se = json.loads((out / "select" / "self_evolved" / "seed0" / "rounds.json").read_text())
     assert se[0]["filter_eval_acc"] is None  # α = 0: round 1 has no filter (empty S_0)
 
 
@@ -111,8 +116,8 @@ def test_export_and_report(finished):
     assert rows[0] == "file,label,class,source,train_index" and len(rows) == 61
     assert all((exp / r.split(",")[0]).is_file() for r in rows[1:])
     report = (out / "report.md").read_text()
-    assert "final-epoch" in report and "Round log: ccfs" in report
-    for png in ("ccfs_filter_acc.png", "ccfs_difficulty.png", "ccfs_chosen.png"):
+    assert "final-epoch" in report and "Round log: ccfs_seed0" in report
+    for png in ("ccfs_seed0_filter_acc.png", "ccfs_seed0_difficulty.png", "ccfs_seed0_chosen.png"):
         assert (out / "plots" / png).is_file()
     # the export loads back as imported distilled images
     again = out.parent / "import"
@@ -142,8 +147,8 @@ def test_interrupted_selection_resumes_to_same_result(tmp_path, monkeypatch):
         assert _run(root, cut, *args, stage=stage) == 0
     real = srun.make_filter_trainer
 
-    def failing(run, method, cpc):
-        train = real(run, method, cpc)
+    def failing(run, method, cpc, seed):
+        train = real(run, method, cpc, seed)
 
         def train_filter(j, selected, rows):
             if j == 2:
@@ -153,11 +158,11 @@ def test_interrupted_selection_resumes_to_same_result(tmp_path, monkeypatch):
 
     monkeypatch.setattr(srun, "make_filter_trainer", failing)
     assert _run(root, cut, *args, stage="select") == 130
-    assert (cut / "select" / "ccfs" / "state.json").is_file()
+    assert (cut / "select" / "ccfs" / "seed0" / "state.json").is_file()
     monkeypatch.setattr(srun, "make_filter_trainer", real)
     assert _run(root, cut, *args, stage="select") == 0
-    a = json.loads((ref / "select" / "ccfs" / "selected_indices.json").read_text())
-    b = json.loads((cut / "select" / "ccfs" / "selected_indices.json").read_text())
+    a = json.loads((ref / "select" / "ccfs" / "seed0" / "selected_indices.json").read_text())
+    b = json.loads((cut / "select" / "ccfs" / "seed0" / "selected_indices.json").read_text())
     assert a == b
 
 
@@ -226,7 +231,7 @@ def test_imported_teacher_without_scores_serves_methods_that_need_none(tmp_path,
     ckpt = trained_teacher(root, tmp_path)
     out = tmp_path / "run"
     assert _run(root, out, f"teacher.checkpoint={ckpt}", "select.method=[random,herding,distill_only]") == 0
-    for name in ("random", "herding", "distill_only"):
+    for name in ("random/seed0", "herding", "distill_only"):
         assert (out / "select" / name / "selected_indices.json").is_file()
     assert not (out / "teacher" / "scores.npz").exists()
     assert _run(root, tmp_path / "run2", f"teacher.checkpoint={ckpt}", "select.method=[ccfs]") == 2
@@ -330,9 +335,27 @@ def test_validation_split_run_keeps_validation_rows_out_and_records_both_accurac
     for r in records:  # 20 validation images: multiples of 5 %
         assert (r["val_acc"] / 5) == pytest.approx(round(r["val_acc"] / 5))
     for method in ("ccfs", "random"):
-        idx = json.loads((out / "select" / method / "selected_indices.json").read_text())["idx_selected"]
+        idx = json.loads((out / "select" / method / "seed0" / "selected_indices.json").read_text())["idx_selected"]
         assert all(0 <= i < 100 for i in idx)
         with open(out / "export" / method / "labels.csv") as f:
             file_rows = [int(row["train_index"]) for row in csv.DictReader(f) if row["source"] == "real"]
         assert len(file_rows) == len(idx) and not val_rows & set(file_rows)
     assert "validation split" in (out / "report.md").read_text()
+
+
+def test_random_methods_select_once_per_evaluation_seed(tmp_path, monkeypatch):
+    """A student of seed s trains on its method's selection of seed s: random draws and CCFS
+    filters change with the seed; seed-free methods select once."""
+    monkeypatch.setenv("CCFS_CACHE", str(tmp_path / "cache"))
+    root = write_fake_fmnist(tmp_path / "fmnist")
+    out = tmp_path / "run"
+    assert _run(root, out, "select.method=[ccfs,random,forgetting]", "eval.seeds=[0,1]") == 0
+    sel = {(m, s): json.loads((out / "select" / m / f"seed{s}" / "selected_indices.json").read_text())["idx_selected"]
+           for m in ("ccfs", "random") for s in (0, 1)}
+    assert sel[("random", 0)] != sel[("random", 1)]
+    assert not (out / "select" / "forgetting" / "seed0").exists()
+    assert (out / "select" / "forgetting" / "selected_indices.json").is_file()
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["method"], r["seed"]) for r in records) == [
+        ("ccfs", 0), ("ccfs", 1), ("forgetting", 0), ("forgetting", 1), ("random", 0), ("random", 1)]
+    assert "paired by seed" in (out / "report.md").read_text()

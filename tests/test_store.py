@@ -1,8 +1,9 @@
-"""The memory-mapped store (`ccfs prepare --store`, `data.store=`): same rows as the tensor
-cache, read through memory maps, written atomically, refused when damaged."""
+"""The store (`ccfs prepare --store`, `data.store=`): same rows as the tensor cache, read a
+batch of rows at a time (never memory-mapped), written atomically, refused when damaged."""
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +12,15 @@ import torch
 from PIL import Image
 
 from ccfs.cli import main
-from ccfs.config import load_config
+from ccfs.config import Recipe, load_config
 from ccfs.context import Run
 from ccfs.data import readers
 from ccfs.data import store as store_mod
 from ccfs.data.cache import ChannelStats, load_dataset
 from ccfs.data.datasets import RowsTo, Split
-from ccfs.data.store import open_store, prepare_store
+from ccfs.data.store import StoreRows, open_store, prepare_store
 from ccfs.errors import DataError
+from ccfs.train import fit, predict_logits
 from conftest import write_fake_fmnist
 from test_readers import make_tiny
 
@@ -32,7 +34,7 @@ def prepare(*args) -> int:
 def assert_same_data(got, want) -> None:
     for split in ("train", "test"):
         g, w = getattr(got, split), getattr(want, split)
-        assert g.images.dtype == torch.uint8 and torch.equal(g.images, w.images), split
+        assert g.images.dtype == torch.uint8 and torch.equal(g.images[:], w.images), split
         assert torch.equal(g.labels, w.labels), split
     assert got.classes == want.classes and got.name == want.name
     assert got.mean == pytest.approx(want.mean) and got.std == pytest.approx(want.std)
@@ -60,7 +62,7 @@ def make_image_tree(root: Path) -> None:
 # ----------------------------------------------------------------------------- prepare
 
 
-def test_fmnist_store_holds_the_cached_rows_memory_mapped(fake_fmnist, tmp_path, capsys):
+def test_fmnist_store_holds_the_cached_rows_read_on_demand(fake_fmnist, tmp_path, capsys):
     store = tmp_path / "store"
     assert prepare("--dataset", "fashion-mnist", "--root", fake_fmnist, "--store", store) == 0
     assert "120 train / 40 test" in capsys.readouterr().out
@@ -73,7 +75,8 @@ def test_fmnist_store_holds_the_cached_rows_memory_mapped(fake_fmnist, tmp_path,
     data = open_store(store)
     assert_same_data(data, load_dataset("fashion-mnist", str(fake_fmnist)))
     assert data.train.mapped and data.test.mapped
-    assert str(store / "train_images.npy") in mapped_files()  # read through a memory map, not loaded
+    assert isinstance(data.train.images, StoreRows)
+    assert str(store / "train_images.npy") not in mapped_files()  # read with preadv: no page counts in RSS
     assert not data.train.subset([3, 1]).mapped  # a subset is an in-memory copy of its rows
 
 
@@ -88,7 +91,7 @@ def test_image_tree_store_streams_in_batches_and_matches_the_reader(tmp_path, mo
     want = load_dataset("imagefolder", str(tmp_path / "tree"), image_size=8)
     assert_same_data(data, want)
     assert data.train.labels.tolist() == [0] * 5 + [1] * 4 + [2] * 5
-    x = data.train.images.double() / 255  # an independent reference for the streamed statistics
+    x = data.train.images[:].double() / 255  # an independent reference for the streamed statistics
     assert data.mean == pytest.approx(x.mean((0, 2, 3)).tolist(), abs=1e-12)
     assert data.std == pytest.approx(x.std((0, 2, 3)).tolist(), abs=1e-12)
 
@@ -216,8 +219,55 @@ def test_run_from_the_store_selects_what_the_in_memory_run_selects(tmp_path):
     outs = {"memory": tmp_path / "memory", "store": tmp_path / "from-store"}
     assert main(["run", "tiny", f"data.root={root}", f"out={outs['memory']}", *quick]) == 0
     assert main(["run", "tiny", f"data.store={tmp_path / 'store'}", f"out={outs['store']}", *quick]) == 0
-    read = {k: (json.loads((o / "select" / "ccfs" / "selected_indices.json").read_text()),
+    read = {k: (json.loads((o / "select" / "ccfs" / "seed0" / "selected_indices.json").read_text()),
                 json.loads((o / "teacher" / "metrics.json").read_text())) for k, o in outs.items()}
     assert read["store"][0]["idx_selected"] == read["memory"][0]["idx_selected"]
     assert read["store"][1]["test_acc"] == read["memory"][1]["test_acc"]
     assert read["store"][1]["train_acc"] == read["memory"][1]["train_acc"]
+
+
+def test_store_rows_read_exactly_the_rows_asked_for(fake_fmnist, tmp_path):
+    prepare_store("fashion-mnist", fake_fmnist, tmp_path / "store")
+    rows, want = open_store(tmp_path / "store").train.images, load_dataset("fashion-mnist", str(fake_fmnist)).train.images
+    assert (rows.shape, len(rows), rows.dtype, rows.device) == (want.shape, 120, torch.uint8, torch.device("cpu"))
+    idx = torch.tensor([7, 3, 4, 5, 3, 119, 0, 6, 7, 7, -1])  # unsorted, runs, repeats, a negative index
+    for index in (idx, idx.tolist(), idx.numpy(), slice(10, 50), slice(None), slice(5, 5), slice(0, 120, 7),
+                  torch.tensor([], dtype=torch.long), [], torch.arange(120) % 3 == 0):
+        got = rows[index]
+        assert got.dtype == torch.uint8 and torch.equal(got, want[index]), index
+    assert torch.equal(rows[42], want[42]) and torch.equal(rows[torch.tensor(42)], want[42])
+    assert np.array_equal(rows.numpy()[np.int64(9)], want[9].numpy())  # what report plots index
+    assert torch.equal(rows.head(30)[torch.tensor([29, 0])], want[[29, 0]]) and len(rows.head(500)) == 120
+    assert torch.equal(pickle.loads(pickle.dumps(rows))[idx], want[idx])
+    assert rows.to("cpu") is rows and rows.to("meta").shape == want.shape
+    with pytest.raises(IndexError, match="out of range"):
+        rows[torch.tensor([0, 120])]
+
+
+def test_training_and_inference_from_a_store_match_in_memory(fake_fmnist, tmp_path):
+    """One fit epoch (random batches of the store) and predict_logits (whole, and on chosen
+    rows a batch at a time) give exactly the in-memory results."""
+    from ccfs.models import create_model
+    from ccfs.objectives import CrossEntropy
+
+    prepare_store("fashion-mnist", fake_fmnist, tmp_path / "store")
+    stored, memory = open_store(tmp_path / "store"), load_dataset("fashion-mnist", str(fake_fmnist))
+    assert stored.train.mapped and not stored.train.subset([5, 2]).mapped
+    assert torch.equal(stored.train.subset([5, 2, 5]).images, memory.train.subset([5, 2, 5]).images)
+    recipe = Recipe(epochs=1, batch_size=32, lr=0.05, augment="crop", crop_pad=2, flip=True, amp=False)
+    nets = {}
+    for name, data in (("store", stored), ("memory", memory)):
+        torch.manual_seed(0)
+        nets[name] = create_model("convnet_w32_bn", 10, 1, 28)
+        fit(nets[name], data.train, recipe, CrossEntropy(), mean=data.mean, std=data.std, seed=3, progress=False)
+    for k, v in nets["memory"].state_dict().items():
+        assert torch.equal(nets["store"].state_dict()[k], v), k
+    rows = torch.tensor([90, 3, 17, 4, 3, 100, 55])
+    for kw in ({}, {"rows": rows}):
+        got, want = (predict_logits(nets["memory"], d.train.images, d.mean, d.std, batch_size=4, **kw)
+                     for d in (stored, memory))
+        assert torch.equal(got, want)
+    assert torch.equal(predict_logits(nets["memory"], memory.train.images, memory.mean, memory.std, rows=rows),
+                       predict_logits(nets["memory"], memory.train.images[rows], memory.mean, memory.std))
+    moved = stored.train.batches_on("meta")  # a store on the host feeding a device: rows gathered on the host
+    assert isinstance(moved.images, RowsTo) and moved.images[rows].device.type == "meta"

@@ -29,6 +29,7 @@ class AugmentPolicy:
     scale: tuple[float, float] = (0.08, 1.0)  # RRC area fraction range
     ratio: tuple[float, float] = (3 / 4, 4 / 3)  # RRC aspect-ratio range (w / h)
     pad: int = 4  # pixels, for kind="crop"
+    mix: str = "none"  # after the warp: "none", "mixup" or "cutmix" with a shuffled copy of the batch
 
 
 def rrc_boxes(n: int, scale: tuple[float, float], ratio: tuple[float, float],
@@ -88,11 +89,33 @@ def warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def mix_batch(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """Mix every image with another of the batch (one random permutation), with a mixing
+    weight λ ~ U(0, 1) = Beta(1, 1) per batch, as the SRe2L / RDED evaluation protocols do:
+    "mixup" blends whole images, "cutmix" pastes a box of area 1 - λ. Labels are not mixed:
+    under KD the teacher labels the mixed image itself."""
+    n, _, h, w = x.shape
+    perm = torch.randperm(n, generator=generator).to(x.device)
+    lam = float(torch.rand(1, generator=generator))
+    if kind == "mixup":
+        return lam * x + (1 - lam) * x[perm]
+    if kind != "cutmix":
+        raise ValueError(f"unknown mix {kind!r}")
+    cut = math.sqrt(1 - lam)
+    ch, cw = int(h * cut), int(w * cut)
+    cy, cx = (int(v) for v in torch.randint(0, h, (1,), generator=generator).tolist() +
+              torch.randint(0, w, (1,), generator=generator).tolist())
+    y0, y1, x0, x1 = max(cy - ch // 2, 0), min(cy + ch // 2, h), max(cx - cw // 2, 0), min(cx + cw // 2, w)
+    out = x.clone()
+    out[:, :, y0:y1, x0:x1] = x[perm][:, :, y0:y1, x0:x1]
+    return out
+
+
 def augment(x: torch.Tensor, policy: AugmentPolicy, generator: torch.Generator) -> torch.Tensor:
     """x [B, C, H, W] float pixels in [0, 1] -> augmented batch of the same shape."""
-    if policy.kind == "none" and not policy.flip:
-        return x
-    return warp(x, sample_theta(x.shape[0], x.shape[-1], policy, generator))
+    if not (policy.kind == "none" and not policy.flip):
+        x = warp(x, sample_theta(x.shape[0], x.shape[-1], policy, generator))
+    return mix_batch(x, policy.mix, generator) if policy.mix != "none" else x
 
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

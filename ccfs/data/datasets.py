@@ -3,8 +3,8 @@
 A `Dataset` holds both splits as uint8 tensors `[N, C, H, W]` with int64 labels, plus
 class names and the normalisation mean/std. Rows of `train.images` are the identity of
 a sample everywhere in ccfs (scores are `[N]` arrays, selections are index lists). Read
-from a store (`data/store.py`), the image tensors are memory maps of its files
-(`Split.mapped`): a batch reads its rows from the page cache or the disk.
+from a store (`data/store.py`), the images are a `StoreRows` (`Split.mapped`), indexed like
+a tensor: a batch reads its rows from the page cache or the disk.
 """
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from ccfs.errors import DataError
 
 @dataclass
 class Split:
-    images: torch.Tensor  # uint8 [N, C, H, W]
+    images: torch.Tensor  # uint8 [N, C, H, W]; for a mapped split a store.StoreRows, indexed like one
     labels: torch.Tensor  # int64 [N]
-    mapped: bool = False  # images memory-map a store (data/store.py): read per batch, never copied whole
+    mapped: bool = False  # images read from a store (data/store.py) per batch, never copied whole
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -1,4 +1,4 @@
-"""A dataset store on disk, read through memory maps: datasets larger than memory.
+"""A dataset store on disk, read a batch of rows at a time: datasets larger than memory.
 
 `prepare_store(name, root, store)` decodes a dataset of the table once into a folder
 
@@ -9,15 +9,18 @@
 filling the arrays a batch of rows at a time (image folders class folder by class folder,
 through the one image decoder), so memory stays one batch whatever N. The folder is built
 under a temporary name and renamed into place at the end: an interrupted prepare leaves no
-store. `open_store(store)` returns a `Dataset` whose images are torch tensors over the
-memory maps; a batch reads its rows from the page cache (or the disk) when it gathers them.
-Rows are in `load_dataset`'s order, so indices and scores mean the same with or without a
-store.
+store. `open_store(store)` returns a `Dataset` whose images are `StoreRows`: indexed like
+a tensor, they read just the rows asked for (`os.preadv`, through the page cache, which
+serves repeated reads) into a tensor of the batch. The files are never memory-mapped for
+reading: every mapped page a pass touches would count in the process's RSS, so one epoch
+over a store larger than memory would look like it held the whole store. Rows are in
+`load_dataset`'s order, so indices and scores mean the same with or without a store.
 """
 from __future__ import annotations
 
 import json
 import os
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -54,7 +57,7 @@ def _array_source(x: np.ndarray, y: np.ndarray) -> _Source:
                    lambda rows: ((x[s:s + rows], y[s:s + rows]) for s in range(0, len(x), rows)))
 
 
-def _file_batches(paths: list[Path], labels, size: int, channels: int, rows: int) -> Batches:
+def _file_batches(paths: list[Path], labels, *, size: int, channels: int, rows: int) -> Batches:
     for s in range(0, len(paths), rows):
         yield readers._load_images(paths[s:s + rows], size, channels), np.asarray(labels[s:s + rows], np.int64)
 
@@ -67,14 +70,14 @@ def _folders_source(folders: list[Path], size: int, channels: int) -> _Source:
     def batches(rows: int) -> Batches:
         for label, folder in enumerate(folders):
             files = readers._image_files(folder)
-            yield from _file_batches(files, [label] * len(files), size, channels, rows)
+            yield from _file_batches(files, [label] * len(files), size=size, channels=channels, rows=rows)
 
     return _Source(count, (channels, size, size), batches)
 
 
 def _files_source(paths: list[Path], labels: list[int], size: int, channels: int) -> _Source:
     return _Source(len(paths), (channels, size, size),
-                   lambda rows: _file_batches(paths, labels, size, channels, rows))
+                   lambda rows: _file_batches(paths, labels, size=size, channels=channels, rows=rows))
 
 
 def _imagefolder_sources(root, image_size: int = 32, channels: int = 3):
@@ -150,7 +153,7 @@ class _NpyRows:
         del window  # unmapped here
 
 
-def _write_split(folder: Path, split: str, src: _Source, stats: ChannelStats | None, bar) -> None:
+def _write_split(folder: Path, split: str, src: _Source, *, stats: ChannelStats | None, bar) -> None:
     images = _NpyRows(folder / f"{split}_images.npy", np.uint8, (src.count, *src.shape))
     labels = _NpyRows(folder / f"{split}_labels.npy", np.int64, (src.count,))
     rows = max(1, BATCH_BYTES // int(np.prod(src.shape)))
@@ -178,7 +181,7 @@ def _fsync_all(folder: Path) -> None:
 
 
 def prepare_store(name: str, root: str | None, store: str | Path, **options) -> Dataset:
-    """Decode dataset `name` from `root` into a memory-mapped store at `store` (replacing
+    """Decode dataset `name` from `root` into a store at `store` (replacing
     an older one only once the new one is complete) and return it opened."""
     from tqdm import tqdm
 
@@ -189,7 +192,7 @@ def prepare_store(name: str, root: str | None, store: str | Path, **options) -> 
     with atomic_dir(store) as tmp, tqdm(total=sum(s.count for s in sources.values()), unit="img",
                                         desc=f"store {name}", disable=None, leave=False) as bar:
         for split in SPLITS:
-            _write_split(tmp, split, sources[split], stats if split == "train" else None, bar)
+            _write_split(tmp, split, sources[split], stats=stats if split == "train" else None, bar=bar)
         mean, std = (spec.mean, spec.std) if stats is None else stats.result()
         c, h, _ = sources["train"].shape
         write_json(tmp / "meta.json", {
@@ -222,30 +225,153 @@ def _read_meta(folder: Path) -> dict:
     return meta
 
 
-def _load(path: Path, mmap: bool, dtype, shape: tuple[int, ...], meta: dict) -> np.ndarray:
-    """One store array, checked against meta.json; `mmap` opens it copy-on-write (pages read
-    on demand, writable for torch, never written back)."""
+class StoreRows:
+    """A store's images [N, C, H, W], read on demand: `rows[idx]` (an index tensor, list or
+    array, in any order, with repeats) and `rows[a:b]` return an in-memory uint8 tensor of
+    those rows, as indexing a tensor would; `shape`, `dtype`, `device` and `len` are the
+    tensor's. Rows come in with `os.preadv` rather than through a memory map, so only the
+    batch being read counts in the process's RSS, however much of the store a pass reads."""
+
+    def __init__(self, path: Path, offset: int, shape: tuple[int, ...]):
+        self.path, self.offset, self.shape = Path(path), offset, torch.Size(shape)
+        self.dtype, self.device = torch.uint8, torch.device("cpu")
+        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64))
+        # one descriptor for the reader's life: a store replaced by a new prepare (renamed
+        # into place) does not change the rows under a running stage, as with a map
+        self._fd = os.open(self.path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self._fd)
+
+    def __reduce__(self):  # a copy in another process opens the file again
+        return StoreRows, (self.path, self.offset, tuple(self.shape))
+
+    def __repr__(self) -> str:
+        return f"StoreRows({str(self.path)!r}, shape={list(self.shape)})"
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        return torch.from_numpy(self.read(idx))
+
+    def head(self, n: int) -> "StoreRows":
+        """The first `n` rows, read as lazily (nothing is read here)."""
+        return StoreRows(self.path, self.offset, (max(0, min(n, len(self))), *self.shape[1:]))
+
+    def numpy(self) -> "_NumpyRows":
+        """A view whose indexing returns numpy arrays (what report plots index). Unlike a
+        tensor's `.numpy()`, it reads only the rows indexed, never the whole store."""
+        return _NumpyRows(self)
+
+    def to(self, device) -> "StoreRows | torch.Tensor":
+        """Itself on the host (as a tensor's `.to` returns the tensor); on another device,
+        every row read and moved there."""
+        return self if torch.device(device) == self.device else self[:].to(device)
+
+    def read(self, idx) -> np.ndarray:
+        """Rows `idx` (int, slice, or 1-d integer or bool index) as a uint8 array in memory."""
+        if isinstance(idx, slice):
+            start, stop, step = idx.indices(len(self))
+            if step == 1:  # one read
+                out = np.empty((max(0, stop - start), *self.shape[1:]), np.uint8)
+                self._read_into(start, out)
+                return out
+            idx = range(start, stop, step)
+        rows = np.asarray(idx.cpu() if isinstance(idx, torch.Tensor) else idx)
+        if rows.dtype == np.bool_:
+            rows = np.flatnonzero(rows)  # a mask, as a tensor takes one
+        if rows.ndim > 1 or (rows.size and not np.issubdtype(rows.dtype, np.integer)):
+            raise IndexError(f"store rows take an int, a slice or a 1-d integer index, not {type(idx).__name__} "
+                             f"of shape {list(rows.shape)}")
+        n, rows = len(self), rows.astype(np.int64)
+        if rows.size and (rows.min() < -n or rows.max() >= n):
+            raise IndexError(f"row index {int(rows.max() if rows.max() >= n else rows.min())} is out of range "
+                             f"for {n} store rows")
+        out = self._gather(np.where(rows < 0, rows + n, rows).reshape(-1))
+        return out[0] if rows.ndim == 0 else out
+
+    def _gather(self, rows: np.ndarray) -> np.ndarray:
+        """Each distinct row read once, in file order, a run of consecutive rows in one read
+        (sequential reads are what the page cache and the disk serve fastest); then put in
+        the order asked."""
+        distinct, where = np.unique(rows, return_inverse=True)
+        out = np.empty((len(distinct), *self.shape[1:]), np.uint8)
+        cuts = (np.flatnonzero(np.diff(distinct) != 1) + 1).tolist()
+        for a, b in zip([0, *cuts], [*cuts, len(distinct)]):
+            if b > a:
+                self._read_into(int(distinct[a]), out[a:b])
+        return out if len(distinct) == len(rows) and (where == np.arange(len(rows))).all() else out[where]
+
+    def _read_into(self, first: int, out: np.ndarray) -> None:
+        """Rows first .. first + len(out) into `out` (C-contiguous); a read may return less
+        than asked (Linux caps one at ~2 GiB), so read until full."""
+        view, pos = memoryview(out.reshape(-1)), self.offset + first * self.row_bytes
+        while view:
+            got = os.preadv(self._fd, [view], pos)
+            if got == 0:
+                raise DataError(f"{self.path} ends before row {first + len(out)}; {_rerun(self.path.parent)}")
+            view, pos = view[got:], pos + got
+
+
+class _NumpyRows:
+    """`StoreRows.numpy()`: the same rows; indexing returns numpy arrays."""
+
+    def __init__(self, rows: StoreRows):
+        self.rows, self.shape, self.dtype = rows, tuple(rows.shape), np.dtype(np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        return self.rows.read(idx)
+
+
+def _npy_header(path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
+    """An .npy file's dtype, shape and data offset, read from its header alone; ValueError if
+    the file is shorter than they say."""
+    fmt = np.lib.format
+    with open(path, "rb") as f:
+        version = fmt.read_magic(f)
+        header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+        if header is None:
+            raise ValueError(f"unknown .npy version {version}")
+        shape, fortran_order, dtype = header(f)
+        offset = f.tell()
+    if fortran_order:
+        raise ValueError("Fortran-ordered array")
+    size = offset + dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+    if os.path.getsize(path) < size:
+        raise ValueError(f"the file has {os.path.getsize(path)} bytes, its header says {size}")
+    return dtype, shape, offset
+
+
+def _load(path: Path, dtype, shape: tuple[int, ...], meta: dict, *, lazy: bool = False):
+    """One store array, checked against meta.json: read whole into memory, or with `lazy` a
+    `StoreRows` that reads rows when indexed (the images)."""
     try:
-        array = np.load(path, mmap_mode="c" if mmap else None, allow_pickle=False)
+        if lazy:
+            got_dtype, got_shape, offset = _npy_header(path)
+        else:
+            array = np.load(path, allow_pickle=False)
+            got_dtype, got_shape = array.dtype, array.shape
     except (OSError, ValueError, EOFError) as e:
         raise DataError(f"cannot read {path} ({e}); {_rerun(path.parent, meta['dataset'])}") from None
-    if array.dtype != np.dtype(dtype) or array.shape != shape:
-        raise DataError(f"{path} is {array.dtype} {list(array.shape)}, its meta.json says {np.dtype(dtype)} "
+    if got_dtype != np.dtype(dtype) or got_shape != shape:
+        raise DataError(f"{path} is {got_dtype} {list(got_shape)}, its meta.json says {np.dtype(dtype)} "
                         f"{list(shape)}; {_rerun(path.parent, meta['dataset'])}")
-    return array
+    return StoreRows(path, offset, shape) if lazy else array
 
 
 def _open_split(folder: Path, split: str, meta: dict) -> Split:
     c, s, n = meta["channels"], meta["image_size"], meta[split]
-    images = _load(folder / f"{split}_images.npy", True, np.uint8, (n, c, s, s), meta)
-    labels = _load(folder / f"{split}_labels.npy", False, np.int64, (n,), meta)
+    images = _load(folder / f"{split}_images.npy", np.uint8, (n, c, s, s), meta, lazy=True)
+    labels = _load(folder / f"{split}_labels.npy", np.int64, (n,), meta)
     if n and (labels.min() < 0 or labels.max() >= len(meta["classes"])):
         raise DataError(f"{folder / f'{split}_labels.npy'} holds labels outside 0..{len(meta['classes']) - 1}; "
                         f"{_rerun(folder, meta['dataset'])}")
-    return Split(torch.from_numpy(images), torch.from_numpy(labels), mapped=True)
+    return Split(images, torch.from_numpy(labels), mapped=True)
 
 
-def _check_expected(folder: Path, meta: dict, name, image_size, channels) -> None:
+def _check_expected(folder: Path, meta: dict, *, name, image_size, channels) -> None:
     for key, want, got in (("name", name, meta["dataset"]), ("image_size", image_size, meta["image_size"]),
                            ("channels", channels, meta["channels"])):
         if want is not None and want != got:
@@ -256,12 +382,12 @@ def _check_expected(folder: Path, meta: dict, name, image_size, channels) -> Non
 
 def open_store(store: str | Path, name: str | None = None, image_size: int | None = None,
                channels: int | None = None) -> Dataset:
-    """The dataset in a store, its images memory-mapped. Given `name` / `image_size` /
+    """The dataset in a store, its images read on demand (`StoreRows`). Given `name` / `image_size` /
     `channels` (the config's), the store must hold that. The table's mean / std win over the
     stored ones, as for the tensor cache."""
     folder = Path(store).expanduser()
     meta = _read_meta(folder)
-    _check_expected(folder, meta, name, image_size, channels)
+    _check_expected(folder, meta, name=name, image_size=image_size, channels=channels)
     train, test = (_open_split(folder, split, meta) for split in SPLITS)
     spec = dataset_spec(meta["dataset"])
     mean = spec.mean if spec.mean is not None else meta["mean"]

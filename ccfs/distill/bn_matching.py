@@ -14,6 +14,7 @@ from an explicit CPU `torch.Generator`, so a seed gives the same images on any d
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,13 +24,21 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ccfs import distributed
+from ccfs.config import DistillCfg
 from ccfs.data.augment import boxes_to_theta, rrc_boxes, warp
 from ccfs.errors import ConfigError
 from ccfs.models import batchnorm_layers
 
-METHODS = ("sre2l", "cda")
-CDA_SCHEDULES = ("step", "linear", "cosine")
-INITS = ("noise", "real")
+
+def _choices(name: str) -> tuple[str, ...]:
+    """The `Literal` choices of DistillCfg's field `name`."""
+    return typing.get_args(typing.get_type_hints(DistillCfg)[name])
+
+
+IMPORTED = ("folder", "tensor", "none")  # distill.method values that synthesise nothing
+METHODS = tuple(m for m in _choices("method") if m not in IMPORTED)
+CDA_SCHEDULES = _choices("cda_schedule")
+INITS = _choices("init")
 
 
 @dataclass(frozen=True)

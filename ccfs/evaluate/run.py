@@ -24,7 +24,8 @@ def best_last20(hist, recipe) -> float | None:
 def evaluate_one(run: Run, run_name: str, model_name: str, seed: int, *, alpha: float, data: Split) -> dict:
     cfg, d = run.cfg, run.data
     full = methods.parse(run_name)[1].full_data
-    recipe = replace(cfg.train, epochs=cfg.eval.full_epochs) if full else cfg.train
+    recipe = replace(cfg.train, epochs=cfg.eval.full_epochs) if full and cfg.train.steps <= 0 else cfg.train
+    recipe = replace(recipe, epochs=recipe.epochs_for(len(data)), steps=0)  # the compute rule, resolved
     t0 = time.perf_counter()
     hist = train_student(d, data, None, model=model_name, recipe=recipe, seed=seed, device=run.device,
                     progress=cfg.progress, desc=f"eval {run_name} {model_name} s{seed}", objective_fn=run.objective())
@@ -40,7 +41,7 @@ def _todo(run: Run) -> list[tuple[str, str, int]]:
     """(run name, model, seed) of every student not recorded yet, in a fixed order."""
     done = records.done_keys(run.out)
     settings = records.settings_hash(run.cfg)
-    alpha = {n: read_json(run.selection_dir(n) / "selected_indices.json")["alpha"]
+    alpha = {n: read_json(run.selection_dir(n, run.selection_seeds(n)[0]) / "selected_indices.json")["alpha"]
              for n in methods.run_names(run.cfg.select)}
     return [(n, m, s) for n in methods.run_names(run.cfg.select) for m in run.cfg.eval.models for s in run.cfg.eval.seeds
             if records.key(n, m, run.cfg.select.ipc, alpha[n], seed=s, settings=settings) not in done]
@@ -51,15 +52,16 @@ def evaluate_stage(run: Run) -> None:
     world-size students), rank 0 appending the wave's records in a fixed order."""
     todo = distributed.on_main(lambda: _todo(run))
     world, rank = distributed.world_size(), distributed.rank()
-    sets: dict[str, tuple] = {}  # run name -> its synthetic set, built once
+    sets: dict[tuple, tuple] = {}  # (run name, selection seed) -> its synthetic set, built once
     for start in range(0, len(todo), world):
         wave = todo[start:start + world]
         rec = None
         if rank < len(wave):
             run_name, model_name, seed = wave[rank]
-            if run_name not in sets:
-                sets[run_name] = run.selection(run_name)
-            data, sel, _ = sets[run_name]
+            which = (run_name, run.selection_seed(run_name, seed))
+            if which not in sets:
+                sets[which] = run.selection(*which)
+            data, sel, _ = sets[which]
             with distributed.local():  # an independent student: no DDP, no sharded test pass
                 rec = evaluate_one(run, run_name, model_name, seed, alpha=sel["alpha"], data=data)
         for r in distributed.gather(rec):

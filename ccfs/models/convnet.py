@@ -24,7 +24,7 @@ def _norm(kind: str, width: int) -> list[nn.Module]:
 
 class ConvNet(nn.Module):
     def __init__(self, num_classes: int, in_channels: int = 3, image_size: int = 32,
-                 width: int = 128, depth: int = 3, norm: str = "instance",
+                 *, width: int = 128, depth: int = 3, norm: str = "instance",
                  first_padding: int = 1):
         """`first_padding` pads the first conv only. 1 gives 28 -> 14 -> 7 -> 3; the DC
         code uses 3 for 1-channel 28 px input, which makes it 32 -> 16 -> 8 -> 4."""

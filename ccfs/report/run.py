@@ -58,7 +58,9 @@ def report_stage(run: Run) -> None:
              f"test set. {where}\n",
              _teacher_section(run), "## Results\n", results_table(found) if found else "no results yet", "",
              *(["## CCFS against each method, paired by seed\n", paired, ""] if paired else [])]
-    for folder in sorted((run.out / "select").glob("*/rounds.json")):
-        parts.append(_rounds_section(run, folder.parent.name, read_json(folder)))
+    for path in sorted([*(run.out / "select").glob("*/rounds.json"), *(run.out / "select").glob("*/seed*/rounds.json")]):
+        folder = path.parent
+        name = folder.name if folder.parent.name == "select" else f"{folder.parent.name}_{folder.name}"
+        parts.append(_rounds_section(run, name, read_json(path)))
     write_text(run.out / "report.md", "\n".join(parts))
     print(f"report: {run.out / 'report.md'}")

@@ -1,11 +1,14 @@
 """The select stage: run every method in `select.method` and write
 
-    OUT/select/<run>/selected_indices.json   {"ipc", "alpha", "idx_selected"} (official format)
-    OUT/select/<run>/meta.json               distilled per class, per-class counts, seconds
-    OUT/select/<run>/settings.json           the settings the selection was made with
-    OUT/select/ccfs/rounds.json              the round log (and state.json while running)
+    OUT/select/<run>[/seed<s>]/selected_indices.json   {"ipc", "alpha", "idx_selected"} (official format)
+    OUT/select/<run>[/seed<s>]/meta.json               distilled per class, per-class counts, seconds
+    OUT/select/<run>[/seed<s>]/settings.json           the settings the selection was made with
+    OUT/select/ccfs/seed<s>/rounds.json                the round log (and state.json while running)
 
 A method with a sweep runs once per value: `window` -> `window_b0.1`, `window_b0.3`, ...
+A method whose choice is random (random draws, filter initialisations) runs once per
+evaluation seed s, in `seed<s>/`: the student of seed s trains on the selection of seed s.
+Filters of seed s are seeded (FILTER_SEEDS + s) · 1000 + round, never a student's seed.
 """
 from __future__ import annotations
 
@@ -18,19 +21,19 @@ from ccfs import distributed, methods, records
 from ccfs.artifacts import read_json, torch_save, write_json
 from ccfs.context import Run
 from ccfs.errors import ConfigError
-from ccfs.api import eval_sample, filter_trainer, held_out
+from ccfs.api import FILTER_SEEDS, eval_sample, filter_trainer, held_out
 from ccfs.methods import SelectionInputs
 from ccfs.selection.ccfs import RoundState
 from ccfs.train import predict_logits
 
 
-def make_filter_trainer(run: Run, run_name: str, cpc: int):
+def make_filter_trainer(run: Run, run_name: str, cpc: int, seed: int):
     """`train_filter(j, selected)` for the run: the shared recipe (filter_epochs if set) on
     the method's distilled part ∪ train[selected]."""
     cfg = run.cfg
     recipe = replace(cfg.train, epochs=cfg.select.filter_epochs) if cfg.select.filter_epochs else cfg.train
     return filter_trainer(run.data, run.distilled_part(cpc) if cpc else None, run.objective(),
-                          arch=cfg.select.filter_model or cfg.eval.models[0], recipe=recipe, seed=cfg.seed,
+                          arch=cfg.select.filter_model or cfg.eval.models[0], recipe=recipe, seed=FILTER_SEEDS + seed,
                           device=run.device, progress=cfg.progress, desc=f"{run_name} filter",
                           eval_set=eval_sample(held_out(run.data), cfg.select.filter_eval_size))
 
@@ -41,7 +44,7 @@ def _features(run: Run) -> torch.Tensor:
     return predict_logits(run.teacher, d.train.images, d.mean, d.std, device=run.device, features=True).cpu()
 
 
-def _inputs(run: Run, run_name: str, folder) -> SelectionInputs:
+def _inputs(run: Run, run_name: str, folder, seed: int) -> SelectionInputs:
     base, method, param = methods.parse(run_name)
     cpc = method.distilled_per_class(run.cfg.select.ipc, run.cpc)
     score = methods.score_of(base, run.cfg.select)
@@ -51,15 +54,15 @@ def _inputs(run: Run, run_name: str, folder) -> SelectionInputs:
         labels=run.data.train.labels, num_classes=run.data.num_classes, ipc=run.cfg.select.ipc,
         cpc=cpc, hardness=run.hardness_of(score) if score else None, score_name=score or run.cfg.select.score,
         teacher_correct=run.teacher_correct, teacher_logit=run.teacher_logit,
-        features=lambda: _features(run), train_filter=make_filter_trainer(run, run_name, cpc),
-        cfg=run.cfg.select, seed=run.cfg.seed, param=param, state=state,
+        features=lambda: _features(run), train_filter=make_filter_trainer(run, run_name, cpc, seed),
+        cfg=run.cfg.select, seed=seed, param=param, state=state,
         on_round=lambda s: write_json(state_path, s.__dict__))
 
 
-def _check_settings(run: Run, folder) -> None:
+def _check_settings(run: Run, run_name: str, folder) -> None:
     """A method folder made with other settings is never silently reused."""
     path = folder / "settings.json"
-    now = records.selection_settings(run.cfg, folder.name)
+    now = records.selection_settings(run.cfg, run_name)
     if path.is_file() and not records.same_selection_settings(read_json(path), now):
         raise ConfigError(f"{folder} was made with other select/train settings; use a new out= "
                           f"directory or delete {folder} to redo it")
@@ -79,13 +82,15 @@ def _own_distilled(run: Run, init: list[int], per_class: int) -> dict:
     return {"images": images, "labels": labels}
 
 
-def select_one(run: Run, run_name: str) -> None:
-    folder = run.selection_dir(run_name)
-    _check_settings(run, folder)
+def select_one(run: Run, run_name: str, seed: int | None = None) -> None:
+    """One selection; `seed` None: a method whose choice needs no seed (made once)."""
+    folder = run.selection_dir(run_name, seed)
+    label = run_name if seed is None else f"{run_name} seed {seed}"
+    _check_settings(run, run_name, folder)
     if (folder / "selected_indices.json").is_file():
-        print(f"select {run_name}: done already")
+        print(f"select {label}: done already")
         return
-    inputs = _inputs(run, run_name, folder)
+    inputs = _inputs(run, run_name, folder, run.cfg.seed if seed is None else seed)
     t0 = time.perf_counter()
     sel = methods.parse(run_name)[1].select(inputs)
     seconds = time.perf_counter() - t0
@@ -106,10 +111,11 @@ def select_one(run: Run, run_name: str) -> None:
     write_json(folder / "selected_indices.json", {"ipc": ipc, "alpha": inputs.cpc / ipc, "idx_selected": idx})
     if distributed.is_main():
         (folder / "state.json").unlink(missing_ok=True)
-    print(f"select {run_name}: {len(idx)} real + {inputs.cpc}/class distilled in {seconds:.1f}s")
+    print(f"select {label}: {len(idx)} real + {inputs.cpc}/class distilled in {seconds:.1f}s")
 
 
 def select_stage(run: Run) -> None:
     run.check_budget()
     for name in methods.run_names(run.cfg.select):
-        select_one(run, name)
+        for seed in run.selection_seeds(name):
+            select_one(run, name, seed)

@@ -7,20 +7,19 @@ Three formats, told apart by extension and contents:
 - `.npz` without `labels`: written by `save_scores` from `DynamicsRecorder.scores()`, one
   array per score name; pick one with `name`.
 Every problem a user can cause raises `DataError` with one line: what is wrong, how to fix.
-Writes are atomic (`ccfs.artifacts.atomic_path`), so a crash never leaves half a file.
+Writes are atomic (`ccfs.artifacts.np_save`, `np_savez`), so a crash never leaves half a file.
 """
 from __future__ import annotations
 
 import zipfile
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import torch
 
-from ccfs.artifacts import atomic_path
+from ccfs.artifacts import np_save, np_savez
 from ccfs.errors import DataError
 from ccfs.scores import HIGHER_IS_EASIER as SCORE_EASIER_IS_HIGHER
 
@@ -127,12 +126,6 @@ def load_dataset_scores(path: str | Path, data) -> tuple[str, np.ndarray]:
 # ----------------------------------------------------------------------------- writing
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """`write(f)` into a binary file via `atomic_path` (readers see the old or the whole new file)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        write(f)
-
-
 def _float_vector(key: str, value) -> np.ndarray:
     arr = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float32)
     if arr.ndim != 1:
@@ -150,7 +143,7 @@ def save_scores(path: str | Path, scores: Mapping[str, np.ndarray | torch.Tensor
         raise ValueError(f"cannot save scores {unknown or '(none)'}; names must be among "
                          f"{', '.join(SCORE_EASIER_IS_HIGHER)}")
     arrays = {k: _float_vector(k, v) for k, v in scores.items()}
-    _atomic_write(path, lambda f: np.savez(f, **arrays))
+    np_savez(path, arrays)
 
 
 def save_forgetting_npy(path: str | Path, arr: np.ndarray | torch.Tensor) -> None:
@@ -159,4 +152,4 @@ def save_forgetting_npy(path: str | Path, arr: np.ndarray | torch.Tensor) -> Non
     if path.suffix != ".npy":
         raise ValueError(f"save_forgetting_npy writes .npy files, got {path}")
     vec = _float_vector("forgetting", arr)
-    _atomic_write(path, lambda f: np.save(f, vec))
+    np_save(path, vec)
