@@ -174,10 +174,13 @@ def filter_trainer(data: Dataset, distilled: Split | None, objective, *, arch: s
         idx = rows.nonzero().flatten()
         logits = torch.zeros(len(data.train), data.num_classes)
         # rows=, not images[idx]: the eligible rows are gathered a batch at a time (a store's never all at once)
-        logits[idx] = predict_logits(model, data.train.images, data.mean, data.std, device=device, rows=idx).cpu()
+        if len(idx):  # a lazy coarse pass asks for no rows up front
+            logits[idx] = predict_logits(model, data.train.images, data.mean, data.std, device=device, rows=idx).cpu()
         t2 = time.perf_counter()
         acc = accuracy(model, eval_set, data.mean, data.std, device=device) if eval_set is not None else None
-        return Filter(logits, acc, t1 - t0, t2 - t1)
+        more = lambda rows: predict_logits(model, data.train.images, data.mean, data.std,  # noqa: E731
+                                           device=device, rows=rows).cpu()
+        return Filter(logits, acc, t1 - t0, t2 - t1, infer=more)
 
     return train_filter
 

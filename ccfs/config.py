@@ -138,6 +138,9 @@ class SelectCfg:
     tie_break: Literal["index", "logit"] = doc(
         "index", "fine stage, equal scores: by train index (as the official code) | by the filter's true-class "
         "logit, easiest first (matters for integer scores such as forgetting counts)")
+    coarse_pass: Literal["lazy", "full"] = doc(
+        "lazy", "lazy: each filter infers the eligible pool only as far down the fine-stage order as the quotas "
+        "need (the same selection; the round log then counts candidates in that part) | full: the whole pool")
     filter_model: Optional[str] = doc(None, "architecture of the CCFS filters (None: the first of eval.models)")
     filter_epochs: Optional[int] = doc(None, "epochs of each filter (None: train.epochs)")
     filter_eval_size: int = doc(1000, "images of the fixed class-balanced validation sample (test without data.val_size) each filter's accuracy "

@@ -50,9 +50,14 @@ class FakeFilters:
         self.rows[j] = rows.clone()
         mask = self.wrong(j, selected)
         self.masks[j] = mask
-        logits = make_logits(self.labels, self.true_logit, mask, self.k)
+        full = make_logits(self.labels, self.true_logit, mask, self.k)
+        logits = full.clone()
         logits[~rows] = 0.0  # like the real coarse pass: only the requested rows are inferred
-        return Filter(logits, eval_acc=50.0 + j, train_seconds=0.0, infer_seconds=0.0)
+
+        def infer(idx: torch.Tensor) -> torch.Tensor:  # a lazy pass asks for more rows
+            self.rows[j][idx] = True
+            return full[idx]
+        return Filter(logits, eval_acc=50.0 + j, train_seconds=0.0, infer_seconds=0.0, infer=infer)
 
 
 def const_wrong(mask: torch.Tensor):
@@ -590,3 +595,39 @@ def test_selmatch_keeps_the_window_start_real_and_distils_the_next_easier_images
         init_c = [i for i in init.tolist() if inp.labels[i] == c]
         assert real_c == ranked[: IPC - CPC] and init_c == ranked[IPC - CPC: IPC]
         assert inp.hardness[init_c].max() <= inp.hardness[real_c].min()
+
+
+# ----------------------------------------------------------------------------- the lazy coarse pass
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("kw", [{}, {"balance": False}, {"coarse": "correct"}, {"fine": "hard"},
+                                {"shortfall": "reference", "tie_break": "index"}, {"ipc_real": 30}])
+def test_lazy_coarse_pass_selects_what_the_full_pass_selects(seed, kw):
+    """Stopping the pass once the quotas have their candidates gives the same selection,
+    round by round, while the filters infer fewer rows (many ties in the score, filters
+    that misclassify 10-40 %, a small pool, and a budget that runs the pool dry)."""
+    labels, hardness, tie, pool, teacher = random_problem(seed=seed)
+    frac = 0.1 + 0.06 * seed
+
+    def run(mode):
+        filters = FakeFilters(labels, tie, random_wrong(len(labels), frac), 4)
+        opts = CCFSOptions(**{"ipc_real": 9, "rounds": 3, "tie_break": "index", **kw, "coarse_pass": mode})
+        state = ccfs_rounds(labels, pool, hardness=hardness, opts=opts, has_distilled=True,
+                            train_filter=filters, teacher_logit=true_class_logit(teacher, labels))
+        return state, filters
+
+    (full, ff), (lazy, lf) = run("full"), run("lazy")
+    assert lazy.selected == full.selected
+    assert [e["indices"] for e in lazy.log] == [e["indices"] for e in full.log]
+    assert all(lf.rows[j].sum() <= ff.rows[j].sum() for j in ff.rows)
+    assert all(not (lf.rows[j] & ~pool).any() for j in lf.rows)  # never outside the eligible pool
+    if kw == {}:
+        assert sum(int(lf.rows[j].sum()) for j in lf.rows) < sum(int(ff.rows[j].sum()) for j in ff.rows)
+
+
+def test_lazy_pass_is_off_where_it_would_change_the_choice():
+    assert CCFSOptions(ipc_real=1).lazy(torch.zeros(3))
+    assert not CCFSOptions(ipc_real=1, tie_break="logit").lazy(torch.zeros(3))  # ties need every logit
+    assert not CCFSOptions(ipc_real=1).lazy(None)  # score "logits": the order is the filter's own
+    assert not CCFSOptions(ipc_real=1, fine="random").lazy(torch.zeros(3))
+    assert not CCFSOptions(ipc_real=1, coarse_pass="full").lazy(torch.zeros(3))

@@ -104,6 +104,7 @@ class Filter:
     eval_acc: float | None  # percent, on the fixed sample (None: no sample configured)
     train_seconds: float
     infer_seconds: float
+    infer: Callable[[torch.Tensor], torch.Tensor] | None = None  # rows [M] -> logits [M, K], on demand
 
 
 @dataclass
@@ -116,6 +117,14 @@ class CCFSOptions:
     shortfall: str = "carry"  # carry | reference
     score_name: str = "forgetting"
     tie_break: str = "index"  # equal scores: by train index (the official code) | by the filter's logit
+    coarse_pass: str = "lazy"  # lazy: infer only as far down the fine-stage order as the quotas need | full
+
+    def lazy(self, hardness: torch.Tensor | None) -> bool:
+        """Whether the coarse pass can stop early and still give the full pass's selection:
+        the fine stage must rank by a score fixed before the filter runs (not its logit, not
+        at random)."""
+        return self.coarse_pass == "lazy" and hardness is not None and self.tie_break == "index" \
+            and self.fine != "random"
 
 
 @dataclass
@@ -141,6 +150,42 @@ def shortfall(quota: torch.Tensor, taken: torch.Tensor, labels: torch.Tensor, ba
     short = torch.zeros_like(quota)
     short[0] = max(0, int(quota.sum()) - len(taken))
     return short
+
+
+def lazy_pass(flt: Filter, *, eligible: torch.Tensor, labels: torch.Tensor, quota: torch.Tensor,
+              hardness: torch.Tensor, opts: CCFSOptions, first: int = 32) -> torch.Tensor:
+    """The coarse pass, only as far as the fine stage looks: walk the eligible pool in the
+    fine stage's order (per class, or over all classes with balance off), infer the next
+    rows of every queue that still lacks candidates (the chunk doubling each time), and
+    stop once every queue has its quota of candidates or has run out. The first quota
+    candidates of a queue lie in what was walked, so the fine stage picks what a full pass
+    would pick. Fills `flt.train_logits` for the walked rows; returns them as bool [N]."""
+    zeros = torch.zeros(len(labels))
+    if opts.balance:
+        queues = [rank_order(eligible & (labels == c), hardness, zeros, opts.fine, generator=None)
+                  for c in range(len(quota))]
+        need = quota.clone()
+    else:
+        queues = [rank_order(eligible, hardness, zeros, opts.fine, generator=None)]
+        need = quota.sum().view(1)
+    pos, chunk = [0] * len(queues), [first] * len(queues)
+    walked = torch.zeros(len(labels), dtype=torch.bool)
+    while True:
+        parts = []
+        for q, queue in enumerate(queues):
+            if need[q] > 0 and pos[q] < len(queue):
+                parts.append(queue[pos[q]: pos[q] + chunk[q]])
+                pos[q] += chunk[q]
+                chunk[q] *= 2
+        if not parts:
+            return walked
+        idx = torch.cat(parts)
+        logits = flt.infer(idx)
+        flt.train_logits[idx] = logits
+        walked[idx] = True
+        keep = torch.ones(len(idx), dtype=torch.bool)
+        found = idx[coarse_candidates(logits.argmax(1), labels[idx], keep, opts.coarse)]
+        need -= torch.bincount(labels[found], minlength=len(quota)) if opts.balance else len(found)
 
 
 def filter_log(flt: Filter | None, labels: torch.Tensor, eligible: torch.Tensor) -> dict:
@@ -171,17 +216,22 @@ def ccfs_round(j: int, state: RoundState, *, labels: torch.Tensor, pool: torch.T
     selected = torch.tensor(state.selected, dtype=torch.long)
     eligible = pool.clone()
     eligible[selected] = False
+    # fine: the easiest q[j] (+ carried deficit) per class
+    quota = torch.full((num_classes,), quotas[j], dtype=torch.long)
+    if carry_mode and state.deficit:
+        quota = quota + torch.tensor(state.deficit)
+    asked = eligible  # the rows the filter was run over
+    if flt is not None and flt.infer is not None and opts.lazy(hardness):
+        t1 = time.perf_counter()
+        asked = lazy_pass(flt, eligible=eligible, labels=labels, quota=quota, hardness=hardness, opts=opts)
+        flt.infer_seconds += time.perf_counter() - t1
     logit = true_class_logit(flt.train_logits, labels) if flt is not None else teacher_logit
     tie = -logit.float()  # the filter's true-class logit as a hardness
     key = tie if hardness is None else hardness
     if opts.tie_break == "index":
         tie = torch.zeros_like(tie)  # sort by the score alone, ties by index (stable sorts)
     # coarse: what the filter gets wrong (skipped while there is no filter)
-    cand = eligible if flt is None else coarse_candidates(flt.train_logits.argmax(1), labels, eligible, opts.coarse)
-    # fine: the easiest q[j] (+ carried deficit) per class
-    quota = torch.full((num_classes,), quotas[j], dtype=torch.long)
-    if carry_mode and state.deficit:
-        quota = quota + torch.tensor(state.deficit)
+    cand = eligible if flt is None else coarse_candidates(flt.train_logits.argmax(1), labels, asked, opts.coarse)
     taken = fine_select(cand, labels, quota, hardness=key, tie=tie, order=opts.fine,
                         balance=opts.balance, generator=generator)
     short = shortfall(quota, taken, labels, opts.balance)
@@ -202,7 +252,8 @@ def ccfs_round(j: int, state: RoundState, *, labels: torch.Tensor, pool: torch.T
         "filled_from_pool": len(filled),
         "filled_outside_pool": len(outside),
         "unfilled_per_class": left.tolist() if last and carry_mode else None,
-        **filter_log(flt, labels, eligible),
+        **filter_log(flt, labels, asked),
+        "filter_inferred": int(asked.sum()) if flt is not None else 0,  # a lazy pass: the walked part only
         "select_seconds": time.perf_counter() - t0,
         "score": opts.score_name,
         "score_stats": _stats(hardness[new]) if hardness is not None and len(new) else {"n": len(new)},
@@ -228,7 +279,8 @@ def ccfs_rounds(labels: torch.Tensor, pool: torch.Tensor, *, hardness: torch.Ten
         empty = not has_distilled and not state.selected
         eligible = pool.clone()
         eligible[torch.tensor(state.selected, dtype=torch.long)] = False
-        flt = None if empty else train_filter(j, state.selected, eligible)
+        rows = torch.zeros_like(eligible) if opts.lazy(hardness) else eligible  # lazy: rows asked on demand
+        flt = None if empty else train_filter(j, state.selected, rows)
         gen = torch.Generator().manual_seed(seed * 1000 + j)  # per round: resumes reproduce
         state = ccfs_round(j, state, labels=labels, pool=pool, hardness=hardness, quotas=quotas, opts=opts,
                            flt=flt, teacher_logit=teacher_logit, generator=gen)
