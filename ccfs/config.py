@@ -125,8 +125,10 @@ class DistillCfg:
 class SelectCfg:
     """Which real images join the distilled ones (docs/method.md §2, §6)."""
     method: list[str] = doc(["ccfs", "random"], "selection methods to run and compare (listed by `ccfs config`)")
-    ipc: int = doc(50, "images per class in the synthetic set")
-    alpha: float = doc(0.2, "distilled portion α in [0, 1): int(ipc · α) distilled images per class")
+    ipc: int | list[int] = doc(50, "images per class in the synthetic set; a list runs a sweep (one run "
+                               "directory per IPC and α under out=, sharing teacher and distilled images)")
+    alpha: float | list[float] = doc(0.2, "distilled portion α in [0, 1): int(ipc · α) distilled images per class; "
+                                     "a list: a sweep, as for ipc")
     curricula: int = doc(3, "J, the number of CCFS rounds")
     score: Literal[SCORE_NAMES] = doc("forgetting", "difficulty score of the fine stage and the score baselines")
     coarse: Literal["misclassified", "correct"] = doc("misclassified", "coarse stage keeps what the filter gets wrong | right")
@@ -198,7 +200,14 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _check_type(value, inner[0], key)
+        for tp_i in inner[:-1]:  # the first type the value fits (int | list[int]: a number, else a list)
+            if typing.get_origin(tp_i) is list and not isinstance(value, list):
+                continue
+            try:
+                return _check_type(value, tp_i, key)
+            except ConfigError:
+                pass
+        return _check_type(value, inner[-1], key)
     if origin is list:
         if not isinstance(value, list):
             value = [value]  # a scalar where a list is expected: a one-element list
@@ -305,10 +314,14 @@ def validate(cfg: Config) -> None:
     """Range checks that need no data (choices are checked by their Literal types);
     dataset-dependent checks happen before the stages."""
     s = cfg.select
-    if not 0.0 <= s.alpha < 1.0:
-        raise ConfigError(f"select.alpha={s.alpha} must be in [0, 1): the distilled portion of each class")
-    if s.ipc < 1:
-        raise ConfigError(f"select.ipc={s.ipc} must be at least 1")
+    for alpha in (s.alpha if isinstance(s.alpha, list) else [s.alpha]):
+        if not 0.0 <= alpha < 1.0:
+            raise ConfigError(f"select.alpha={alpha} must be in [0, 1): the distilled portion of each class")
+    for ipc in (s.ipc if isinstance(s.ipc, list) else [s.ipc]):
+        if ipc < 1:
+            raise ConfigError(f"select.ipc={ipc} must be at least 1")
+    if [] in (s.ipc, s.alpha):
+        raise ConfigError("select.ipc and select.alpha lists must name at least one value")
     if s.curricula < 1:
         raise ConfigError(f"select.curricula={s.curricula} must be at least 1 (J rounds)")
     if not s.method:
@@ -346,7 +359,7 @@ def _type_name(tp: Any) -> str:
         return " | ".join(map(str, args))
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
-        return _type_name(inner[0]) + " or null"
+        return " or ".join(map(_type_name, inner)) + (" or null" if len(inner) < len(args) else "")
     if origin is list:
         return f"list of {_type_name(args[0])}"
     return getattr(tp, "__name__", str(tp))

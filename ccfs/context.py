@@ -27,9 +27,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Run:
-    def __init__(self, cfg: Config):
+    """`shared`: the folder holding teacher/ and distill/ when several runs share them (the
+    points of an IPC / α sweep); default the run's own `out`."""
+
+    SHARED = ("data", "teacher", "teacher_logit", "scores", "teacher_correct", "distilled")  # settings-free
+
+    def __init__(self, cfg: Config, shared: Path | None = None):
         self.cfg = cfg
         self.out = Path(cfg.out)
+        self.shared = Path(shared) if shared is not None else self.out
         from ccfs.distributed import device_name
 
         self.device = resolve_device(device_name(cfg.device))
@@ -69,9 +75,20 @@ class Run:
         return create_model(name, d.num_classes, d.channels, d.image_size)
 
     # ------------------------------------------------------------------ teacher artifacts
+    def sibling(self, cfg: Config) -> "Run":
+        """A run of another config over this run's teacher/ and distill/, reusing what this
+        one has loaded of them (the dataset, the teacher, its scores, the distilled images)."""
+        other = Run(cfg, shared=self.shared)
+        other.__dict__.update({k: v for k, v in self.__dict__.items() if k in self.SHARED})
+        return other
+
     @property
     def teacher_dir(self) -> Path:
-        return self.out / "teacher"
+        return self.shared / "teacher"
+
+    @property
+    def distill_dir(self) -> Path:
+        return self.shared / "distill"
 
     @cached_property
     def teacher(self) -> torch.nn.Module:
@@ -157,7 +174,7 @@ class Run:
     @cached_property
     def distilled(self) -> Split:
         """All distilled images (uint8) with labels, sorted by class."""
-        path = self.out / "distill" / "images.pt"
+        path = self.distill_dir / "images.pt"
         if not path.is_file():
             return Split(torch.empty(0, *self.data.train.images.shape[1:], dtype=torch.uint8),
                          torch.empty(0, dtype=torch.long))

@@ -95,9 +95,80 @@ def _run_one(name: str, stage, run: Run) -> None:
         distributed.on_main(lambda: stage(run))
 
 
+def sweep_points(cfg: Config) -> list[Config]:
+    """One config per (IPC, α) of the select.ipc × select.alpha lists, each with its own run
+    directory OUT/ipc<I>_a<α>; a config without lists is its own single point. Methods that
+    ignore α run at the first α of each IPC only, and `full` at the first point only."""
+    from dataclasses import replace
+    from itertools import product
+    from pathlib import Path
+
+    ipcs = cfg.select.ipc if isinstance(cfg.select.ipc, list) else [cfg.select.ipc]
+    alphas = cfg.select.alpha if isinstance(cfg.select.alpha, list) else [cfg.select.alpha]
+    if len(ipcs) == 1 and len(alphas) == 1:
+        return [replace(cfg, select=replace(cfg.select, ipc=ipcs[0], alpha=alphas[0]))]
+    points = []
+    for k, (ipc, alpha) in enumerate(product(ipcs, alphas)):
+        keep = [m for m in cfg.select.method if (k == 0 or not methods.get(m).full_data)
+                and (alpha == alphas[0] or methods.get(m).distilled in ("alpha", "own"))]
+        if keep:
+            points.append(replace(cfg, out=str(Path(cfg.out) / f"ipc{ipc}_a{alpha:g}"),
+                                  select=replace(cfg.select, ipc=ipc, alpha=alpha, method=keep)))
+    return points
+
+
+SWEEP_SHARED = ("teacher", "distill")  # stages a sweep runs once, in OUT, for every point
+
+
+def run_sweep(stage: str, cfg: Config, points: list[Config]) -> None:
+    """select.ipc / select.alpha lists: the teacher and the distilled images (as many per
+    class as the largest point needs) once in OUT; then every stage asked for at every point,
+    each in its own run directory over the shared ones; then the sweep report in OUT."""
+    from dataclasses import replace
+
+    top = Run(replace(cfg, select=points[0].select))
+    top.data  # noqa: B018  (loaded once, shared by every point)
+    runs = [top.sibling(p) for p in points]
+    biggest = max(runs, key=lambda r: methods.distilled_needed(r.cfg.select, r.cpc))
+    held = contextlib.ExitStack()
+
+    def start() -> None:
+        held.enter_context(runlock.hold(top.out))
+        print(top.data.summary() + f"; sweep of {len(points)} points")
+        _check_same_run(top)  # teacher/ and distill/ are OUT's
+        for r in runs:
+            _check_same_run(r)
+            preflight(r)
+            save_config(r.cfg, r.out / "config.yaml")
+        save_config(cfg, top.out / "config.yaml")
+
+    with held:
+        distributed.on_main(start)
+        for name, fn in _stages().items():
+            if stage not in ("run", name):
+                continue
+            if name in SWEEP_SHARED:
+                _run_one(name, fn, biggest)  # its teacher/ and distill/ are OUT's
+            else:
+                for r in runs:
+                    _run_one(name, fn, r)
+        if stage in ("run", "report"):
+            from ccfs.report.run import sweep_report
+            from ccfs.report.tables import summary_table
+
+            distributed.on_main(lambda: sweep_report(top.out, runs))
+        if stage == "run" and distributed.is_main():
+            print(f"\n== {cfg.data.name}: final-epoch test accuracy (mean ± std over seeds) ==")
+            print(summary_table([x for r in runs for x in records.current(r.out, r.cfg)]))
+
+
 def run_stage(stage: str, cfg: Config) -> None:
     for name in cfg.select.method:
         methods.get(name)  # an unknown method fails before anything is loaded
+    points = sweep_points(cfg)
+    if len(points) > 1:
+        return run_sweep(stage, cfg, points)
+    cfg = points[0]
     run = Run(cfg)
     held = contextlib.ExitStack()  # rank 0 holds the run directory; the others follow it
 

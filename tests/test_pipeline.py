@@ -359,3 +359,31 @@ def test_random_methods_select_once_per_evaluation_seed(tmp_path, monkeypatch):
     assert sorted((r["method"], r["seed"]) for r in records) == [
         ("ccfs", 0), ("ccfs", 1), ("forgetting", 0), ("forgetting", 1), ("random", 0), ("random", 1)]
     assert "paired by seed" in (out / "report.md").read_text()
+
+
+def test_ipc_and_alpha_lists_run_a_sweep_over_one_teacher(tmp_path, monkeypatch):
+    """select.ipc / select.alpha lists: one teacher and one distilled set in OUT (as many per
+    class as the largest point needs), a run directory per point, α-free methods once per
+    IPC, the full-data student once, and a sweep report with the accuracy-vs-ratio plot."""
+    monkeypatch.setenv("CCFS_CACHE", str(tmp_path / "cache"))
+    root = write_fake_fmnist(tmp_path / "fmnist")
+    out = tmp_path / "sweep"
+    assert _run(root, out, "select.ipc=[4,6]", "select.alpha=[0.25,0.5]", "select.method=[ccfs,random,full]") == 0
+    assert (out / "teacher" / "metrics.json").is_file() and not (out / "ipc4_a0.25" / "teacher").exists()
+    blob = torch.load(out / "distill" / "images.pt", weights_only=True)
+    assert torch.bincount(blob["labels"]).tolist() == [3] * 10  # int(6 · 0.5)
+    methods = {p.name: {json.loads(line)["method"] for line in (p / "results.jsonl").read_text().splitlines()}
+               for p in sorted(out.glob("ipc*"))}
+    assert methods == {"ipc4_a0.25": {"ccfs", "random", "full"}, "ipc4_a0.5": {"ccfs"},
+                       "ipc6_a0.25": {"ccfs", "random"}, "ipc6_a0.5": {"ccfs"}}
+    sel = json.loads((out / "ipc6_a0.5" / "select" / "ccfs" / "seed0" / "selected_indices.json").read_text())
+    assert sel["alpha"] == 0.5 and len(sel["idx_selected"]) == 30
+    report = (out / "report.md").read_text()
+    assert "sweep report" in report
+    rows = {tuple(c.strip() for c in line.split("|")[1:5]) for line in report.splitlines()
+            if line.startswith("| ccfs |")}
+    # α as realised: int(6 · 0.25) = 1 distilled image of 6
+    assert rows == {("ccfs", "convnet_w32", "4", "0.25"), ("ccfs", "convnet_w32", "4", "0.5"),
+                    ("ccfs", "convnet_w32", "6", "0.1667"), ("ccfs", "convnet_w32", "6", "0.5")}
+    assert (out / "plots" / "accuracy_vs_ratio.png").is_file()
+    assert (out / "ipc4_a0.5" / "report.md").is_file()

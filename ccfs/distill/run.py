@@ -31,7 +31,7 @@ def _import(run: Run, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def distill_stage(run: Run) -> None:
-    out = run.out / "distill"
+    out = run.distill_dir
     per_class = methods.distilled_needed(run.cfg.select, run.cpc)
     done = (out / "meta.json").is_file() and read_json(out / "meta.json")["per_class"] >= per_class
     if done or per_class == 0 or run.cfg.distill.method == "none":

@@ -18,6 +18,24 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def accuracy_vs_ratio(curves: dict[str, list[tuple[float, float, float]]], full: float | None,
+                      path: Path, *, xlabel: str = "synthetic set size, % of the train set") -> None:
+    """The sweep's headline figure: mean ± std accuracy per method against the data ratio
+    (or α), `curves[method] = [(x, mean, std), ...]`, the full-data student as a line."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for name, pts in sorted(curves.items()):
+        pts = sorted(pts)
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o",
+                    capsize=3, label=name)
+    if full is not None:
+        ax.axhline(full, color="k", ls="--", lw=1, label="full data")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("final-epoch test accuracy %")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
 def filter_accuracy(rounds: list[dict], path: Path) -> None:
     """Filter accuracy per round: on the fixed test sample and on the eligible pool
     (un-augmented train images not yet selected)."""

@@ -3,6 +3,8 @@ selection, and plots (filter accuracy per round, difficulty of the chosen images
 round, a grid of the chosen images per round). Reads records; never trains."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from ccfs import records
 from ccfs.artifacts import read_json, write_text
 from ccfs.context import Run
@@ -38,6 +40,37 @@ def _rounds_section(run: Run, method: str, rounds: list[dict]) -> str:
                       path=plot_dir / f"{method}_chosen.png")
     parts.append(f"![images chosen per round](plots/{method}_chosen.png)")
     return "\n".join(parts) + "\n"
+
+
+def sweep_report(out, points: list[Run]) -> None:
+    """OUT/report.md of an IPC / α sweep: every point's results in one table, accuracy
+    against the data ratio per method with the full-data student as a line, and (where α
+    varies) accuracy against α; each point's own report.md holds its round logs."""
+    from ccfs.report.tables import group, mean_std
+
+    found, ratio = [], {}
+    for p in points:
+        found += records.current(p.out, p.cfg)
+        ratio[p.cfg.select.ipc] = 100.0 * p.cfg.select.ipc * p.data.num_classes / len(p.data.train)
+    finals = group(found)
+    full = next((mean_std(v)[0] for (m, *_), v in finals.items() if m == "full"), None)
+    curves: dict[str, list] = {}
+    alphas = sorted({k[3] for k in finals})
+    for (method, model, ipc, alpha), vals in finals.items():
+        if method != "full":
+            name = f"{method} {model}" + (f" α {alpha:g}" if len(alphas) > 1 and alpha else "")
+            curves.setdefault(name, []).append((ratio[ipc], *mean_std(vals)[:2]))
+    plots.accuracy_vs_ratio(curves, full, Path(out) / "plots" / "accuracy_vs_ratio.png")
+    parts = [f"# ccfs sweep report: {points[0].cfg.data.name}\n",
+             f"Points (IPC, α): {', '.join(f'({p.cfg.select.ipc}, {p.cfg.select.alpha:g})' for p in points)}; "
+             "each has its run directory and report.md under this one. Accuracies are final-epoch test top-1 "
+             "in %, mean ± std over seeds; validation accuracy beside them.\n",
+             "| IPC | data % |\n|---|---|\n" + "\n".join(f"| {i} | {r:.2f} |" for i, r in sorted(ratio.items())), "",
+             "## Results\n", results_table(found) if found else "no results yet", "",
+             *(["## CCFS against each method, paired by seed\n", paired_table(found), ""] if paired_table(found) else []),
+             "![accuracy against the data ratio](plots/accuracy_vs_ratio.png)", ""]
+    write_text(Path(out) / "report.md", "\n".join(parts))
+    print(f"report: {Path(out) / 'report.md'}")
 
 
 def report_stage(run: Run) -> None:
