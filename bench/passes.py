@@ -52,14 +52,14 @@ def instrument() -> None:
 
     def fit(model, data, recipe, objective, **kw):
         teacher = _name(objective.teacher) if isinstance(objective, KD) else ""
-        TRAIN[(_name(model), recipe.batch_for(len(data)), teacher)] += len(data) * recipe.epochs
+        TRAIN[(_name(model), recipe.batch_for(len(data)), teacher)] += len(data) * recipe.epochs_for(len(data))
         t0 = time.perf_counter()
         out = real_fit(model, data, recipe, objective, **kw)
         FIT_SECONDS[_name(model)] += time.perf_counter() - t0
         return out
 
     def predict(model, images, *a, **kw):
-        INFER[_name(model)] += len(images)
+        INFER[_name(model)] += len(images) if kw.get("rows") is None else len(kw["rows"])
         return real_predict(model, images, *a, **kw)
 
     real_synth = ccfs.synthesis.synthesize_classes

@@ -137,6 +137,9 @@ class SelectCfg:
     teacher_correct: bool = doc(True, "restrict the pool to images the teacher classifies correctly")
     shortfall: Literal["carry", "reference"] = doc(
         "carry", "carry deficits and fill them in the last round (IPC always met) | reference (under-fill)")
+    fill: Literal["easiest", "boundary", "random"] = doc(
+        "easiest", "what fills a shortfall in the last round (carry): the easiest pool images by the score | the "
+        "pool images nearest the filter's decision boundary | a random draw")
     tie_break: Literal["index", "logit"] = doc(
         "index", "fine stage, equal scores: by train index (as the official code) | by the filter's true-class "
         "logit, easiest first (matters for integer scores such as forgetting counts)")

@@ -183,3 +183,13 @@ def test_corrupt_or_missing_file(tmp_path):
         with pytest.raises(CheckpointError) as err:
             load_checkpoint(model, tmp_path / bad)
         assert bad in str(err.value) and "\n" not in str(err.value)
+
+
+def test_dc_convnet_pads_grayscale_like_the_dc_code():
+    from ccfs.models import create_model
+
+    gray = create_model("convnet_dc", 10, 1, 28)
+    assert gray.features[0].padding == (3, 3) and gray.num_features == 128 * 4 * 4
+    assert gray(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    rgb = create_model("convnet_dc", 10, 3, 32)
+    assert rgb.features[0].padding == (1, 1) and rgb.num_features == 128 * 4 * 4

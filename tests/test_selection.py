@@ -631,3 +631,32 @@ def test_lazy_pass_is_off_where_it_would_change_the_choice():
     assert not CCFSOptions(ipc_real=1).lazy(None)  # score "logits": the order is the filter's own
     assert not CCFSOptions(ipc_real=1, fine="random").lazy(torch.zeros(3))
     assert not CCFSOptions(ipc_real=1, coarse_pass="full").lazy(torch.zeros(3))
+
+
+@pytest.mark.parametrize("fill", ["boundary", "random", "easiest"])
+def test_last_round_fill_orders(fill):
+    """A budget larger than the misclassified pool: the last round fills each class's deficit
+    from the pool, by the score (easiest), nearest the filter's boundary first (smallest
+    margin; the lazy pass's skipped rows are inferred for it), or in a seeded random order."""
+    labels, hardness, tie, pool, teacher = random_problem(seed=3)
+    filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.15), 4)
+    opts = CCFSOptions(ipc_real=24, rounds=3, fill=fill)
+    state = ccfs_rounds(labels, pool, hardness=hardness, opts=opts, has_distilled=True, train_filter=filters,
+                        teacher_logit=true_class_logit(teacher, labels))
+    last = state.log[-1]
+    n_fill = last["filled_from_pool"]
+    assert n_fill > 0 and last["filled_outside_pool"] == 0
+    taken = last["indices"][: last["chosen"] - n_fill]
+    filled = last["indices"][last["chosen"] - n_fill:]
+    before = set(state.selected) - set(last["indices"])
+    margin = tie  # FakeFilters: a right image's margin is its true-class logit + 100
+    for c in range(4):
+        rest = [i for i in range(len(labels)) if pool[i] and labels[i] == c and i not in before and i not in taken]
+        got = [i for i in filled if labels[i] == c]
+        if fill == "boundary":
+            assert got == sorted(rest, key=lambda i: (float(margin[i]), i))[: len(got)]
+        elif fill == "easiest":
+            assert got == sorted(rest, key=lambda i: (float(hardness[i]), i))[: len(got)]
+        else:
+            assert set(got) <= set(rest)
+    assert len(state.selected) == 24 * 4

@@ -37,8 +37,16 @@ def _convnets() -> dict[str, Callable[..., nn.Module]]:
     return variants
 
 
+def dc_convnet(num_classes: int, in_channels: int = 3, image_size: int = 32) -> nn.Module:
+    """The DC / DSA / DM benchmark student exactly: width 128, depth 3, instance norm, and the
+    DC code's first padding of 3 for 1-channel inputs (28 px -> 32 -> 16 -> 8 -> 4)."""
+    return ConvNet(num_classes, in_channels, image_size, width=128, depth=3, norm="instance",
+                   first_padding=3 if in_channels == 1 else 1)
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     **_convnets(),
+    "convnet_dc": dc_convnet,
     "resnet18_modified": partial(ResNet18, small_stem=True),
     "resnet18": partial(ResNet18, small_stem=False),
     "vgg11_bn": VGG,

@@ -91,6 +91,26 @@ def fill_shortfall(short: torch.Tensor, *, eligible: torch.Tensor, selected: tor
     return filled, fine_select(other, quotas=still, **rank)
 
 
+def fill_order(kind: str, *, key: torch.Tensor, flt: "Filter | None", eligible: torch.Tensor,
+               asked: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The order ("higher = later") in which the last round fills a shortfall: "easiest" by
+    the fine-stage score; "boundary": pool images nearest the filter's decision boundary
+    first (smallest margin, true-class logit minus the largest other; the rest of the pool
+    is inferred if a lazy pass skipped it; images outside the pool keep the score order);
+    "random": a seeded random order."""
+    rest = (eligible & ~asked).nonzero().flatten()
+    if kind == "easiest" or (kind == "boundary" and (flt is None or (len(rest) and flt.infer is None))):
+        return key
+    if kind == "random":
+        return torch.rand(len(key), generator=generator)
+    if len(rest):
+        flt.train_logits[rest] = flt.infer(rest)
+    logits = flt.train_logits
+    true = logits.gather(1, labels[:, None])[:, 0]
+    other = logits.scatter(1, labels[:, None], float("-inf")).max(1).values
+    return torch.where(eligible, true - other, key)
+
+
 def per_class_counts(indices: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.bincount(labels[indices], minlength=num_classes)
 
@@ -118,6 +138,7 @@ class CCFSOptions:
     score_name: str = "forgetting"
     tie_break: str = "index"  # equal scores: by train index (the official code) | by the filter's logit
     coarse_pass: str = "lazy"  # lazy: infer only as far down the fine-stage order as the quotas need | full
+    fill: str = "easiest"  # the last round's shortfall: easiest | boundary (filter margin) | random
 
     def lazy(self, hardness: torch.Tensor | None) -> bool:
         """Whether the coarse pass can stop early and still give the full pass's selection:
@@ -237,8 +258,10 @@ def ccfs_round(j: int, state: RoundState, *, labels: torch.Tensor, pool: torch.T
     short = shortfall(quota, taken, labels, opts.balance)
     filled = outside = torch.empty(0, dtype=torch.long)
     if carry_mode and last and short.sum() > 0:
+        order = fill_order(opts.fill, key=key, flt=flt, eligible=eligible, asked=asked, labels=labels,
+                           generator=generator)
         filled, outside = fill_shortfall(short, eligible=eligible, selected=selected, taken=taken,
-                                         labels=labels, hardness=key, tie=tie, balance=opts.balance)
+                                         labels=labels, hardness=order, tie=tie, balance=opts.balance)
     new = torch.cat([taken, filled, outside])
     left = remaining(short, torch.cat([filled, outside]), labels, opts.balance)
     entry = {
