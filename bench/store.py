@@ -12,14 +12,15 @@ teacher epoch and a coarse pass read from it, against the in-memory tensor path.
    coarse: `predict_logits` over the train rows (batch 1024);
    reads: the loop's data path alone (gather 256 random rows, to float), one epoch;
    each once over the whole store and, for the ratio, --repeats times alternately over the
-   first --subset rows (the teacher for --ratio-steps steps) from the store (a memory-mapped
-   view) and in memory (the same rows read into a tensor); medians are shown.
+   first --subset rows (the teacher for --ratio-steps steps) from the store (`StoreRows.head`:
+   rows read per batch) and in memory (the same rows read into a tensor); medians are shown.
    memory-prepare: `load_dataset` of the whole folder into the tensor cache, for contrast.
 Each phase's result is kept in WORK/results and reused (--fresh measures again).
 Store phases run after the store files were read once (in the page cache). Peak RSS is
-VmHWM: it counts the store pages mapped into the process, clean page cache that the kernel
-can drop at any time; peak anon is the sampled peak of RssAnon (memory only the process
-holds), peak file the sampled peak of RssFile.
+VmHWM. Store reads use `os.preadv` into a batch buffer, not a memory map, so the page cache
+they read through is not the process's and stays out of RSS (it did count, as RssFile,
+while the store was memory-mapped); peak anon is the sampled peak of RssAnon (memory only
+the process holds), peak file the sampled peak of RssFile (now the mapped libraries).
 """
 from __future__ import annotations
 
@@ -132,7 +133,7 @@ def _train_split(store: Path, source: str, n: int):
     if source == "memory":
         images = torch.from_numpy(_rows_in_memory(store / "train_images.npy", n))
         return data, Split(images, data.train.labels[:n].clone())
-    return data, Split(data.train.images[:n], data.train.labels[:n], mapped=True)
+    return data, Split(data.train.images.head(n), data.train.labels[:n], mapped=True)
 
 
 class _Enough(Exception):

@@ -94,7 +94,7 @@ def train_teacher(data: Dataset, model: str = "convnet_w32_bn", recipe: Recipe |
 
     recipe, device = recipe or TEACHER_RECIPE, _device(device)
     net = new_model(model, data, seed)
-    recorder = DynamicsRecorder(len(data.train), recipe.epochs, record_epochs)
+    recorder = DynamicsRecorder(len(data.train), recipe.epochs_for(len(data.train)), record_epochs)
     t0 = time.perf_counter()
     fit(net, data.train, recipe, CrossEntropy(), mean=data.mean, std=data.std, device=device, seed=seed,
         hook=recorder, progress=progress, desc="teacher", resume=resume)  # tested once, below

@@ -46,8 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--root", help="folder holding the dataset files (default: the table's default)")
     prep.add_argument("--image-size", type=int, help="imagefolder: resize images to this size")
     prep.add_argument("--channels", type=int, choices=(1, 3), help="imagefolder: 1 (gray) or 3 (RGB)")
-    prep.add_argument("--store", help="write a memory-mapped store to this folder instead (datasets larger "
-                      "than memory; read it with data.store=STORE)")
+    prep.add_argument("--store", help="write an on-disk uint8 store (read in place, row by row) to this folder "
+                      "instead (datasets larger than memory; read it with data.store=STORE)")
     cfg = sub.add_parser("config", help="list every config key (type, value, description) and the methods",
                          description="List every config key of PRESET (or the defaults) after the overrides.")
     cfg.add_argument("preset", nargs="?", help="preset name under configs/ or a YAML path")

@@ -81,7 +81,7 @@ class DataCfg:
     channels: Optional[int] = doc(None, "imagefolder only: 1 (gray) or 3 (RGB)")
     mean: Optional[list[float]] = doc(None, "per-channel normalisation mean (None: the dataset table's)")
     std: Optional[list[float]] = doc(None, "per-channel normalisation std (None: the dataset table's)")
-    store: Optional[str] = doc(None, "read the data from this memory-mapped store (ccfs prepare --store)")
+    store: Optional[str] = doc(None, "read the data in place from this on-disk store (ccfs prepare --store)")
     val_size: int = doc(0, "images (class-balanced, fixed seed) held out of the train set as a validation split: "
                         "never trained on or selected from; every choice is made on it (0: none)")
 

@@ -50,7 +50,7 @@ class Run:
 
         d = self.cfg.data
         options = {k: v for k, v in (("image_size", d.image_size), ("channels", d.channels)) if v}
-        if d.store:  # memory-mapped: every stage reads batches of rows from the store
+        if d.store:  # on disk: every stage reads batches of rows from the store (pread, no mapping)
             data = open_store(d.store, d.name, d.image_size, d.channels)
         else:
             data = load_dataset(d.name, d.root, **options)

@@ -111,18 +111,25 @@ def predict_logits(model: nn.Module, images: torch.Tensor, mean, std, *, device=
     norm = Normalizer(mean, std, device, cl)
     n = len(images) if rows is None else len(rows)
     first, last = distributed.shard(n)  # under torchrun each rank infers its share
-    out = []
+    # One output block, filled batch by batch: a block per batch, kept to the end, would sit
+    # between each batch's freed activations on the malloc heap and fragment it (a coarse
+    # pass over 200 000 rows, batch 1024, grew RSS ~6 MB a batch, to 2.6 GB).
+    out = None
     for start in range(first, last, batch_size):
         stop = min(start + batch_size, last)
         batch = images[start:stop] if rows is None else images[rows[start:stop]]
         x = norm(batch.to(device, non_blocking=True), None, None)
         with _autocast(device, amp):
-            out.append((model.forward_features(x) if features else model(x)).float())
+            y = (model.forward_features(x) if features else model(x)).float()
+        if out is None:
+            out = torch.empty(last - first, y.shape[1], dtype=torch.float32, device=device)
+        out[start - first:stop - first] = y
     if distributed.world_size() > 1:
-        width = out[0].shape[1] if out else _output_width(model, images[:1], norm, device, features=features)
-        mine = torch.cat(out) if out else torch.empty(0, width, device=device)
+        width = out.shape[1] if out is not None else _output_width(model, images[:1], norm, device,
+                                                                   features=features)
+        mine = out if out is not None else torch.empty(0, width, device=device)
         return distributed.gather_rows(mine, n)
-    return torch.cat(out) if out else torch.empty(0)
+    return out if out is not None else torch.empty(0)
 
 
 def _output_width(model, one, norm, device, *, features: bool) -> int:
