@@ -94,7 +94,7 @@ def test_unknown_key_names_valid_keys(override, valid_key):
 
 @pytest.mark.parametrize("override", [
     "select.ipc=abc", "select.ipc=1.5", "select.ipc=true", "select.balance=3",
-    "select.alpha=yes", "select.alpha=abc", "eval.seeds=[a,b]", "select.alpha=[0.1]",
+    "select.alpha=yes", "select.alpha=abc", "eval.seeds=[a,b]", "select.alpha=[0.1,abc]", "select.ipc=[5,1.5]",
 ])
 def test_wrong_type_is_an_error(override):
     with pytest.raises(ConfigError, match="should be of type"):
@@ -210,3 +210,14 @@ def test_config_listing_shows_keys_and_methods(capsys):
     out = capsys.readouterr().out
     assert "select.ipc" in out and " 7 " in out and "teacher.train.epochs" in out
     assert "window" in out and "sliding window" in out
+
+
+
+def test_ipc_and_alpha_take_a_number_or_a_list():
+    cfg = load_config(None, ["select.ipc=[10,55]", "select.alpha=[0.1,0.2]"])
+    assert cfg.select.ipc == [10, 55] and cfg.select.alpha == [0.1, 0.2]
+    assert load_config(None, ["select.ipc=7"]).select.ipc == 7
+    with pytest.raises(ConfigError, match="must be in"):
+        load_config(None, ["select.alpha=[0.1,1.0]"])
+    with pytest.raises(ConfigError, match="at least one"):
+        load_config(None, ["select.ipc=[]"])
