@@ -221,3 +221,14 @@ def test_ipc_and_alpha_take_a_number_or_a_list():
         load_config(None, ["select.alpha=[0.1,1.0]"])
     with pytest.raises(ConfigError, match="at least one"):
         load_config(None, ["select.ipc=[]"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.mix=cutmix", "eval.objective=ce"], "needs eval.objective=kd"),
+    (["teacher.train.mix=mixup"], "teacher.train.mix must be none"),
+    (["data.val_size=-5"], "0 or more"),
+    (["train.steps=-1"], "0 or more"),
+])
+def test_mixing_and_counts_are_checked(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)

@@ -61,13 +61,14 @@ def sweep_report(out, points: list[Run]) -> None:
             name = f"{method} {model}" + (f" α {alpha:g}" if len(alphas) > 1 and alpha else "")
             curves.setdefault(name, []).append((ratio[ipc], *mean_std(vals)[:2]))
     plots.accuracy_vs_ratio(curves, full, Path(out) / "plots" / "accuracy_vs_ratio.png")
+    paired = paired_table(found)
     parts = [f"# ccfs sweep report: {points[0].cfg.data.name}\n",
              f"Points (IPC, α): {', '.join(f'({p.cfg.select.ipc}, {p.cfg.select.alpha:g})' for p in points)}; "
              "each has its run directory and report.md under this one. Accuracies are final-epoch test top-1 "
              "in %, mean ± std over seeds; validation accuracy beside them.\n",
              "| IPC | data % |\n|---|---|\n" + "\n".join(f"| {i} | {r:.2f} |" for i, r in sorted(ratio.items())), "",
              "## Results\n", results_table(found) if found else "no results yet", "",
-             *(["## CCFS against each method, paired by seed\n", paired_table(found), ""] if paired_table(found) else []),
+             *(["## CCFS against each method, paired by seed\n", paired, ""] if paired else []),
              "![accuracy against the data ratio](plots/accuracy_vs_ratio.png)", ""]
     write_text(Path(out) / "report.md", "\n".join(parts))
     print(f"report: {Path(out) / 'report.md'}")
