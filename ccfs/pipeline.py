@@ -122,8 +122,10 @@ SWEEP_SHARED = ("teacher", "distill")  # stages a sweep runs once, in OUT, for e
 
 def run_sweep(stage: str, cfg: Config, points: list[Config]) -> None:
     """select.ipc / select.alpha lists: the teacher and the distilled images (as many per
-    class as the largest point needs) once in OUT; then every stage asked for at every point,
-    each in its own run directory over the shared ones; then the sweep report in OUT."""
+    class as the largest point needs) once in OUT; then the stages asked for, point by point,
+    each point in its own run directory over the shared ones, so that a point's results and
+    report land before the next point starts; the sweep report in OUT is redrawn after every
+    point."""
     from dataclasses import replace
 
     top = Run(replace(cfg, select=points[0].select))
@@ -144,19 +146,20 @@ def run_sweep(stage: str, cfg: Config, points: list[Config]) -> None:
 
     with held:
         distributed.on_main(start)
-        for name, fn in _stages().items():
-            if stage not in ("run", name):
-                continue
-            if name in SWEEP_SHARED:
-                _run_one(name, fn, biggest)  # its teacher/ and distill/ are OUT's
-            else:
-                for r in runs:
-                    _run_one(name, fn, r)
-        if stage in ("run", "report"):
+        asked = {name: fn for name, fn in _stages().items() if stage in ("run", name)}
+        for name in SWEEP_SHARED:
+            if name in asked:
+                _run_one(name, asked[name], biggest)  # its teacher/ and distill/ are OUT's
+        per_point = {name: fn for name, fn in asked.items() if name not in SWEEP_SHARED}
+        if per_point:
             from ccfs.report.run import sweep_report
             from ccfs.report.tables import summary_table
 
-            distributed.on_main(lambda: sweep_report(top.out, runs))
+            for r in runs:
+                for name, fn in per_point.items():
+                    _run_one(name, fn, r)
+                if "report" in per_point:
+                    distributed.on_main(lambda: sweep_report(top.out, runs))
         if stage == "run" and distributed.is_main():
             print(f"\n== {cfg.data.name}: final-epoch test accuracy (mean ± std over seeds) ==")
             print(summary_table([x for r in runs for x in records.current(r.out, r.cfg)]))

@@ -387,3 +387,25 @@ def test_ipc_and_alpha_lists_run_a_sweep_over_one_teacher(tmp_path, monkeypatch)
                     ("ccfs", "convnet_w32", "6", "0.1667"), ("ccfs", "convnet_w32", "6", "0.5")}
     assert (out / "plots" / "accuracy_vs_ratio.png").is_file()
     assert (out / "ipc4_a0.5" / "report.md").is_file()
+
+
+def test_a_sweep_finishes_each_point_before_the_next(tmp_path, monkeypatch):
+    """Teacher and distill once, then select → evaluate → export → report point by point,
+    the sweep report redrawn after every point: a long sweep's first points land early."""
+    from ccfs import pipeline
+
+    monkeypatch.setenv("CCFS_CACHE", str(tmp_path / "cache"))
+    root = write_fake_fmnist(tmp_path / "fmnist")
+    calls, real = [], pipeline._stages
+
+    def recording():
+        def wrap(name, fn):
+            return lambda run: (calls.append((name, run.out.name)), fn(run))
+        return {name: wrap(name, fn) for name, fn in real().items()}
+
+    monkeypatch.setattr(pipeline, "_stages", recording)
+    assert _run(root, tmp_path / "sweep", "select.ipc=[4,6]", "select.alpha=0.25",
+                "select.method=[random]") == 0
+    assert [name for name, _ in calls[:2]] == ["teacher", "distill"]  # into OUT, for every point
+    assert calls[2:] == [*[(s, "ipc4_a0.25") for s in ("select", "evaluate", "export", "report")],
+                         *[(s, "ipc6_a0.25") for s in ("select", "evaluate", "export", "report")]]

@@ -31,7 +31,8 @@ def accuracy_vs_ratio(curves: dict[str, list[tuple[float, float, float]]], full:
         ax.axhline(full, color="k", ls="--", lw=1, label="full data")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("final-epoch test accuracy %")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # a sweep's report before its first result has none
+        ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     _save(fig, path)
 
