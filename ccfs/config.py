@@ -103,6 +103,9 @@ class TeacherCfg:
                                          "set correctly (None: twice chance)")
 
 
+SYNTHESIS = ("sre2l", "cda")  # distill.method values that synthesise from the teacher
+
+
 @dataclass
 class DistillCfg:
     """The distilled part: SRe2L / CDA synthesis from the teacher, or imported images."""
@@ -119,6 +122,11 @@ class DistillCfg:
     init: Literal["noise", "real"] = doc("noise", "start from Gaussian noise or from random real images")
     random_choice: bool = doc(False, "folder import: a seeded random choice of files, not the first ones")
     resize: bool = doc(False, "folder import: resize images of another size instead of refusing them")
+
+    @property
+    def synthesises(self) -> bool:
+        """Whether the images are made from the teacher's BatchNorm statistics (not imported)."""
+        return self.method in SYNTHESIS
 
 
 @dataclass

@@ -39,7 +39,7 @@ def distill_stage(run: Run) -> None:
             print("distill: method none, no distilled images (methods that need them will fail)")
         return
     t0 = time.perf_counter()
-    if run.cfg.distill.method in ("sre2l", "cda"):
+    if run.cfg.distill.synthesises:
         images, labels = distill_from_config(run.cfg.distill, run.teacher, run.data, per_class,
                                              seed=run.cfg.seed, device=run.device, progress=run.cfg.progress)
     else:

@@ -74,7 +74,7 @@ def _own_distilled(run: Run, init: list[int], per_class: int) -> dict:
     """selmatch: its α part, SRe2L/CDA started from the given real images."""
     from ccfs.synthesis import distill_from_config
 
-    if run.cfg.distill.method not in ("sre2l", "cda"):
+    if not run.cfg.distill.synthesises:
         raise ConfigError("select.method selmatch distils from the selected window: it needs "
                           "distill.method=sre2l or cda")
     images, labels = distill_from_config(run.cfg.distill, run.teacher, run.data, per_class, seed=run.cfg.seed,

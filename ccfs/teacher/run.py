@@ -20,7 +20,7 @@ DONE = "metrics.json"  # written last: its presence means the stage finished
 
 
 def _needs_batchnorm(run: Run) -> bool:
-    return run.cfg.distill.method in ("sre2l", "cda")
+    return run.cfg.distill.synthesises
 
 
 def check_teacher_arch(run: Run, model) -> None:
