@@ -380,13 +380,15 @@ def test_ipc_and_alpha_lists_run_a_sweep_over_one_teacher(tmp_path, monkeypatch)
     assert sel["alpha"] == 0.5 and len(sel["idx_selected"]) == 30
     report = (out / "report.md").read_text()
     assert "sweep report" in report
-    rows = {tuple(c.strip() for c in line.split("|")[1:5]) for line in report.splitlines()
+    rows = {tuple(c.strip() for c in line.split("|")[1:5]) for line in report.split("## Results")[1].splitlines()
             if line.startswith("| ccfs |")}
     # α as realised: int(6 · 0.25) = 1 distilled image of 6
     assert rows == {("ccfs", "convnet_w32", "4", "0.25"), ("ccfs", "convnet_w32", "4", "0.5"),
                     ("ccfs", "convnet_w32", "6", "0.1667"), ("ccfs", "convnet_w32", "6", "0.5")}
     assert (out / "plots" / "accuracy_vs_ratio.png").is_file()
     assert (out / "ipc4_a0.5" / "report.md").is_file()
+    ratio = report.split("## Results")[0]  # rows by the α asked for: 0.25 at IPC 6 realises 1/6
+    assert {line.split("|")[3].strip() for line in ratio.splitlines() if line.startswith("| ccfs |")} == {"0.25", "0.5"}
 
 
 def test_a_sweep_finishes_each_point_before_the_next(tmp_path, monkeypatch):

@@ -19,7 +19,8 @@ from ccfs.distill.folder import export_png_folder
 from ccfs.records import load as load_records, record_key
 from ccfs.export import labels_csv
 from ccfs.report import plots
-from ccfs.report.tables import fmt, group, mean_std, oracle_window, results_table, rounds_table, summary_table
+from ccfs.report.tables import (fmt, group, mean_std, oracle_window, paired_differences, paired_table, ratio_table,
+                                results_table, rounds_table, summary_table)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ORACLE = " ← oracle window (β picked on TEST acc (no validation split))"
@@ -255,3 +256,38 @@ def test_record_key():
     for field, other in (("method", "random"), ("model", "resnet"), ("ipc", 50), ("alpha", 0.3),
                          ("seed", 2), ("settings", "xyz")):
         assert record_key(dict(r, **{field: other})) != record_key(r), field
+
+
+def test_paired_differences_pair_by_seed_ipc_and_alpha_and_full_with_every_ipc():
+    """CCFS minus each method over the seeds both have; the full-data student (recorded at
+    one point of a sweep) pairs with every IPC; a method with a distilled part pairs only at
+    CCFS's α; an α sweep of CCFS gets rows per α."""
+    records = [rec("ccfs", "c", 10, 0.1, 0, 80.0, None), rec("ccfs", "c", 10, 0.1, 1, 82.0, None),
+               rec("ccfs", "c", 10, 0.2, 0, 81.0, None),
+               rec("ccfs", "c", 50, 0.1, 0, 88.0, None),
+               rec("random", "c", 10, 0.0, 0, 79.0, None), rec("random", "c", 10, 0.0, 1, 79.0, None),
+               rec("random", "c", 10, 0.0, 2, 50.0, None),  # no CCFS seed 2: not paired
+               rec("random_distilled", "c", 10, 0.1, 0, 78.0, None),
+               rec("random_distilled", "c", 10, 0.2, 0, 70.0, None),
+               rec("full", "c", 10, 0.0, 0, 90.0, None),
+               rec("random", "other", 10, 0.0, 0, 10.0, None)]  # another model: not paired
+    rows = {(m, ipc, a): (round(mean, 6), n) for m, _, ipc, a, mean, _, n in paired_differences(records)}
+    assert rows == {("full", 10, 0.1): (-10.0, 1), ("random", 10, 0.1): (2.0, 2),
+                    ("random_distilled", 10, 0.1): (2.0, 1),
+                    ("full", 10, 0.2): (-9.0, 1), ("random", 10, 0.2): (2.0, 1),
+                    ("random_distilled", 10, 0.2): (11.0, 1),
+                    ("full", 50, 0.1): (-2.0, 1)}
+    table = paired_table(records)
+    assert "| random | c | 10 | 0.1 | +2.00 ± 1.41 | 2 |" in table
+    assert paired_table([rec("random", "c", 10, 0.0, 0, 1.0, None)]) == ""
+
+
+def test_ratio_table_has_a_column_per_ipc_and_full_in_every_column():
+    records = [rec("ccfs", "c", 10, 0.1, 0, 80.0, None), rec("ccfs", "c", 10, 0.1, 1, 82.0, None),
+               rec("ccfs", "c", 50, 0.1, 0, 88.0, None), rec("random", "c", 50, 0.0, 0, 85.0, None),
+               rec("full", "c", 10, 0.0, 0, 90.0, None)]
+    lines = ratio_table(records, {10: 1.0, 50: 5.0}).splitlines()
+    assert lines[0] == "| method | model | α | IPC 10 (1.0 %) | IPC 50 (5.0 %) |"
+    assert lines[2:] == ["| full | c |  | 90.00 ± 0.00 (n=1) | 90.00 ± 0.00 (n=1) |",
+                         "| ccfs | c | 0.1 | 81.00 ± 1.41 (n=2) | 88.00 ± 0.00 (n=1) |",
+                         "| random | c |  | – | 85.00 ± 0.00 (n=1) |"]

@@ -9,7 +9,7 @@ from ccfs import records
 from ccfs.artifacts import read_json, write_text
 from ccfs.context import Run
 from ccfs.report import plots
-from ccfs.report.tables import choice_field, paired_table, results_table, rounds_table
+from ccfs.report.tables import choice_field, paired_table, ratio_table, results_table, rounds_table
 from ccfs.scores import hardness_label
 
 
@@ -50,7 +50,8 @@ def sweep_report(out, points: list[Run]) -> None:
 
     found, ratio = [], {}
     for p in points:
-        found += records.current(p.out, p.cfg)
+        found += [{**r, "alpha_set": p.cfg.select.alpha if 0 < r["alpha"] < 1 else r["alpha"]}  # ratio table rows
+                  for r in records.current(p.out, p.cfg)]
         ratio[p.cfg.select.ipc] = 100.0 * p.cfg.select.ipc * p.data.num_classes / len(p.data.train)
     finals = group(found)
     full = next((mean_std(v)[0] for (m, *_), v in finals.items() if m == "full"), None)
@@ -67,6 +68,10 @@ def sweep_report(out, points: list[Run]) -> None:
              "each has its run directory and report.md under this one. Accuracies are final-epoch test top-1 "
              "in %, mean ± std over seeds; validation accuracy beside them.\n",
              "| IPC | data % |\n|---|---|\n" + "\n".join(f"| {i} | {r:.2f} |" for i, r in sorted(ratio.items())), "",
+             "## Final-epoch test accuracy against the data ratio\n",
+             ratio_table(found, ratio) if found else "no results yet", "",
+             "The full-data student (the whole train pool, recorded at the first point) fills its row. "
+             "Pairs below compare it with CCFS at every IPC.\n",
              "## Results\n", results_table(found) if found else "no results yet", "",
              *(["## CCFS against each method, paired by seed\n", paired, ""] if paired else []),
              "![accuracy against the data ratio](plots/accuracy_vs_ratio.png)", ""]

@@ -47,12 +47,18 @@ def oracle_window(records: list[dict]) -> dict[tuple, str]:
     return {k: v[1] for k, v in best.items()}
 
 
+def _method_of(run_name: str):
+    """The method table's entry of a run name (None: a name this version lacks)."""
+    try:
+        return methods.parse(run_name)[1]
+    except ConfigError:
+        return None
+
+
 def _is_sweep(run_name: str) -> bool:
     """A run of a swept method (window_b0.3); records may hold names this version lacks."""
-    try:
-        return methods.is_sweep(run_name)
-    except ConfigError:
-        return False
+    entry = _method_of(run_name)
+    return entry is not None and entry.sweep is not None
 
 
 def _rank(run_name: str) -> tuple:
@@ -79,22 +85,37 @@ def results_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _pairs_with(run_name: str, ipc: int, alpha: float, other: tuple) -> bool:
+    """Whether a record group `other` = (method, model, ipc, α) is compared with the
+    reference at (ipc, α): the same IPC, or the full-data student (it has no IPC); a method
+    with an α part only at the reference's α."""
+    method, _, o_ipc, o_alpha = other
+    entry = _method_of(method)
+    if entry is not None and entry.full_data:
+        return True
+    if o_ipc != ipc:
+        return False
+    return entry is None or entry.distilled not in ("alpha", "own") or o_alpha == alpha
+
+
 def paired_differences(records: list[dict], reference: str = "ccfs",
-                       field: str = "final_acc") -> list[tuple[str, str, int, float, float, int]]:
-    """(method, model, ipc, mean, std, n) of `reference` minus each other method, paired by
-    seed (the same student seed, the same model and IPC); only seeds both have count."""
+                       field: str = "final_acc") -> list[tuple[str, str, int, float, float, float, int]]:
+    """(method, model, ipc, α, mean, std, n) of `reference` minus each other method, paired
+    by seed: the same student seed and model, the same IPC (the full-data student pairs
+    with every IPC), and for methods with a distilled part the same α; the reference at
+    several α (an α sweep) gets rows for each. Only seeds both have count."""
     by: dict[tuple, dict[int, float]] = defaultdict(dict)
     for r in records:
         if r.get(field) is not None:
-            by[(r["method"], r["model"], r["ipc"])][r["seed"]] = r[field]
+            by[(r["method"], r["model"], r["ipc"], round(r["alpha"], 4))][r["seed"]] = r[field]
     out = []
-    for (method, model, ipc), accs in sorted(by.items(), key=lambda kv: (_rank(kv[0][0]), kv[0][1], kv[0][2])):
-        ref = by.get((reference, model, ipc))
-        if method == reference or not ref:
-            continue
-        diffs = [ref[s] - accs[s] for s in sorted(set(ref) & set(accs))]
-        if diffs:
-            out.append((method, model, ipc, *mean_std(diffs)))
+    for (_, model, ipc, alpha), ref in sorted((k, v) for k, v in by.items() if k[0] == reference):
+        for key, accs in sorted(by.items(), key=lambda kv: (_rank(kv[0][0]), *kv[0][1:])):
+            if key[0] == reference or key[1] != model or not _pairs_with(key[0], ipc, alpha, key):
+                continue
+            diffs = [ref[s] - accs[s] for s in sorted(set(ref) & set(accs))]
+            if diffs:
+                out.append((key[0], model, ipc, alpha, *mean_std(diffs)))
     return out
 
 
@@ -103,9 +124,33 @@ def paired_table(records: list[dict], reference: str = "ccfs") -> str:
     rows = paired_differences(records, reference)
     if not rows:
         return ""
-    lines = [f"| {reference} minus | model | IPC | mean paired difference, test points (± std over seeds) | seeds |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {m} | {model} | {ipc} | {mean:+.2f} ± {std:.2f} | {n} |" for m, model, ipc, mean, std, n in rows]
+    lines = [f"| {reference} minus | model | IPC | {reference} α | mean paired difference, test points "
+             "(± std over seeds) | seeds |", "|---|---|---|---|---|---|"]
+    lines += [f"| {m} | {model} | {ipc} | {alpha:g} | {mean:+.2f} ± {std:.2f} | {n} |"
+              for m, model, ipc, alpha, mean, std, n in rows]
+    return "\n".join(lines)
+
+
+def ratio_table(records: list[dict], ratio: dict[int, float]) -> str:
+    """A sweep's headline table: one row per (method, model, α), one column per IPC (its
+    share of the train pool), mean ± std final-epoch test accuracy; the full-data student,
+    which has no IPC, fills every column of its row. Rows are labelled by the α asked for
+    (`alpha_set`, where the caller knows it; else the α realised, int(IPC·α)/IPC)."""
+    finals = group([{**r, "alpha": r.get("alpha_set", r["alpha"])} for r in records])
+    ipcs = sorted(ratio)
+    rows: dict[tuple, dict[int, list[float]]] = defaultdict(dict)
+    for (method, model, ipc, alpha), vals in finals.items():
+        entry = _method_of(method)
+        full = entry is not None and entry.full_data
+        label = (method, model, "" if full or not alpha else f"{alpha:g}")
+        for i in (ipcs if full else [ipc]):
+            rows[label][i] = vals
+    lines = ["| method | model | α | " + " | ".join(f"IPC {i} ({ratio[i]:.1f} %)" for i in ipcs) + " |",
+             "|---|---|---|" + "---|" * len(ipcs)]
+    for (method, model, alpha) in sorted(rows, key=lambda k: (_rank(k[0]), k[1], k[2])):
+        cells = [f"{mean_std(v)[0]:.2f} ± {mean_std(v)[1]:.2f} (n={len(v)})" if (v := rows[(method, model, alpha)].get(i))
+                 else "–" for i in ipcs]
+        lines.append(f"| {method} | {model} | {alpha} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
