@@ -19,7 +19,7 @@ from ccfs.distill.folder import export_png_folder
 from ccfs.records import load as load_records, record_key
 from ccfs.export import labels_csv
 from ccfs.report import plots
-from ccfs.report.tables import (fmt, group, mean_std, oracle_window, paired_differences, paired_table, ratio_table,
+from ccfs.report.tables import (fmt, group, mean_std, oracle_window, paired_differences, paired_table, ratio_curves, ratio_table,
                                 results_table, rounds_table, summary_table)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -291,3 +291,16 @@ def test_ratio_table_has_a_column_per_ipc_and_full_in_every_column():
     assert lines[2:] == ["| full | c |  | 90.00 ± 0.00 (n=1) | 90.00 ± 0.00 (n=1) |",
                          "| ccfs | c | 0.1 | 81.00 ± 1.41 (n=2) | 88.00 ± 0.00 (n=1) |",
                          "| random | c |  | – | 85.00 ± 0.00 (n=1) |"]
+
+
+def test_ratio_curves_follow_the_alpha_asked_for():
+    """int(IPC·α)/IPC differs between IPCs; a curve is one α as asked, over every IPC."""
+    records = [{**rec("ccfs", "c", 55, 5 / 55, 0, 88.0, None), "alpha_set": 0.1},
+               {**rec("ccfs", "c", 550, 0.1, 0, 89.0, None), "alpha_set": 0.1},
+               {**rec("random", "c", 55, 0.0, 0, 87.0, None), "alpha_set": 0.0},
+               {**rec("full", "c", 55, 0.0, 0, 90.0, None), "alpha_set": 0.0}]
+    curves, full = ratio_curves(records, {55: 1.0, 550: 10.0})
+    assert curves == {"ccfs c": [(1.0, 88.0, 0.0), (10.0, 89.0, 0.0)], "random c": [(1.0, 87.0, 0.0)]}
+    assert full == 90.0
+    two = records + [{**rec("ccfs", "c", 55, 0.2, 0, 86.0, None), "alpha_set": 0.2}]
+    assert set(ratio_curves(two, {55: 1.0, 550: 10.0})[0]) == {"ccfs c α 0.1", "ccfs c α 0.2", "random c"}

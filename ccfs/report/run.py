@@ -9,7 +9,7 @@ from ccfs import records
 from ccfs.artifacts import read_json, write_text
 from ccfs.context import Run
 from ccfs.report import plots
-from ccfs.report.tables import choice_field, paired_table, ratio_table, results_table, rounds_table
+from ccfs.report.tables import choice_field, paired_table, ratio_curves, ratio_table, results_table, rounds_table
 from ccfs.scores import hardness_label
 
 
@@ -46,21 +46,12 @@ def sweep_report(out, points: list[Run]) -> None:
     """OUT/report.md of an IPC / α sweep: every point's results in one table, accuracy
     against the data ratio per method with the full-data student as a line, and (where α
     varies) accuracy against α; each point's own report.md holds its round logs."""
-    from ccfs.report.tables import group, mean_std
-
     found, ratio = [], {}
     for p in points:
         found += [{**r, "alpha_set": p.cfg.select.alpha if 0 < r["alpha"] < 1 else r["alpha"]}  # ratio table rows
                   for r in records.current(p.out, p.cfg)]
         ratio[p.cfg.select.ipc] = 100.0 * p.cfg.select.ipc * p.data.num_classes / len(p.data.train)
-    finals = group(found)
-    full = next((mean_std(v)[0] for (m, *_), v in finals.items() if m == "full"), None)
-    curves: dict[str, list] = {}
-    alphas = sorted({k[3] for k in finals})
-    for (method, model, ipc, alpha), vals in finals.items():
-        if method != "full":
-            name = f"{method} {model}" + (f" α {alpha:g}" if len(alphas) > 1 and alpha else "")
-            curves.setdefault(name, []).append((ratio[ipc], *mean_std(vals)[:2]))
+    curves, full = ratio_curves(found, ratio)
     plots.accuracy_vs_ratio(curves, full, Path(out) / "plots" / "accuracy_vs_ratio.png")
     paired = paired_table(found)
     parts = [f"# ccfs sweep report: {points[0].cfg.data.name}\n",

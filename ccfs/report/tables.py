@@ -154,6 +154,21 @@ def ratio_table(records: list[dict], ratio: dict[int, float]) -> str:
     return "\n".join(lines)
 
 
+def ratio_curves(records: list[dict], ratio: dict[int, float]) -> tuple[dict[str, list], float | None]:
+    """The sweep plot's data: {curve name: [(data %, mean, std), ...]} per (method, model,
+    α asked for, `alpha_set`), α in the name only where several are asked for; and the
+    full-data student's mean (None without one)."""
+    finals = group([{**r, "alpha": r.get("alpha_set", r["alpha"])} for r in records])
+    full = next((mean_std(v)[0] for (m, *_), v in finals.items() if m == "full"), None)
+    asked = {k[3] for k in finals if 0 < k[3] < 1}
+    curves: dict[str, list] = {}
+    for (method, model, ipc, alpha), vals in sorted(finals.items()):
+        if method != "full":
+            name = f"{method} {model}" + (f" α {alpha:g}" if len(asked) > 1 and 0 < alpha < 1 else "")
+            curves.setdefault(name, []).append((ratio[ipc], *mean_std(vals)[:2]))
+    return curves, full
+
+
 def summary_table(records: list[dict]) -> str:
     """The short table printed at the end of `ccfs run`: mean ± std final accuracy."""
     finals, vals = group(records), group(records, "val_acc")
