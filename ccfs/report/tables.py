@@ -91,7 +91,7 @@ def _pairs_with(run_name: str, ipc: int, alpha: float, other: tuple) -> bool:
     with an α part only at the reference's α."""
     method, _, o_ipc, o_alpha = other
     entry = _method_of(method)
-    if entry is not None and entry.full_data:
+    if _is_full(method):
         return True
     if o_ipc != ipc:
         return False
@@ -131,17 +131,27 @@ def paired_table(records: list[dict], reference: str = "ccfs") -> str:
     return "\n".join(lines)
 
 
+def _is_full(run_name: str) -> bool:
+    """The full-data student: it has no IPC, so it pairs with and fills every one."""
+    entry = _method_of(run_name)
+    return entry is not None and entry.full_data
+
+
+def _group_by_asked_alpha(records: list[dict]) -> dict[tuple, list[float]]:
+    """`group` with α as asked for (`alpha_set`, where the caller knows it), not as realised."""
+    return group([{**r, "alpha": r.get("alpha_set", r["alpha"])} for r in records])
+
+
 def ratio_table(records: list[dict], ratio: dict[int, float]) -> str:
     """A sweep's headline table: one row per (method, model, α), one column per IPC (its
     share of the train pool), mean ± std final-epoch test accuracy; the full-data student,
     which has no IPC, fills every column of its row. Rows are labelled by the α asked for
     (`alpha_set`, where the caller knows it; else the α realised, int(IPC·α)/IPC)."""
-    finals = group([{**r, "alpha": r.get("alpha_set", r["alpha"])} for r in records])
+    finals = _group_by_asked_alpha(records)
     ipcs = sorted(ratio)
     rows: dict[tuple, dict[int, list[float]]] = defaultdict(dict)
     for (method, model, ipc, alpha), vals in finals.items():
-        entry = _method_of(method)
-        full = entry is not None and entry.full_data
+        full = _is_full(method)
         label = (method, model, "" if full or not alpha else f"{alpha:g}")
         for i in (ipcs if full else [ipc]):
             rows[label][i] = vals
@@ -158,12 +168,12 @@ def ratio_curves(records: list[dict], ratio: dict[int, float]) -> tuple[dict[str
     """The sweep plot's data: {curve name: [(data %, mean, std), ...]} per (method, model,
     α asked for, `alpha_set`), α in the name only where several are asked for; and the
     full-data student's mean (None without one)."""
-    finals = group([{**r, "alpha": r.get("alpha_set", r["alpha"])} for r in records])
-    full = next((mean_std(v)[0] for (m, *_), v in finals.items() if m == "full"), None)
+    finals = _group_by_asked_alpha(records)
+    full = next((mean_std(v)[0] for (m, *_), v in finals.items() if _is_full(m)), None)
     asked = {k[3] for k in finals if 0 < k[3] < 1}
     curves: dict[str, list] = {}
     for (method, model, ipc, alpha), vals in sorted(finals.items()):
-        if method != "full":
+        if not _is_full(method):
             name = f"{method} {model}" + (f" α {alpha:g}" if len(asked) > 1 and 0 < alpha < 1 else "")
             curves.setdefault(name, []).append((ratio[ipc], *mean_std(vals)[:2]))
     return curves, full
