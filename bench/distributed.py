@@ -37,7 +37,7 @@ def worker(student_epochs: int) -> dict:
     from ccfs.teacher.difficulty import DynamicsRecorder
     from ccfs.train import fit, predict_logits
 
-    distributed.init()
+    distributed.init("cpu")
     d = load_dataset("fashion-mnist")
     out = {}
 

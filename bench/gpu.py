@@ -24,6 +24,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=60000)
     ap.add_argument("--model", default="convnet_w32_bn")
     ap.add_argument("--student", default="convnet_w32")
+    ap.add_argument("--root", default=None, help="Fashion-MNIST folder (default: the dataset table's)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench/gpu.py needs CUDA; none is available here")
@@ -35,12 +36,12 @@ def main() -> None:
     from ccfs.teacher.difficulty import DynamicsRecorder
     from ccfs.train import fit, predict_logits
 
-    line = distributed.init()
+    line = distributed.init("cuda")
     device = torch.device(distributed.device_name("cuda"))
     try:
         from ccfs.data.cache import load_dataset
 
-        d = load_dataset("fashion-mnist")
+        d = load_dataset("fashion-mnist", args.root)
         train, test, mean, std, source = d.train.subset(range(args.images)), d.test, d.mean, d.std, "Fashion-MNIST"
     except Exception:  # noqa: BLE001 - any missing data: fall back to random images
         g = torch.Generator().manual_seed(0)

@@ -56,9 +56,10 @@ def new_model(name: str, data: Dataset, seed: int) -> torch.nn.Module:
 
 
 def _device(device) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """`auto`, a name or a torch.device; on CUDA with deterministic kernels, as the CLI's default."""
+    from ccfs.context import resolve_device
+
+    return resolve_device(str(device))
 
 
 # ----------------------------------------------------------------------------- teacher

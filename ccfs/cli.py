@@ -97,7 +97,7 @@ def _stage(args) -> None:
     from ccfs.pipeline import run_stage
 
     cfg = load_config(args.preset, args.overrides)
-    line = distributed.init()
+    line = distributed.init(cfg.device)
     try:
         quiet = not distributed.is_main()
         with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull if quiet else sys.stdout):

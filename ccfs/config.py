@@ -185,6 +185,8 @@ class Config:
     seed: int = doc(0, "seed of the teacher, the distillation and the seed-free selections (random draws and "
                     "filters take each evaluation seed in turn)")
     device: str = doc("auto", "auto | cpu | cuda | cuda:N")
+    deterministic: bool = doc(True, "on CUDA, deterministic kernels (cuDNN, cuBLAS), so that a seed gives one "
+                              "result and a resumed run ends as an uninterrupted one; false: faster, not repeatable")
     threads: int = doc(0, "torch CPU threads; 0 = torch's default")
     progress: bool = doc(True, "progress bars (drawn only on a terminal)")
 

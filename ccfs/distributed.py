@@ -10,7 +10,7 @@ students on every rank at once (one student per rank, in waves of N), which is w
 evaluation with many seeds needs. Export and report run on rank 0 while the other ranks
 wait. Outside torchrun (no WORLD_SIZE in the environment) every function here is a no-op
 for one rank.
-Backend: NCCL on CUDA, gloo on the CPU.
+Backend: NCCL when the ranks use GPUs (one per rank), gloo on the CPU (`device=cpu`).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.distributed as dist
 
-from ccfs.errors import CCFSError
+from ccfs.errors import CCFSError, ConfigError
 
 # Rank 0 may train a teacher for hours while the others wait at a barrier.
 TIMEOUT = timedelta(hours=48)
@@ -92,12 +92,33 @@ def _share(n: int, w: int, r: int) -> tuple[int, int]:
     return start, start + base + (1 if r < extra else 0)
 
 
-def init() -> str | None:
-    """Join the process group torchrun describes in the environment; returns the line
-    rank 0 logs first (e.g. "distributed: 2 ranks, gloo"), or None outside torchrun."""
+def backend_for(device: str) -> str:
+    """The process-group backend for the run's `device` setting under torchrun: NCCL when the
+    ranks use GPUs (auto or cuda on a machine with CUDA), gloo when they use the CPU.
+    Refuses more ranks per node than the node has GPUs (each rank takes GPU LOCAL_RANK) and
+    an explicit cuda:N (every rank would share one GPU), in words, on every rank at once."""
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return "gloo"
+    if device not in ("auto", "cuda"):
+        raise ConfigError(f"device={device} under torchrun: every rank would use that one GPU; "
+                          "use device=cuda (rank r takes GPU r of its node) or device=cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is available; use device=cpu or auto")
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    gpus = torch.cuda.device_count()
+    if per_node > gpus:
+        raise ConfigError(f"torchrun started {per_node} processes on this node but it has {gpus} GPU(s), one per "
+                          f"rank: use --nproc_per_node={gpus}, or device=cpu to run the ranks on the CPU")
+    return "nccl"
+
+
+def init(device: str = "auto") -> str | None:
+    """Join the process group torchrun describes in the environment, with the backend that
+    `device` (the config's setting) calls for; returns the line rank 0 logs first (e.g.
+    "distributed: 2 ranks, gloo"), or None outside torchrun."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return None
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = backend_for(device)
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend, timeout=TIMEOUT)

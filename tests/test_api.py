@@ -23,7 +23,7 @@ def api_and_cli(tmp_path_factory):
     root = write_fake_fmnist(base / "fmnist")
     out = base / "run"
     assert main(["run", "tiny", f"data.root={root}", f"out={out}", "select.method=[ccfs,random]",
-                 "select.score=aum"]) == 0
+                 "select.score=aum", "device=cpu"]) == 0  # the API side runs on the CPU too
     cfg = load_config("tiny", [f"data.root={root}"])
     data = ccfs.load_dataset("fashion-mnist", str(root))
     teacher = ccfs.train_teacher(data, cfg.teacher.model, cfg.teacher.train, device="cpu")

@@ -29,7 +29,7 @@ import torch
 
 from conftest import write_fake_fmnist
 
-ARGS = ["select.method=[ccfs,random]", "eval.seeds=[0,1,2]", "threads=1"]
+ARGS = ["select.method=[ccfs,random]", "eval.seeds=[0,1,2]", "threads=1", "device=cpu"]  # CPU also where CUDA is
 
 
 def ccfs_cmd(stage, root, out, *extra, ranks=1):
@@ -78,7 +78,7 @@ def test_sharded_inference_equals_one_process(base, tmp_path):
     script.write_text(
         "import sys, torch\nfrom ccfs import distributed\nfrom ccfs.models import create_model\n"
         "from ccfs.train import predict_logits\n"
-        "distributed.init()\ntorch.manual_seed(0)\nm = create_model('convnet_w32_bn', 10, 1, 28)\n"
+        "distributed.init('cpu')\ntorch.manual_seed(0)\nm = create_model('convnet_w32_bn', 10, 1, 28)\n"
         "x = torch.randint(0, 256, (37, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))\n"
         "out = predict_logits(m, x, (0.3,), (0.35,), batch_size=8)\n"
         "if distributed.is_main(): torch.save(out, sys.argv[1])\ndistributed.shutdown()\n")
@@ -157,3 +157,25 @@ def test_a_second_launch_on_a_held_run_directory_stops(base):
     finally:
         first.kill()
         first.wait()
+
+
+def test_backend_follows_the_device_and_refuses_more_ranks_than_gpus(monkeypatch):
+    from ccfs import distributed
+    from ccfs.errors import ConfigError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert distributed.backend_for("auto") == distributed.backend_for("cpu") == "gloo"
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        distributed.backend_for("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert distributed.backend_for("cpu") == "gloo"  # ranks on the CPU of a GPU machine
+    for device in ("auto", "cuda"):  # found on one H200: set_device(1) died with "invalid device ordinal"
+        with pytest.raises(ConfigError, match="--nproc_per_node=1, or device=cpu"):
+            distributed.backend_for(device)
+    with pytest.raises(ConfigError, match="device=cuda:0 under torchrun"):
+        distributed.backend_for("cuda:0")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert distributed.backend_for("auto") == distributed.backend_for("cuda") == "nccl"

@@ -1,0 +1,53 @@
+"""Checks that only a CUDA machine can make (skipped elsewhere, CI included): run them where
+a GPU is, e.g. `python -m pytest tests/test_cuda.py` (bench/gpu_session.sh runs the whole suite
+there). With `deterministic` on (the default), one seed trains to bit-identical weights, so a
+resumed run can end where an uninterrupted one does; CUDA inference agrees with the CPU's.
+Both passed on an H200 (bench/results/gpu_h200.md)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ccfs.config import Recipe
+from ccfs.context import resolve_device
+from ccfs.models import create_model
+from ccfs.objectives import CrossEntropy
+from ccfs.train import fit, predict_logits
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def _data(n=1024):
+    from ccfs.data.datasets import Split
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % 10
+    images = (torch.rand(n, 1, 28, 28, generator=g) * 80 + labels.view(-1, 1, 1, 1) * 15).to(torch.uint8)
+    return Split(images, labels)
+
+
+def _train(device, data):
+    torch.manual_seed(0)
+    model = create_model("convnet_w32_bn", 10, 1, 28)
+    hist = fit(model, data, Recipe(epochs=3, batch_size=128, lr=0.05), CrossEntropy(), mean=(0.3,), std=(0.3,),
+               device=device, seed=0, progress=False)
+    return model, hist
+
+
+def test_one_seed_trains_to_the_same_weights_twice():
+    device = resolve_device("cuda")  # deterministic kernels: the config's default
+    data = _data()
+    (a, ha), (b, hb) = _train(device, data), _train(device, data)
+    assert ha.train_loss == hb.train_loss
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+
+
+def test_cuda_inference_agrees_with_the_cpu():
+    data = _data(512)
+    model, _ = _train(resolve_device("cuda"), data)
+    gpu = predict_logits(model, data.images, (0.3,), (0.3,), device="cuda", amp=False).cpu()
+    bf16 = predict_logits(model, data.images, (0.3,), (0.3,), device="cuda", amp=True).cpu()
+    cpu = predict_logits(model.cpu(), data.images, (0.3,), (0.3,), device="cpu")
+    assert torch.allclose(gpu, cpu, atol=1e-3, rtol=1e-3)
+    assert (bf16.argmax(1) == cpu.argmax(1)).float().mean() > 0.98
