@@ -148,6 +148,9 @@ class SelectCfg:
     fill: Literal["easiest", "boundary", "random"] = doc(
         "easiest", "what fills a shortfall in the last round (carry): the easiest pool images by the score | the "
         "pool images nearest the filter's decision boundary | a random draw")
+    quota: Literal["equal", "candidates"] = doc(
+        "equal", "CCFS per-class quota of a round: an equal share | the round's budget split in proportion to each "
+        "class's candidates (classes the filter gets right give fewer images: the set is no longer balanced)")
     tie_break: Literal["index", "logit"] = doc(
         "index", "fine stage, equal scores: by train index (as the official code) | by the filter's true-class "
         "logit, easiest first (matters for integer scores such as forgetting counts)")

@@ -67,7 +67,7 @@ def select_ccfs(inp: SelectionInputs) -> Selection:
     c = inp.cfg
     opts = CCFSOptions(ipc_real=inp.real, rounds=c.curricula, coarse=c.coarse, fine=c.fine,
                        balance=c.balance, shortfall=c.shortfall, score_name=inp.score_name, tie_break=c.tie_break,
-                       coarse_pass=c.coarse_pass, fill=c.fill)
+                       coarse_pass=c.coarse_pass, fill=c.fill, quota=c.quota)
     pool = inp.teacher_correct if c.teacher_correct else torch.ones_like(inp.labels, dtype=torch.bool)
     state = ccfs_rounds(inp.labels, pool, hardness=inp.hardness, opts=opts, has_distilled=inp.cpc > 0,
                         train_filter=inp.train_filter, teacher_logit=inp.teacher_logit,

@@ -23,9 +23,17 @@ FILE = "results.jsonl"
 TEST_ONLY = ("eval_every", "eval_last")
 
 
+# Settings added after run directories existed, at the value that keeps the earlier
+# behaviour: left out while they hold it, so older selections and records still match (and
+# keep their hash); any other value is part of the settings.
+ADDED_LATER = {"select": {"quota": "equal"}}
+
+
 def selection_settings(cfg: Config, run_name: str | None = None) -> dict:
     """What a selection (or, with run_name None, an evaluation record) depends on."""
-    out = {"select": {k: v for k, v in to_dict(cfg.select).items() if k != "method"}}
+    same = ADDED_LATER["select"]
+    out = {"select": {k: v for k, v in to_dict(cfg.select).items()
+                      if k != "method" and not (k in same and v == same[k])}}
     if run_name is None or methods.parse(run_name)[1].trains_filters:
         train = to_dict(cfg.train)
         if run_name is not None:

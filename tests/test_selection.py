@@ -12,7 +12,7 @@ import torch
 from ccfs.config import SelectCfg
 from ccfs.methods import METHODS, SelectionInputs
 from ccfs.selection.ccfs import (CCFSOptions, Filter, RoundState, ccfs_rounds, coarse_candidates, fine_select,
-                                 rank_order, round_quotas, true_class_logit)
+                                 proportional_quotas, rank_order, round_quotas, true_class_logit)
 
 
 def options(**kw) -> CCFSOptions:
@@ -660,3 +660,66 @@ def test_last_round_fill_orders(fill):
         else:
             assert set(got) <= set(rest)
     assert len(state.selected) == 24 * 4
+
+
+# ----------------------------------------------------------------------------- candidate quotas
+
+def test_proportional_quotas_split_by_candidates_and_never_exceed_them():
+    assert proportional_quotas(10, torch.tensor([6, 3, 1])).tolist() == [6, 3, 1]  # too few: all of them
+    assert proportional_quotas(6, torch.tensor([6, 3, 1])).tolist() == [4, 2, 0]  # 3.6 / 1.8 / 0.6
+    assert proportional_quotas(3, torch.tensor([1, 1, 1, 1])).tolist() == [1, 1, 1, 0]  # ties: lower class first
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        c = torch.randint(0, 50, (7,), generator=g)
+        total = int(torch.randint(0, 300, (1,), generator=g))
+        q = proportional_quotas(total, c)
+        assert (q <= c).all() and (q >= 0).all() and int(q.sum()) == min(total, int(c.sum()))
+        exact = c.double() * total / max(1, int(c.sum()))
+        if total < c.sum():
+            assert ((q - exact).abs() < 1).all()
+
+
+def test_candidate_quotas_follow_the_filter_and_meet_the_budget():
+    """Class 0 has 4 images the filters get wrong, class 1 all 30: equal quotas take class 0's
+    4 in round 1 and fill 8 of its images in the last round; candidate quotas give class 0 its
+    share of each round's budget (4 of 34 candidates of 8 images: 0.94 -> 1), fill nothing,
+    and keep the set's size."""
+    labels = torch.arange(2).repeat_interleave(30)
+    wrong = torch.zeros(60, dtype=torch.bool)
+    wrong[[0, 1, 2, 3]] = True
+    wrong[30:] = True
+    hardness = torch.arange(60).float()
+    run = {}
+    for quota in ("equal", "candidates"):
+        filters = FakeFilters(labels, torch.zeros(60), const_wrong(wrong), 2)
+        opts = CCFSOptions(ipc_real=12, rounds=3, quota=quota)
+        run[quota] = ccfs_rounds(labels, torch.ones(60, dtype=torch.bool), hardness=hardness, opts=opts,
+                                 has_distilled=True, train_filter=filters, teacher_logit=torch.zeros(60))
+    eq, cq = run["equal"], run["candidates"]
+    assert counts(eq.selected, labels, 2) == [12, 12] and eq.log[-1]["filled_from_pool"] == 8
+    assert [e["quota_per_class"] for e in cq.log] == [[1, 7]] * 3  # 4:30, 3:23, 2:16 candidates
+    assert counts(cq.selected, labels, 2) == [3, 21] and len(set(cq.selected)) == 24
+    assert sum(e["filled_from_pool"] for e in cq.log) == 0
+    assert [i for i in cq.selected if i < 30] == [0, 1, 2]  # the easiest candidates, one a round
+    assert cq.log[0]["quota"] == "candidates" and cq.deficit == [0, 0]
+    assert not opts.lazy(hardness)  # every class's candidate count is needed before the fine stage
+
+
+def test_candidate_quotas_fill_a_total_shortfall_in_the_last_round():
+    labels, hardness, tie, pool, teacher = random_problem(seed=4)
+    filters = FakeFilters(labels, tie, random_wrong(len(labels), 0.05), 4)  # few candidates
+    state = ccfs_rounds(labels, pool, hardness=hardness, opts=CCFSOptions(ipc_real=12, quota="candidates"),
+                        has_distilled=True, train_filter=filters, teacher_logit=true_class_logit(teacher, labels))
+    assert state.log[-1]["filled_from_pool"] > 0
+    assert all(len(e["shortfall_per_class"]) == 4 and e["shortfall_per_class"][1:] == [0, 0, 0] for e in state.log)
+    assert len(state.selected) == 48 and len(set(state.selected)) == 48 and pool[state.selected].all()
+
+
+def test_a_setting_added_later_keeps_older_records_matching_at_its_default():
+    from ccfs.config import load_config
+    from ccfs.records import selection_settings
+
+    cfg = load_config("tiny", [])
+    assert "quota" not in selection_settings(cfg, "ccfs")["select"]  # as written before the setting existed
+    cand = load_config("tiny", ["select.quota=candidates"])
+    assert selection_settings(cand, "ccfs")["select"]["quota"] == "candidates"

@@ -26,6 +26,23 @@ def round_quotas(spc: int, rounds: int) -> list[int]:
     return [base + (1 if j < extra else 0) for j in range(rounds)]
 
 
+def proportional_quotas(total: int, counts: torch.Tensor) -> torch.Tensor:
+    """Split `total` images over classes in proportion to their candidate `counts` [K], none
+    above its count: floors of the exact shares, then one more to the largest remainders
+    (ties: lower class first). With fewer candidates than `total`, every candidate:
+    (10, [6, 3, 1]) -> [6, 3, 1]; (6, [6, 3, 1]) -> [4, 2, 0]."""
+    counts = counts.long()
+    n = int(counts.sum())
+    if n <= total:
+        return counts.clone()
+    exact = counts.double() * total / n
+    quota = exact.floor().long()
+    extra = total - int(quota.sum())
+    order = torch.argsort(-(exact - quota), stable=True)  # a share's fraction > 0: quota + 1 <= its count
+    quota[order[:extra]] += 1
+    return quota
+
+
 def coarse_candidates(pred: torch.Tensor, labels: torch.Tensor, eligible: torch.Tensor,
                       keep: str = "misclassified") -> torch.Tensor:
     """Coarse stage: [N] bool of eligible samples the filter gets wrong (or right)."""
@@ -139,13 +156,20 @@ class CCFSOptions:
     tie_break: str = "index"  # equal scores: by train index (the official code) | by the filter's logit
     coarse_pass: str = "lazy"  # lazy: infer only as far down the fine-stage order as the quotas need | full
     fill: str = "easiest"  # the last round's shortfall: easiest | boundary (filter margin) | random
+    quota: str = "equal"  # per class and round: equal | candidates (the round's budget split by candidate counts)
+
+    @property
+    def per_class(self) -> bool:
+        """Whether each class owes its own images (equal quotas, balanced); "candidates" quotas
+        and balance off keep one total, in slot 0 of the deficit."""
+        return self.balance and self.quota == "equal"
 
     def lazy(self, hardness: torch.Tensor | None) -> bool:
         """Whether the coarse pass can stop early and still give the full pass's selection:
         the fine stage must rank by a score fixed before the filter runs (not its logit, not
         at random)."""
         return self.coarse_pass == "lazy" and hardness is not None and self.tie_break == "index" \
-            and self.fine != "random"
+            and self.fine != "random" and self.quota == "equal"  # candidate quotas need every count
 
 
 @dataclass
@@ -253,25 +277,33 @@ def ccfs_round(j: int, state: RoundState, *, labels: torch.Tensor, pool: torch.T
         tie = torch.zeros_like(tie)  # sort by the score alone, ties by index (stable sorts)
     # coarse: what the filter gets wrong (skipped while there is no filter)
     cand = eligible if flt is None else coarse_candidates(flt.train_logits.argmax(1), labels, asked, opts.coarse)
+    if opts.quota == "candidates" and opts.balance:  # the round's budget, split by candidate counts
+        total = int(quota.sum())  # q[j] per class, and a carried deficit (a total, in slot 0)
+        quota = proportional_quotas(total, torch.bincount(labels[cand], minlength=num_classes))
+        budget = torch.zeros_like(quota)
+        budget[0] = total
+    else:
+        budget = quota
     taken = fine_select(cand, labels, quota, hardness=key, tie=tie, order=opts.fine,
                         balance=opts.balance, generator=generator)
-    short = shortfall(quota, taken, labels, opts.balance)
+    short = shortfall(budget, taken, labels, opts.per_class)
     filled = outside = torch.empty(0, dtype=torch.long)
     if carry_mode and last and short.sum() > 0:
         order = fill_order(opts.fill, key=key, flt=flt, eligible=eligible, asked=asked, labels=labels,
                            generator=generator)
         filled, outside = fill_shortfall(short, eligible=eligible, selected=selected, taken=taken,
-                                         labels=labels, hardness=order, tie=tie, balance=opts.balance)
+                                         labels=labels, hardness=order, tie=tie, balance=opts.per_class)
     new = torch.cat([taken, filled, outside])
-    left = remaining(short, torch.cat([filled, outside]), labels, opts.balance)
+    left = remaining(short, torch.cat([filled, outside]), labels, opts.per_class)
     entry = {
         "round": j + 1,
         "quota_per_class": quota.tolist(),
         "candidates_per_class": torch.bincount(labels[cand], minlength=num_classes).tolist(),
         "chosen": len(new),
-        "shortfall_per_class": short.tolist(),  # balance off: the total, in slot 0
+        "shortfall_per_class": short.tolist(),  # balance off or candidate quotas: the total, in slot 0
         "shortfall_total": int(short.sum()),
         "balance": opts.balance,
+        "quota": opts.quota,
         "filled_from_pool": len(filled),
         "filled_outside_pool": len(outside),
         "unfilled_per_class": left.tolist() if last and carry_mode else None,
