@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import replace
+from pathlib import Path
 
 from ccfs import distributed, methods, records, runlock
 from ccfs.config import Config, save_config, to_dict
@@ -97,16 +99,16 @@ def _run_one(name: str, stage, run: Run) -> None:
 
 def sweep_points(cfg: Config) -> list[Config]:
     """One config per (IPC, α) of the select.ipc × select.alpha lists, each with its own run
-    directory OUT/ipc<I>_a<α>; a config without lists is its own single point. Methods that
-    ignore α run at the first α of each IPC only, and `full` at the first point only."""
-    from dataclasses import replace
+    directory OUT/ipc<I>_a<α>; a config without lists is its own single point (in OUT). A
+    list of one is a sweep of one point, so that more methods or seeds for one point of a
+    sweep land in that point's directory. Methods that ignore α run at the first α of each
+    IPC only, and `full` at the first point only."""
     from itertools import product
-    from pathlib import Path
 
     ipcs = cfg.select.ipc if isinstance(cfg.select.ipc, list) else [cfg.select.ipc]
     alphas = cfg.select.alpha if isinstance(cfg.select.alpha, list) else [cfg.select.alpha]
-    if len(ipcs) == 1 and len(alphas) == 1:
-        return [replace(cfg, select=replace(cfg.select, ipc=ipcs[0], alpha=alphas[0]))]
+    if not is_sweep(cfg):
+        return [cfg]
     points = []
     for k, (ipc, alpha) in enumerate(product(ipcs, alphas)):
         keep = [m for m in cfg.select.method if (k == 0 or not methods.get(m).full_data)
@@ -115,6 +117,20 @@ def sweep_points(cfg: Config) -> list[Config]:
             points.append(replace(cfg, out=str(Path(cfg.out) / f"ipc{ipc}_a{alpha:g}"),
                                   select=replace(cfg.select, ipc=ipc, alpha=alpha, method=keep)))
     return points
+
+
+def is_sweep(cfg: Config) -> bool:
+    return isinstance(cfg.select.ipc, list) or isinstance(cfg.select.alpha, list)
+
+
+def other_points(out: Path, points: list[Config]) -> list[Config]:
+    """The configs of the point directories already in a sweep's OUT that `points` does not
+    name (from earlier invocations over the same OUT), for the sweep report."""
+    from ccfs.config import load_config
+
+    named = {Path(p.out).resolve() for p in points}
+    found = sorted(p.parent for p in Path(out).glob("ipc*_a*/config.yaml") if p.parent.resolve() not in named)
+    return [replace(load_config(str(d / "config.yaml")), out=str(d)) for d in found]
 
 
 SWEEP_SHARED = ("teacher", "distill")  # stages a sweep runs once, in OUT, for every point
@@ -126,7 +142,6 @@ def run_sweep(stage: str, cfg: Config, points: list[Config]) -> None:
     each point in its own run directory over the shared ones, so that a point's results and
     report land before the next point starts; the sweep report in OUT is redrawn after every
     point."""
-    from dataclasses import replace
 
     top = Run(replace(cfg, select=points[0].select))
     top.data  # noqa: B018  (loaded once, shared by every point)
@@ -136,7 +151,7 @@ def run_sweep(stage: str, cfg: Config, points: list[Config]) -> None:
 
     def start() -> None:
         held.enter_context(runlock.hold(top.out))
-        print(top.data.summary() + f"; sweep of {len(points)} points")
+        print(top.data.summary() + f"; sweep of {len(points)} point{'s' * (len(points) > 1)}")
         _check_same_run(top)  # teacher/ and distill/ are OUT's
         for r in runs:
             _check_same_run(r)
@@ -155,11 +170,13 @@ def run_sweep(stage: str, cfg: Config, points: list[Config]) -> None:
             from ccfs.report.run import sweep_report
             from ccfs.report.tables import summary_table
 
+            shown = sorted(runs + [top.sibling(c) for c in other_points(top.out, points)],
+                           key=lambda r: (r.cfg.select.ipc, r.cfg.select.alpha))  # every point in OUT
             for r in runs:
                 for name, fn in per_point.items():
                     _run_one(name, fn, r)
                 if "report" in per_point:
-                    distributed.on_main(lambda: sweep_report(top.out, runs))
+                    distributed.on_main(lambda: sweep_report(top.out, shown))
         if stage == "run" and distributed.is_main():
             print(f"\n== {cfg.data.name}: final-epoch test accuracy (mean ± std over seeds) ==")
             print(summary_table([x for r in runs for x in records.current(r.out, r.cfg)]))
@@ -169,7 +186,7 @@ def run_stage(stage: str, cfg: Config) -> None:
     for name in cfg.select.method:
         methods.get(name)  # an unknown method fails before anything is loaded
     points = sweep_points(cfg)
-    if len(points) > 1:
+    if is_sweep(cfg):
         return run_sweep(stage, cfg, points)
     cfg = points[0]
     run = Run(cfg)

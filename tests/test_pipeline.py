@@ -411,3 +411,20 @@ def test_a_sweep_finishes_each_point_before_the_next(tmp_path, monkeypatch):
     assert [name for name, _ in calls[:2]] == ["teacher", "distill"]  # into OUT, for every point
     assert calls[2:] == [*[(s, "ipc4_a0.25") for s in ("select", "evaluate", "export", "report")],
                          *[(s, "ipc6_a0.25") for s in ("select", "evaluate", "export", "report")]]
+
+
+def test_more_methods_for_one_point_land_in_its_directory_and_the_report_keeps_every_point(tmp_path, monkeypatch):
+    """`select.ipc=[6]` over a sweep's OUT is a sweep of one point: its records go to
+    OUT/ipc6_a0.25 beside the earlier ones (a one-element list once ran as a plain run in OUT
+    itself), and the sweep report still shows the points this invocation did not name."""
+    monkeypatch.setenv("CCFS_CACHE", str(tmp_path / "cache"))
+    root = write_fake_fmnist(tmp_path / "fmnist")
+    out = tmp_path / "sweep"
+    assert _run(root, out, "select.ipc=[4,6]", "select.alpha=0.25", "select.method=[random]") == 0
+    assert _run(root, out, "select.ipc=[6]", "select.alpha=0.25", "select.method=[ccfs]") == 0
+    assert not (out / "results.jsonl").exists() and not (out / "select").exists()
+    methods = {json.loads(line)["method"] for line in (out / "ipc6_a0.25" / "results.jsonl").read_text().splitlines()}
+    assert methods == {"random", "ccfs"}
+    results = (out / "report.md").read_text().split("## Results")[1]
+    rows = {tuple(c.strip() for c in line.split("|")[1:4]) for line in results.splitlines() if line.startswith("| ")}
+    assert {("random", "convnet_w32", "4"), ("random", "convnet_w32", "6"), ("ccfs", "convnet_w32", "6")} <= rows
