@@ -304,3 +304,18 @@ def test_ratio_curves_follow_the_alpha_asked_for():
     assert full == 90.0
     two = records + [{**rec("ccfs", "c", 55, 0.2, 0, 86.0, None), "alpha_set": 0.2}]
     assert set(ratio_curves(two, {55: 1.0, 550: 10.0})[0]) == {"ccfs c α 0.1", "ccfs c α 0.2", "random c"}
+
+
+def test_the_sweep_table_shows_one_oracle_window_row_with_the_beta_picked_on_validation():
+    """Every β is trained; the headline table and plot show the oracle's pick per IPC (by
+    validation accuracy), labelled with its β, not one row per β."""
+    val = [60.0, 65.0, 81.0, 80.0, 74.0]  # test says β 0.1 at IPC 10, validation says 0.3
+    records = [{**r, "val_acc": v} for r, v in zip(
+        [rec("window_b0.1", "c", 10, 0.0, 0, 70.0, None), rec("window_b0.3", "c", 10, 0.0, 0, 60.0, None),
+         rec("window_b0.1", "c", 50, 0.0, 0, 80.0, None), rec("window_b0.3", "c", 50, 0.0, 0, 79.0, None),
+         rec("ccfs", "c", 10, 0.1, 0, 75.0, None)], val)]
+    lines = ratio_table(records, {10: 1.0, 50: 5.0}).splitlines()
+    assert lines[2:] == ["| ccfs | c | 0.1 | 75.00 ± 0.00 (n=1) | – |",
+                         "| oracle window | c |  | 60.00 ± 0.00 (n=1, β 0.3) | 80.00 ± 0.00 (n=1, β 0.1) |"]
+    curves, _ = ratio_curves(records, {10: 1.0, 50: 5.0})
+    assert curves["oracle window c"] == [(1.0, 60.0, 0.0), (5.0, 80.0, 0.0)]

@@ -142,12 +142,30 @@ def _group_by_asked_alpha(records: list[dict]) -> dict[tuple, list[float]]:
     return group([{**r, "alpha": r.get("alpha_set", r["alpha"])} for r in records])
 
 
+def oracle_only(records: list[dict]) -> list[dict]:
+    """Swept methods (window_b0.3, ...) reduced to the oracle's pick at each (model, IPC),
+    named `oracle <method>` with the picked value in `picked`: one row or curve for SelMatch's
+    oracle window, as the paper compares, instead of one per β."""
+    pick, out = oracle_window(records), []
+    for r in records:
+        if _is_sweep(r["method"]):
+            if pick.get((r["model"], r["ipc"])) != r["method"]:
+                continue
+            base, _, value = methods.parse(r["method"])
+            r = {**r, "method": f"oracle {base}", "picked": value}
+        out.append(r)
+    return out
+
+
 def ratio_table(records: list[dict], ratio: dict[int, float]) -> str:
     """A sweep's headline table: one row per (method, model, α), one column per IPC (its
     share of the train pool), mean ± std final-epoch test accuracy; the full-data student,
-    which has no IPC, fills every column of its row. Rows are labelled by the α asked for
-    (`alpha_set`, where the caller knows it; else the α realised, int(IPC·α)/IPC)."""
+    which has no IPC, fills every column of its row, and the oracle window one row with the
+    β picked at each IPC. Rows are labelled by the α asked for (`alpha_set`, where the caller
+    knows it; else the α realised, int(IPC·α)/IPC)."""
+    records = oracle_only(records)
     finals = _group_by_asked_alpha(records)
+    picked = {(r["method"], r["model"], r["ipc"]): r["picked"] for r in records if "picked" in r}
     ipcs = sorted(ratio)
     rows: dict[tuple, dict[int, list[float]]] = defaultdict(dict)
     for (method, model, ipc, alpha), vals in finals.items():
@@ -157,10 +175,16 @@ def ratio_table(records: list[dict], ratio: dict[int, float]) -> str:
             rows[label][i] = vals
     lines = ["| method | model | α | " + " | ".join(f"IPC {i} ({ratio[i]:.1f} %)" for i in ipcs) + " |",
              "|---|---|---|" + "---|" * len(ipcs)]
-    for (method, model, alpha) in sorted(rows, key=lambda k: (_rank(k[0]), k[1], k[2])):
-        cells = [f"{mean_std(v)[0]:.2f} ± {mean_std(v)[1]:.2f} (n={len(v)})" if (v := rows[(method, model, alpha)].get(i))
-                 else "–" for i in ipcs]
-        lines.append(f"| {method} | {model} | {alpha} | " + " | ".join(cells) + " |")
+
+    def cell(method, model, alpha, i):
+        v = rows[(method, model, alpha)].get(i)
+        if not v:
+            return "–"
+        beta = f", β {picked[(method, model, i)]:g}" if (method, model, i) in picked else ""
+        return f"{mean_std(v)[0]:.2f} ± {mean_std(v)[1]:.2f} (n={len(v)}{beta})"
+
+    for (method, model, alpha) in sorted(rows, key=lambda k: (_rank(k[0].removeprefix("oracle ")), k[1], k[2])):
+        lines.append(f"| {method} | {model} | {alpha} | " + " | ".join(cell(method, model, alpha, i) for i in ipcs) + " |")
     return "\n".join(lines)
 
 
@@ -168,7 +192,7 @@ def ratio_curves(records: list[dict], ratio: dict[int, float]) -> tuple[dict[str
     """The sweep plot's data: {curve name: [(data %, mean, std), ...]} per (method, model,
     α asked for, `alpha_set`), α in the name only where several are asked for; and the
     full-data student's mean (None without one)."""
-    finals = _group_by_asked_alpha(records)
+    finals = _group_by_asked_alpha(oracle_only(records))
     full = next((mean_std(v)[0] for (m, *_), v in finals.items() if _is_full(m)), None)
     asked = {k[3] for k in finals if 0 < k[3] < 1}
     curves: dict[str, list] = {}
