@@ -105,10 +105,10 @@ def sweep_points(cfg: Config) -> list[Config]:
     IPC only, and `full` at the first point only."""
     from itertools import product
 
-    ipcs = cfg.select.ipc if isinstance(cfg.select.ipc, list) else [cfg.select.ipc]
-    alphas = cfg.select.alpha if isinstance(cfg.select.alpha, list) else [cfg.select.alpha]
     if not is_sweep(cfg):
         return [cfg]
+    ipcs = cfg.select.ipc if isinstance(cfg.select.ipc, list) else [cfg.select.ipc]
+    alphas = cfg.select.alpha if isinstance(cfg.select.alpha, list) else [cfg.select.alpha]
     points = []
     for k, (ipc, alpha) in enumerate(product(ipcs, alphas)):
         keep = [m for m in cfg.select.method if (k == 0 or not methods.get(m).full_data)
@@ -142,7 +142,6 @@ def run_sweep(stage: str, cfg: Config, points: list[Config]) -> None:
     each point in its own run directory over the shared ones, so that a point's results and
     report land before the next point starts; the sweep report in OUT is redrawn after every
     point."""
-
     top = Run(replace(cfg, select=points[0].select))
     top.data  # noqa: B018  (loaded once, shared by every point)
     runs = [top.sibling(p) for p in points]
