@@ -30,21 +30,30 @@ VARIANTS = {  # name -> train.* settings over the preset's recipe
                                                       "rrc_min_scale": 0.5, "mix": "cutmix"},
     "4800 steps, lr 0.1, T 4, crop ≥ 0.5": {"steps": 4800, "lr": 0.1, "temperature": 4.0, "rrc_min_scale": 0.5},
     "2400 steps, lr 0.05, T 4, crop ≥ 0.5": {"steps": 2400, "lr": 0.05, "temperature": 4.0, "rrc_min_scale": 0.5},
+    # second round, around the chosen recipe (4800 steps, lr 0.05, T 4, crop ≥ 0.5)
+    "9600 steps, lr 0.05, T 4, crop ≥ 0.5": {"steps": 9600, "lr": 0.05, "temperature": 4.0, "rrc_min_scale": 0.5},
+    "4800 steps, lr 0.05, T 2, crop ≥ 0.5": {"steps": 4800, "lr": 0.05, "temperature": 2.0, "rrc_min_scale": 0.5},
+    "4800 steps, lr 0.05, T 8, crop ≥ 0.5": {"steps": 4800, "lr": 0.05, "temperature": 8.0, "rrc_min_scale": 0.5},
+    "4800 steps, lr 0.05, T 4, crop ≥ 0.7": {"steps": 4800, "lr": 0.05, "temperature": 4.0, "rrc_min_scale": 0.7},
+    "4800 steps, lr 0.05, T 4, crop ≥ 0.5, mixup": {"steps": 4800, "lr": 0.05, "temperature": 4.0,
+                                                     "rrc_min_scale": 0.5, "mix": "mixup"},
 }
 
 
-def student_val_acc(run, recipe, method: str, seed: int) -> tuple[float, float]:
-    """(validation accuracy %, seconds) of one KD student on the method's selection of `seed`."""
+def student_val_acc(run, recipe, method: str, seed: int, student_seed: int | None = None) -> tuple[float, float]:
+    """(validation accuracy %, seconds) of one KD student on the method's selection of `seed`;
+    the student's initialisation and augmentation follow `student_seed` (default: `seed`)."""
     from ccfs.api import new_model
     from ccfs.objectives import make_objective
     from ccfs.train import fit
 
     d = run.data
     synthetic, _, _ = run.selection(method, run.selection_seed(method, seed))
-    model = new_model(run.cfg.eval.models[0], d, seed)
+    student_seed = seed if student_seed is None else student_seed
+    model = new_model(run.cfg.eval.models[0], d, student_seed)
     t0 = time.perf_counter()
     hist = fit(model, synthetic, recipe, make_objective("kd", run.teacher, recipe.temperature), mean=d.mean,
-               std=d.std, device=run.device, seed=seed, test=None, val=d.val, progress=False)
+               std=d.std, device=run.device, seed=student_seed, test=None, val=d.val, progress=False)
     return hist.val_acc, time.perf_counter() - t0
 
 
@@ -54,6 +63,8 @@ def main(argv=None) -> None:
     p.add_argument("--preset", default="fmnist-ipc50")
     p.add_argument("--methods", nargs="+", default=["random", "ccfs"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--student-seeds", nargs="+", type=int, default=None,
+                   help="train one student per these seeds on each selection (default: the selection's seed)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), help="names from VARIANTS")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("overrides", nargs="*", help="config overrides, as for ccfs")
@@ -69,7 +80,7 @@ def main(argv=None) -> None:
     print(f"# Student recipe on validation: {a.preset}, run {a.run_dir}, {datetime.date.today()}, "
           f"{a.threads} threads\n")
     print(f"{run.data.summary()}; students {cfg.eval.models[0]}, KD from {cfg.teacher.model}; "
-          f"seeds {a.seeds}; the test set is not read.\n")
+          f"selection seeds {a.seeds}, student seeds {a.student_seeds or 'the same'}; the test set is not read.\n")
     print("| variant | " + " | ".join(f"{m} val %" for m in a.methods) + " | mean val % | s per student |")
     print("|---|" + "---|" * (len(a.methods) + 2))
     best = None
@@ -79,9 +90,10 @@ def main(argv=None) -> None:
         for m in a.methods:
             vals = []
             for s in a.seeds:
-                acc, sec = student_val_acc(run, recipe, m, s)
-                vals.append(acc)
-                secs.append(sec)
+                for t in a.student_seeds or [s]:
+                    acc, sec = student_val_acc(run, recipe, m, s, t)
+                    vals.append(acc)
+                    secs.append(sec)
             accs[m] = statistics.fmean(vals)
         mean = statistics.fmean(accs.values())
         print(f"| {name} | " + " | ".join(f"{accs[m]:.2f}" for m in a.methods) +
