@@ -111,12 +111,17 @@ class Run:
     def teacher(self) -> torch.nn.Module:
         from ccfs.models import load_checkpoint
 
-        path = self.teacher_dir / "model.pt"
-        if not path.is_file():
-            raise ConfigError(f"{path} is missing: run `ccfs teacher` for this out= first")
+        path = self._teacher_file("model.pt")
         model = self.model(self.cfg.teacher.model, 0)
         load_checkpoint(model, path, arch=self.cfg.teacher.model, normalization=(self.data.mean, self.data.std))
         return model.to(self.device).eval().requires_grad_(False)
+
+    def _teacher_file(self, name: str):
+        """A file the teacher stage writes, or a one-line error naming the stage to run."""
+        path = self.teacher_dir / name
+        if not path.is_file():
+            raise ConfigError(f"{path} is missing: run `ccfs teacher` for this out= first")
+        return path
 
     @cached_property
     def teacher_logit(self) -> torch.Tensor:
@@ -175,6 +180,7 @@ class Run:
 
         path = self.teacher_dir / "scores.npz"
         if not path.is_file():
+            self._teacher_file("model.pt")  # no teacher stage at all: say so, not "no scores"
             return {}
         with np.load(path) as z:
             return {k: torch.from_numpy(z[k]) for k in z.files}
@@ -184,7 +190,7 @@ class Run:
         import numpy as np
 
         mask = torch.zeros(len(self.data.train), dtype=torch.bool)
-        mask[torch.from_numpy(np.load(self.teacher_dir / "correct_indices.npy"))] = True
+        mask[torch.from_numpy(np.load(self._teacher_file("correct_indices.npy")))] = True
         return mask
 
     # ------------------------------------------------------------------ distilled images
@@ -235,20 +241,27 @@ class Run:
         folder = self.out / "select" / run_name
         return folder if seed is None else folder / f"seed{seed}"
 
+    def selected_indices(self, run_name: str, seed: int | None = None) -> dict:
+        """selected_indices.json of a finished selection, or a one-line error naming the stage."""
+        from ccfs.artifacts import read_json
+
+        path = self.selection_dir(run_name, seed) / "selected_indices.json"
+        if not path.is_file():
+            raise ConfigError(f"{path} is missing: run `ccfs select` first")
+        return read_json(path)
+
     def selection(self, run_name: str, seed: int | None = None) -> tuple[Split, dict, dict]:
         """(the synthetic set, selected_indices.json, meta.json) of a finished selection."""
         from ccfs.artifacts import read_json
 
         folder = self.selection_dir(run_name, seed)
-        if not (folder / "selected_indices.json").is_file():
-            raise ConfigError(f"{folder}/selected_indices.json is missing: run `ccfs select` first")
+        sel = self.selected_indices(run_name, seed)
         from ccfs.records import same_selection_settings, selection_settings
 
         if (folder / "settings.json").is_file() and not same_selection_settings(
                 read_json(folder / "settings.json"), selection_settings(self.cfg, run_name)):
             raise ConfigError(f"{folder} was made with other select/train settings than this config's; "
                               "run `ccfs select` with this config (in a new out= directory) first")
-        sel = read_json(folder / "selected_indices.json")
         meta = read_json(folder / "meta.json")
         own = None
         if meta.get("distilled_file"):

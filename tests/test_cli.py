@@ -54,6 +54,19 @@ def test_run_with_unknown_key_fails_before_any_work(fake_fmnist, tmp_path, capsy
     assert out == ""
 
 
+@pytest.mark.parametrize("stage", ["select", "evaluate"])
+@pytest.mark.parametrize("methods", ["[random]", "[ccfs]"])
+def test_a_stage_before_its_teacher_names_the_stage_to_run(stage, methods, fake_fmnist, ccfs_cache, tmp_path,
+                                                           capsys):
+    out_dir = tmp_path / "run"
+    code = main([stage, "tiny", f"out={out_dir}", f"data.root={fake_fmnist}", f"select.method={methods}",
+                 "distill.method=none", "select.alpha=0", "progress=false"])
+    assert code == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "ccfs teacher" in line or "ccfs select" in line
+    assert not list(out_dir.rglob("selected_indices.json")) and not list(out_dir.rglob("results.jsonl"))
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["run", "no-such-preset"], "no preset"),
     (["teacher", "tiny", "select.alpha=1.5"], "select.alpha"),

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from ccfs import distributed, methods, records
 from ccfs.api import train_student
-from ccfs.artifacts import git_commit, read_json
+from ccfs.artifacts import git_commit
 from ccfs.config import to_dict
 from ccfs.context import Run
 from ccfs.data.datasets import Split
@@ -41,8 +41,7 @@ def _todo(run: Run) -> list[tuple[str, str, int]]:
     """(run name, model, seed) of every student not recorded yet, in a fixed order."""
     done = records.done_keys(run.out)
     settings = records.settings_hash(run.cfg)
-    alpha = {n: read_json(run.selection_dir(n, run.selection_seeds(n)[0]) / "selected_indices.json")["alpha"]
-             for n in methods.run_names(run.cfg.select)}
+    alpha = {n: run.selected_indices(n, run.selection_seeds(n)[0])["alpha"] for n in methods.run_names(run.cfg.select)}
     return [(n, m, s) for n in methods.run_names(run.cfg.select) for m in run.cfg.eval.models for s in run.cfg.eval.seeds
             if records.key(n, m, run.cfg.select.ipc, alpha[n], seed=s, settings=settings) not in done]
 
