@@ -32,6 +32,7 @@ VARIANTS = {  # name -> train.* settings over the preset's recipe
     "2400 steps, lr 0.05, T 4, crop ≥ 0.5": {"steps": 2400, "lr": 0.05, "temperature": 4.0, "rrc_min_scale": 0.5},
     # second round, around the chosen recipe (4800 steps, lr 0.05, T 4, crop ≥ 0.5)
     "9600 steps, lr 0.05, T 4, crop ≥ 0.5": {"steps": 9600, "lr": 0.05, "temperature": 4.0, "rrc_min_scale": 0.5},
+    "19200 steps, lr 0.05, T 4, crop ≥ 0.5": {"steps": 19200, "lr": 0.05, "temperature": 4.0, "rrc_min_scale": 0.5},
     "4800 steps, lr 0.05, T 2, crop ≥ 0.5": {"steps": 4800, "lr": 0.05, "temperature": 2.0, "rrc_min_scale": 0.5},
     "4800 steps, lr 0.05, T 8, crop ≥ 0.5": {"steps": 4800, "lr": 0.05, "temperature": 8.0, "rrc_min_scale": 0.5},
     "4800 steps, lr 0.05, T 4, crop ≥ 0.7": {"steps": 4800, "lr": 0.05, "temperature": 4.0, "rrc_min_scale": 0.7},

@@ -158,7 +158,8 @@ class SelectCfg:
         "lazy", "lazy: each filter infers the eligible pool only as far down the fine-stage order as the quotas "
         "need (the same selection; the round log then counts candidates in that part) | full: the whole pool")
     filter_model: Optional[str] = doc(None, "architecture of the CCFS filters (None: the first of eval.models)")
-    filter_epochs: Optional[int] = doc(None, "epochs of each filter (None: train.epochs)")
+    filter_epochs: Optional[int] = doc(None, "epochs of each filter, in place of the students' rule (None: as the students)")
+    filter_steps: Optional[int] = doc(None, "optimizer steps of each filter under the steps rule (None: train.steps)")
     filter_eval_size: int = doc(1000, "images of the fixed class-balanced validation sample (test without data.val_size) each filter's accuracy "
                                 "is logged on (0: none)")
     window_betas: list[float] = doc([round(0.1 * i, 1) for i in range(10)], "window: the β values swept")
@@ -357,6 +358,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.mix={cfg.train.mix} mixes images, not labels: it needs eval.objective=kd")
     if cfg.data.val_size < 0 or cfg.train.steps < 0:
         raise ConfigError("data.val_size and train.steps must be 0 or more")
+    if s.filter_epochs is not None and s.filter_steps is not None:
+        raise ConfigError("set select.filter_epochs or select.filter_steps, not both")
+    if (s.filter_epochs is not None and s.filter_epochs < 1) or (s.filter_steps is not None and s.filter_steps < 1):
+        raise ConfigError("select.filter_epochs and select.filter_steps must be at least 1 (or unset)")
     if not cfg.eval.seeds or not cfg.eval.models:
         raise ConfigError("eval.seeds and eval.models must each name at least one entry")
 

@@ -26,7 +26,7 @@ TEST_ONLY = ("eval_every", "eval_last")
 # Settings added after run directories existed, at the value that keeps the earlier
 # behaviour: left out while they hold it, so older selections and records still match (and
 # keep their hash); any other value is part of the settings.
-ADDED_LATER = {"select": {"quota": "equal"}}
+ADDED_LATER = {"select": {"quota": "equal", "filter_steps": None}}
 
 
 def selection_settings(cfg: Config, run_name: str | None = None) -> dict:

@@ -19,6 +19,7 @@ import torch
 
 from ccfs import distributed, methods, records
 from ccfs.artifacts import read_json, torch_save, write_json
+from ccfs.config import Recipe
 from ccfs.context import Run
 from ccfs.errors import ConfigError
 from ccfs.api import FILTER_SEEDS, eval_sample, filter_trainer, held_out
@@ -27,13 +28,23 @@ from ccfs.selection.ccfs import RoundState
 from ccfs.train import predict_logits
 
 
+def filter_recipe(cfg) -> Recipe:
+    """The filters' recipe: the students' (`train.*`) with `select.filter_epochs` (which
+    replaces the steps rule) or `select.filter_steps` (the steps rule's count) if set."""
+    s = cfg.select
+    if s.filter_epochs is not None:
+        return replace(cfg.train, epochs=s.filter_epochs, steps=0)
+    if s.filter_steps is not None:
+        return replace(cfg.train, steps=s.filter_steps)
+    return cfg.train
+
+
 def make_filter_trainer(run: Run, run_name: str, cpc: int, seed: int):
-    """`train_filter(j, selected)` for the run: the shared recipe (filter_epochs if set) on
-    the method's distilled part ∪ train[selected]."""
+    """`train_filter(j, selected)` for the run: the filters' recipe on the method's
+    distilled part ∪ train[selected]."""
     cfg = run.cfg
-    recipe = replace(cfg.train, epochs=cfg.select.filter_epochs) if cfg.select.filter_epochs else cfg.train
     return filter_trainer(run.data, run.distilled_part(cpc) if cpc else None, run.objective(),
-                          arch=cfg.select.filter_model or cfg.eval.models[0], recipe=recipe, seed=FILTER_SEEDS + seed,
+                          arch=cfg.select.filter_model or cfg.eval.models[0], recipe=filter_recipe(cfg), seed=FILTER_SEEDS + seed,
                           device=run.device, progress=cfg.progress, desc=f"{run_name} filter",
                           eval_set=eval_sample(held_out(run.data), cfg.select.filter_eval_size))
 
