@@ -730,13 +730,13 @@ def test_filter_recipe_follows_the_students_unless_told():
     from ccfs.selection.run import filter_recipe
 
     def recipe(*overrides):
-        return filter_recipe(load_config("fmnist-ipc50", list(overrides)))
+        return filter_recipe(load_config("fmnist-quick", ["train.steps=9600", *overrides]))
 
-    students = load_config("fmnist-ipc50").train
+    students = load_config("fmnist-quick", ["train.steps=9600"]).train
     assert recipe() == students
     by_steps = recipe("select.filter_steps=4800")
     assert by_steps.steps == 4800 and by_steps.epochs_for(500) == 4800 // 16 and students.epochs_for(500) == 9600 // 16
-    by_epochs = recipe("select.filter_epochs=7", "train.steps=9600")
+    by_epochs = recipe("select.filter_epochs=7")
     assert by_epochs.steps == 0 and by_epochs.epochs_for(500) == 7 and by_epochs.epochs_for(50000) == 7
     assert {k: v for k, v in vars(by_steps).items() if k != "steps"} == \
         {k: v for k, v in vars(students).items() if k != "steps"}
@@ -751,14 +751,14 @@ def test_filter_length_settings_are_checked(overrides, needle):
     from ccfs.errors import ConfigError
 
     with pytest.raises(ConfigError, match=needle):
-        load_config("fmnist-ipc50", overrides)
+        load_config("fmnist-quick", overrides)
 
 
 def test_filter_steps_at_its_default_keeps_the_settings_hash():
     from ccfs.config import load_config
     from ccfs.records import selection_settings
 
-    cfg = load_config("fmnist-ipc50")
+    cfg = load_config("fmnist-quick")
     assert "filter_steps" not in selection_settings(cfg, "ccfs")["select"]
-    changed = selection_settings(load_config("fmnist-ipc50", ["select.filter_steps=4800"]), "ccfs")
+    changed = selection_settings(load_config("fmnist-quick", ["select.filter_steps=4800"]), "ccfs")
     assert changed["select"]["filter_steps"] == 4800
