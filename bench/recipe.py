@@ -38,6 +38,9 @@ VARIANTS = {  # name -> train.* settings over the preset's recipe
     "4800 steps, lr 0.05, T 4, crop ≥ 0.7": {"steps": 4800, "lr": 0.05, "temperature": 4.0, "rrc_min_scale": 0.7},
     "4800 steps, lr 0.05, T 4, crop ≥ 0.5, mixup": {"steps": 4800, "lr": 0.05, "temperature": 4.0,
                                                      "rrc_min_scale": 0.5, "mix": "mixup"},
+    # third round, around 9600 steps
+    "9600 steps, lr 0.05, T 4, crop ≥ 0.7": {"steps": 9600, "lr": 0.05, "temperature": 4.0, "rrc_min_scale": 0.7},
+    "9600 steps, lr 0.1, T 4, crop ≥ 0.5": {"steps": 9600, "lr": 0.1, "temperature": 4.0, "rrc_min_scale": 0.5},
 }
 
 

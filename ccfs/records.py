@@ -29,8 +29,14 @@ TEST_ONLY = ("eval_every", "eval_last")
 ADDED_LATER = {"select": {"quota": "equal", "filter_steps": None}}
 
 
+# The filters' own length (select.*): a selection made without filters never depends on it.
+FILTER_LENGTH = ("filter_steps", "filter_epochs")
+
+
 def selection_settings(cfg: Config, run_name: str | None = None) -> dict:
-    """What a selection (or, with run_name None, an evaluation record) depends on."""
+    """What a selection (or, with run_name None, an evaluation record) depends on. A
+    selection that trains filters depends on the filters' recipe, not on the students'
+    length once `select.filter_steps` / `filter_epochs` set the filters' own."""
     same = ADDED_LATER["select"]
     out = {"select": {k: v for k, v in to_dict(cfg.select).items()
                       if k != "method" and not (k in same and v == same[k])}}
@@ -42,16 +48,30 @@ def selection_settings(cfg: Config, run_name: str | None = None) -> dict:
                     "filter_model": cfg.select.filter_model or cfg.eval.models[0]})
     if run_name is None:
         out["full_epochs"] = cfg.eval.full_epochs
-    return out
+        return out
+    return _as_selection_sees(out)
+
+
+def _as_selection_sees(d: dict) -> dict:
+    """Selection settings reduced to what the selection uses: TEST_ONLY recipe keys dropped
+    (files written before they were split off carry them), the filters' length applied to
+    the recipe, and that length dropped where no filters train. Idempotent, so saved and
+    present settings compare after it."""
+    select = dict(d["select"])
+    if "train" not in d:
+        return {**d, "select": {k: v for k, v in select.items() if k not in FILTER_LENGTH}}
+    train = {k: v for k, v in d["train"].items() if k not in TEST_ONLY}
+    if select.get("filter_epochs") is not None:
+        train.update(epochs=select["filter_epochs"], steps=0)
+    elif select.get("filter_steps") is not None:
+        train.update(steps=select["filter_steps"])
+    return {**d, "select": select, "train": train}
 
 
 def same_selection_settings(saved: dict, now: dict) -> bool:
-    """A selection's saved settings.json against the present ones (files written before
-    TEST_ONLY was split off carry those keys; they never mattered)."""
-    def strip(d: dict) -> dict:
-        return {**d, "train": {k: v for k, v in d["train"].items() if k not in TEST_ONLY}} if "train" in d else d
-
-    return strip(saved) == strip(now)
+    """A selection's saved settings.json against the present ones, both reduced to what the
+    selection uses."""
+    return _as_selection_sees(saved) == _as_selection_sees(now)
 
 
 def settings_hash(cfg: Config) -> str:

@@ -762,3 +762,26 @@ def test_filter_steps_at_its_default_keeps_the_settings_hash():
     assert "filter_steps" not in selection_settings(cfg, "ccfs")["select"]
     changed = selection_settings(load_config("fmnist-quick", ["select.filter_steps=4800"]), "ccfs")
     assert changed["select"]["filter_steps"] == 4800
+
+
+def test_a_selection_depends_on_the_filters_length_not_the_students():
+    from ccfs.config import load_config
+    from ccfs.records import same_selection_settings, selection_settings
+
+    def sel(method, *overrides):
+        return selection_settings(load_config("fmnist-quick", list(overrides)), method)
+
+    own = sel("ccfs", "select.filter_steps=4800", "train.steps=9600")
+    assert own["train"]["steps"] == 4800  # the filters' recipe
+    assert same_selection_settings(own, sel("ccfs", "select.filter_steps=4800", "train.steps=19200"))
+    assert not same_selection_settings(own, sel("ccfs", "select.filter_steps=2400", "train.steps=9600"))
+    assert not same_selection_settings(own, sel("ccfs", "train.steps=9600"))  # filters as long as the students
+    epochs = sel("ccfs", "select.filter_epochs=7", "train.steps=9600")
+    assert (epochs["train"]["epochs"], epochs["train"]["steps"]) == (7, 0)
+    assert same_selection_settings(epochs, sel("ccfs", "select.filter_epochs=7", "train.epochs=99"))
+    # a settings.json written before the reduction (students' length, test-only keys) still matches
+    saved = {**own, "train": {**own["train"], "steps": 9600, "eval_every": 3}}
+    assert same_selection_settings(saved, own)
+    # methods without filters never depend on the filters' length
+    assert same_selection_settings(sel("random", "select.filter_steps=4800"), sel("random"))
+    assert not same_selection_settings(sel("random", "select.ipc=20"), sel("random"))
