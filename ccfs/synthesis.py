@@ -32,10 +32,11 @@ def _random_real(data: Dataset, labels: torch.Tensor, gen: torch.Generator) -> t
 
 def synthesize_classes(params: SynthParams, teacher: torch.nn.Module, data: Dataset, per_class: int, *,
                    seed: int = 0, device="cpu", init_indices: list[int] | None = None,
-                   progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                   progress: bool = False, **resumable) -> tuple[torch.Tensor, torch.Tensor]:
     """`per_class` images of every class -> (uint8 [C·per_class, ch, H, W], labels), class by
     class. With `init_indices` (train rows, sorted by class) synthesis starts from those real
-    images; with params.init "real", from random real images of each class."""
+    images; with params.init "real", from random real images of each class. `resumable`:
+    `resume` / `on_batch` of `synthesize`."""
     labels = torch.arange(data.num_classes).repeat_interleave(per_class)
     gen = torch.Generator().manual_seed(seed)
     init = _random_real(data, labels, gen) if params.init == "real" else None
@@ -43,7 +44,8 @@ def synthesize_classes(params: SynthParams, teacher: torch.nn.Module, data: Data
         params = replace(params, init="real")
         init = data.train.images[torch.as_tensor(init_indices)].float() / 255
     pixels = synthesize(teacher, labels.to(device), tuple(data.train.images.shape[1:]), data.mean, std=data.std,
-                        params=params, generator=gen, init_images=None if init is None else init.to(device), progress=progress)
+                        params=params, generator=gen, init_images=None if init is None else init.to(device), progress=progress,
+                        **resumable)
     return quantize(pixels.cpu()), labels
 
 

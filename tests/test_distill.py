@@ -8,6 +8,7 @@ from PIL import Image
 from ccfs.distill import (BNStatsLoss, SynthParams, cda_min_scale, class_batches, export_png_folder,
                           import_png_folder, import_tensor_file, quantize, save_image_grid,
                           synthesize)
+from ccfs.distill.bn_matching import Progress
 from ccfs.distill import folder
 from ccfs.errors import ConfigError, DataError
 
@@ -215,6 +216,67 @@ def test_synthesize_is_seeded_and_real_init_round_trips():
     assert torch.equal(quantize(out), init)
     with pytest.raises(ConfigError, match="needs init_images"):
         synthesize(teacher, labels, (1, 8, 8), [0.3], std=[0.4], params=real, generator=torch.Generator())
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_synthesis_resumes_to_the_same_images():
+    teacher = tiny_bn_net(channels=1)
+    labels = torch.arange(3).repeat_interleave(4)
+    params = SynthParams(method="cda", iterations=3, lr=0.1, batch_ipc=1, jitter=1)
+
+    def run(**kw):
+        return synthesize(teacher, labels, (1, 8, 8), [0.3], std=[0.4], params=params,
+                          generator=torch.Generator().manual_seed(5), **kw)
+
+    whole = run()
+    kept = []
+
+    def stop_after_two(p):
+        kept.append(Progress(p.batches, p.pixels.clone(), p.rng.clone()))
+        if p.batches == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        run(on_batch=stop_after_two)
+    assert [p.batches for p in kept] == [1, 2]
+    assert torch.equal(run(resume=kept[-1]), whole)
+    assert not torch.equal(run(resume=Progress(2, kept[-1].pixels, kept[0].rng)), whole)  # the state matters
+    with pytest.raises(ConfigError, match="does not fit"):
+        run(resume=Progress(9, kept[-1].pixels, kept[-1].rng))
+
+
+def test_a_finished_synthesis_grows_into_the_larger_one():
+    """With noise initialisation and full batches, the first batches of 4 images per class
+    are those of 2 per class: continuing after them gives the larger synthesis exactly."""
+    from ccfs.distill.run import resume_point
+
+    teacher = tiny_bn_net(channels=1)
+    params = SynthParams(iterations=2, lr=0.1, batch_ipc=2, jitter=1)
+    key = {"batch_ipc": 2, "init": "noise", "classes": 3}
+
+    def run(per_class, **kw):
+        return synthesize(teacher, torch.arange(3).repeat_interleave(per_class), (1, 8, 8), [0.3], std=[0.4],
+                          params=params, generator=torch.Generator().manual_seed(5), **kw)
+
+    last = []
+    small = run(2, on_batch=lambda p: last.append((p.batches, quantize(p.pixels), p.rng.clone())))
+    batches, images, rng = last[-1]
+    saved = {"key": key, "per_class": 2, "batches": batches, "images": images, "rng": rng}
+    resume = resume_point(saved, key, 4)
+    assert resume.batches == 1 and torch.equal(quantize(resume.pixels.view(3, 4, 1, 8, 8)[:, :2]),
+                                               quantize(small).view(3, 2, 1, 8, 8))
+    assert torch.equal(quantize(run(4, resume=resume)), quantize(run(4)))
+    # not a continuation: another key, a partial batch, an unfinished or a larger saved synthesis, real init
+    assert resume_point(saved, {**key, "batch_ipc": 1}, 4) is None
+    assert resume_point({**saved, "per_class": 3, "batches": 2}, key, 4) is None
+    assert resume_point({**saved, "batches": 0}, key, 4) is None
+    assert resume_point(saved, key, 1) is None
+    real = {**key, "init": "real"}
+    assert resume_point({**saved, "key": real}, real, 4) is None
+    assert resume_point(saved, key, 2).batches == 1  # the same request: after its saved batches
 
 
 # ---------------------------------------------------------------- files

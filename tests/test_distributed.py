@@ -58,8 +58,9 @@ def results(out):
 
 
 def files(out):
+    """The run's artifacts (the distillation's resume state is written in one process only)."""
     return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != ".lock"
-                  and "report" not in p.name and p.suffix != ".png" and p.name != "config.yaml")
+                  and "report" not in p.name and p.suffix != ".png" and p.name not in ("config.yaml", "progress.pt"))
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -164,6 +165,43 @@ def test_interrupted_selection_resumes_to_same_result(tmp_path, monkeypatch):
     a = json.loads((ref / "select" / "ccfs" / "seed0" / "selected_indices.json").read_text())
     b = json.loads((cut / "select" / "ccfs" / "seed0" / "selected_indices.json").read_text())
     assert a == b
+
+
+def test_interrupted_and_grown_distillation_match_one_made_at_once(tmp_path, monkeypatch, capsys):
+    """2 images per class, then 6 (interrupted after its second batch, then resumed), give
+    the images of asking for 6 at once."""
+    import ccfs.distill.run as drun
+
+    root = write_fake_fmnist(tmp_path / "fmnist")
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    small, big = (["select.method=[distill_only]", f"select.ipc={k}"] for k in (2, 6))  # batch_ipc 2
+    assert _run(root, ref, *big, stage="teacher") == 0
+    assert _run(root, ref, *big, stage="distill") == 0
+    shutil.copytree(ref / "teacher", cut / "teacher")
+    monkeypatch.setattr(drun, "SAVE_EVERY_S", 0.0)
+    assert _run(root, cut, *small, stage="distill") == 0
+    real, seen = drun.progress_saver, []
+
+    def interrupting(*args):
+        save = real(*args)
+
+        def on_batch(p):
+            seen.append(p.batches)
+            save(p)
+            if p.batches == 2:
+                raise KeyboardInterrupt
+        return on_batch
+
+    monkeypatch.setattr(drun, "progress_saver", interrupting)
+    assert _run(root, cut, *big, stage="distill") == 130
+    assert seen == [2]  # it went on from the finished 2 per class (batch 1)
+    assert json.loads((cut / "distill" / "meta.json").read_text())["per_class"] == 2  # the finished set stays
+    monkeypatch.setattr(drun, "progress_saver", real)
+    capsys.readouterr()
+    assert _run(root, cut, *big, stage="distill") == 0
+    assert "going on after 2 of 3 batches" in capsys.readouterr().out
+    a, b = (torch.load(out / "distill" / "images.pt", weights_only=True) for out in (ref, cut))
+    assert torch.equal(a["images"], b["images"]) and torch.equal(a["labels"], b["labels"])
 
 
 @pytest.mark.parametrize("override, message", [

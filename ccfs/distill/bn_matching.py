@@ -10,12 +10,15 @@ minimum scale moves from 1.0 (easy) to `cda_min_scale` (hard) over the iteration
 Images are made batch by batch (`batch_ipc` images of every class per batch, a fresh
 Adam per batch), so memory does not grow with the number of images. Random draws come
 from an explicit CPU `torch.Generator`, so a seed gives the same images on any device.
+In one process the batches share that generator in order, so the state after a finished
+batch (a `Progress`) is all that is needed to go on from there: an interrupted synthesis
+resumes, and one of more images per class continues a finished one (module run.py).
 """
 from __future__ import annotations
 
 import math
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -192,11 +195,22 @@ def _optimise_batch(teacher: nn.Module, bn: BNStatsLoss, x: torch.Tensor, y: tor
     return x.detach()
 
 
+@dataclass
+class Progress:
+    """A synthesis after its first `batches` batches (one process): the pixels [n, C, H, W]
+    in [0, 1] (rows of later batches are zero; in `on_batch` the live buffer, to be copied
+    if kept) and the generator's state after them."""
+    batches: int
+    pixels: torch.Tensor
+    rng: torch.Tensor
+
+
 def synthesize(teacher: nn.Module, labels: torch.Tensor, image_shape: Sequence[int],
                mean: Sequence[float] | torch.Tensor, *, std: Sequence[float] | torch.Tensor,
                params: SynthParams, generator: torch.Generator,
                init_images: torch.Tensor | None = None, progress: bool = False,
-               history: list | None = None) -> torch.Tensor:
+               history: list | None = None, resume: Progress | None = None,
+               on_batch: Callable[[Progress], None] | None = None) -> torch.Tensor:
     """Distil one image per entry of `labels` [n] -> float pixels [n, C, H, W] in [0, 1]
     on the CPU, in the order of `labels`.
 
@@ -204,7 +218,10 @@ def synthesize(teacher: nn.Module, labels: torch.Tensor, image_shape: Sequence[i
     the teacher's input normalisation. `init_images` [n, C, H, W] (uint8, or float pixels
     in [0, 1]) is required for init="real" and refused otherwise. `history`, if given,
     receives (ce, bn) floats (bn unweighted by r_bn) at the first and the last iteration
-    of every batch, in batch order (one entry per batch when iterations == 1)."""
+    of every batch, in batch order (one entry per batch when iterations == 1).
+
+    One process only: `resume` starts after its finished batches (the result is the one an
+    uninterrupted call gives), and `on_batch` receives the Progress after every batch."""
     device = next(teacher.parameters()).device
     teacher.eval().requires_grad_(False)
     c, h, w = (int(s) for s in image_shape)
@@ -215,12 +232,22 @@ def synthesize(teacher: nn.Module, labels: torch.Tensor, image_shape: Sequence[i
     out = torch.zeros(len(labels), c, h, w)
     batches = class_batches(labels.cpu(), params.batch_ipc)
     world, rank = distributed.world_size(), distributed.rank()
+    if world > 1 and (resume is not None or on_batch is not None):
+        raise ConfigError("distill: resuming a synthesis works in one process only (not under torchrun)")
+    start = 0
+    if resume is not None:
+        if resume.pixels.shape != out.shape or not 0 <= resume.batches <= len(batches):
+            raise ConfigError(f"distill: a saved synthesis of {tuple(resume.pixels.shape)} images after "
+                              f"{resume.batches} batches does not fit this one ({tuple(out.shape)}, {len(batches)} batches)")
+        start = resume.batches
+        out.copy_(resume.pixels)
+        generator.set_state(resume.rng)
     if world > 1:  # torchrun: rank r makes batches r, r + N, ...; each batch its own generator
         base = int(torch.randint(2**62, (1,), generator=generator))
         gens = [torch.Generator().manual_seed(base + b) for b in range(len(batches))]
     else:
         gens = [generator] * len(batches)
-    mine = range(rank, len(batches), world)
+    mine = range(rank + start, len(batches), world)
     bar = tqdm(total=len(mine) * params.iterations, disable=None if progress else True, desc="distill")
     with BNStatsLoss(teacher, params.first_bn_multiplier) as bn:
         for b in mine:
@@ -231,6 +258,8 @@ def synthesize(teacher: nn.Module, labels: torch.Tensor, image_shape: Sequence[i
                 x = (init[pos].to(device) - mean_t) / std_t
             x = _optimise_batch(teacher, bn, x, labels[pos].to(device), bounds=bounds, params=params, generator=gen, history=history, bar=bar)
             out[pos] = (x * std_t + mean_t).clamp(0, 1).cpu()
+            if on_batch is not None:
+                on_batch(Progress(b + 1, out, gen.get_state()))
     bar.close()
     if world > 1:
         distributed.sum_(out)  # each image is non-zero on one rank only

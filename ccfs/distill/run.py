@@ -4,21 +4,32 @@
     OUT/distill/png/        class folders 00000/, 00001/, ... (the official layout)
     OUT/distill/grid.png    one row per class, for people to look at
     OUT/distill/meta.json   method, images per class, seconds, images/s
+    OUT/distill/progress.pt a synthesis after its last saved batch: an interrupted one resumes
+                            from it, and a later request for more images per class continues
+                            a finished one instead of starting again (one process)
 
 `sre2l` / `cda` synthesise from the BatchNorm teacher (docs/method.md §5); `folder` / `tensor`
 import images made by any other method; `none` makes no distilled images.
 """
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import asdict
+from pathlib import Path
 
 import torch
 
-from ccfs import methods
+from ccfs import distributed, methods
 from ccfs.artifacts import read_json, torch_save, write_json
 from ccfs.context import Run
-from ccfs.distill.folder import export_png_folder, import_png_folder, import_tensor_file, save_image_grid
-from ccfs.synthesis import distill_from_config
+from ccfs.distill.bn_matching import Progress
+from ccfs.distill.folder import (export_png_folder, import_png_folder, import_tensor_file, quantize,
+                                 save_image_grid)
+from ccfs.synthesis import distill_from_config, synth_params
+
+PROGRESS = "progress.pt"
+SAVE_EVERY_S = 60.0  # seconds between progress saves (and always after the last batch)
 
 
 def _import(run: Run, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,6 +39,64 @@ def _import(run: Run, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
         return import_png_folder(c.from_, d.num_classes, per_class, d.channels, image_size=d.image_size,
                                  resize=c.resize, generator=gen)
     return import_tensor_file(c.from_, d.num_classes, per_class, d.channels, image_size=d.image_size)
+
+
+def synthesis_key(run: Run) -> dict:
+    """What a synthesis's images depend on besides the run's pinned teacher and data."""
+    d = run.data
+    return {**asdict(synth_params(run.cfg.distill)), "seed": run.cfg.seed, "classes": d.num_classes,
+            "shape": list(d.train.images.shape[1:])}
+
+
+def resume_point(saved: dict | None, key: dict, per_class: int) -> Progress | None:
+    """Where a synthesis of `per_class` images per class can start from a saved progress
+    file: after its saved batches if it was the same request; after all of them if it was a
+    finished synthesis of fewer images per class whose batches were all full (with noise
+    initialisation its batches and random draws are the first ones of the larger request);
+    else from scratch (None)."""
+    if saved is None or saved["key"] != key:
+        return None
+    pixels, old, b = saved["images"].float() / 255, saved["per_class"], key["batch_ipc"]
+    if old == per_class:
+        return Progress(saved["batches"], pixels, saved["rng"])
+    finished = saved["batches"] == math.ceil(old / b)
+    if old < per_class and finished and old % b == 0 and key["init"] == "noise":
+        classes = key["classes"]
+        grown = torch.zeros(classes, per_class, *pixels.shape[1:])
+        grown[:, :old] = pixels.view(classes, old, *pixels.shape[1:])
+        return Progress(old // b, grown.flatten(0, 1), saved["rng"])
+    return None
+
+
+def progress_saver(path: Path, key: dict, per_class: int, batches: int, every_s: float = SAVE_EVERY_S):
+    """`on_batch` for `synthesize`: writes the progress file (atomically) after the last batch
+    and otherwise at most every `every_s` seconds."""
+    last = time.monotonic()
+
+    def save(p: Progress) -> None:
+        nonlocal last
+        if p.batches < batches and time.monotonic() - last < every_s:
+            return
+        torch_save({"key": key, "per_class": per_class, "batches": p.batches, "images": quantize(p.pixels),
+                    "rng": p.rng.clone()}, path)
+        last = time.monotonic()
+    return save
+
+
+def _synthesise(run: Run, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distilled images, going on from OUT/distill/progress.pt where it allows."""
+    if distributed.world_size() > 1:  # torchrun: every rank makes its share, no progress file
+        return distill_from_config(run.cfg.distill, run.teacher, run.data, per_class, seed=run.cfg.seed,
+                                   device=run.device, progress=run.cfg.progress)
+    path, key = run.distill_dir / PROGRESS, synthesis_key(run)
+    saved = torch.load(path, weights_only=True) if path.is_file() else None
+    resume = resume_point(saved, key, per_class)
+    batches = math.ceil(per_class / run.cfg.distill.batch_ipc)
+    if resume is not None and resume.batches:
+        print(f"distill: going on after {resume.batches} of {batches} batches ({path})")
+    return distill_from_config(run.cfg.distill, run.teacher, run.data, per_class, seed=run.cfg.seed,
+                               device=run.device, progress=run.cfg.progress, resume=resume,
+                               on_batch=progress_saver(path, key, per_class, batches, SAVE_EVERY_S))
 
 
 def distill_stage(run: Run) -> None:
@@ -40,8 +109,8 @@ def distill_stage(run: Run) -> None:
         return
     t0 = time.perf_counter()
     if run.cfg.distill.synthesises:
-        images, labels = distill_from_config(run.cfg.distill, run.teacher, run.data, per_class,
-                                             seed=run.cfg.seed, device=run.device, progress=run.cfg.progress)
+        run.distill_dir.mkdir(parents=True, exist_ok=True)
+        images, labels = _synthesise(run, per_class)
     else:
         images, labels = _import(run, per_class)
     seconds = time.perf_counter() - t0
