@@ -202,6 +202,14 @@ def test_interrupted_and_grown_distillation_match_one_made_at_once(tmp_path, mon
     assert "going on after 2 of 3 batches" in capsys.readouterr().out
     a, b = (torch.load(out / "distill" / "images.pt", weights_only=True) for out in (ref, cut))
     assert torch.equal(a["images"], b["images"]) and torch.equal(a["labels"], b["labels"])
+    # a damaged progress file is reported and the synthesis starts again, to the same images
+    for name in ("meta.json", "images.pt"):
+        (cut / "distill" / name).unlink()
+    (cut / "distill" / "progress.pt").write_bytes(b"not a checkpoint")
+    assert _run(root, cut, *big, stage="distill") == 0
+    assert "cannot be read" in capsys.readouterr().out
+    again = torch.load(cut / "distill" / "images.pt", weights_only=True)
+    assert torch.equal(a["images"], again["images"])
 
 
 @pytest.mark.parametrize("override, message", [

@@ -83,14 +83,28 @@ def progress_saver(path: Path, key: dict, per_class: int, batches: int, every_s:
     return save
 
 
+def load_progress(path: Path) -> dict | None:
+    """The saved progress file, or None where there is none or it cannot be used (it is only
+    a shortcut: an unreadable one is reported and the synthesis starts again)."""
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, weights_only=True)
+        if not isinstance(saved, dict) or not {"key", "per_class", "batches", "images", "rng"} <= saved.keys():
+            raise ValueError("not a progress file")
+        return saved
+    except Exception as e:  # noqa: BLE001 - any damage means the same: start again
+        print(f"distill: {path} cannot be read ({type(e).__name__}); starting the synthesis again")
+        return None
+
+
 def _synthesise(run: Run, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The distilled images, going on from OUT/distill/progress.pt where it allows."""
     if distributed.world_size() > 1:  # torchrun: every rank makes its share, no progress file
         return distill_from_config(run.cfg.distill, run.teacher, run.data, per_class, seed=run.cfg.seed,
                                    device=run.device, progress=run.cfg.progress)
     path, key = run.distill_dir / PROGRESS, synthesis_key(run)
-    saved = torch.load(path, weights_only=True) if path.is_file() else None
-    resume = resume_point(saved, key, per_class)
+    resume = resume_point(load_progress(path), key, per_class)
     batches = math.ceil(per_class / run.cfg.distill.batch_ipc)
     if resume is not None and resume.batches:
         print(f"distill: going on after {resume.batches} of {batches} batches ({path})")
