@@ -30,7 +30,8 @@ from ccfs.train import predict_logits
 
 def filter_recipe(cfg) -> Recipe:
     """The filters' recipe: the students' (`train.*`) with `select.filter_epochs` (which
-    replaces the steps rule) or `select.filter_steps` (the steps rule's count) if set."""
+    replaces the steps rule) or `select.filter_steps` (the steps rule's count) if set.
+    records._as_selection_sees applies the same rule to settings dicts (saved ones too)."""
     s = cfg.select
     if s.filter_epochs is not None:
         return replace(cfg.train, epochs=s.filter_epochs, steps=0)
