@@ -175,6 +175,9 @@ class EvalCfg:
     models: list[str] = doc(["convnet_w32"], "student architectures (the first also makes the CCFS filters)")
     objective: Literal["kd", "ce"] = doc("kd", "loss of students and filters: kd (from the teacher) | ce")
     full_epochs: int = doc(10, "epochs of the full-data student (method full)")
+    sweep_seeds: int = doc(0, "swept methods (the window's β): 0 trains every value on every seed; N trains "
+                           "every value on the first N seeds, then only the value picked on validation over "
+                           "them on the other seeds (values + seeds - N students instead of values x seeds)")
 
 
 @dataclass
@@ -364,6 +367,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("select.filter_epochs and select.filter_steps must be at least 1 (or unset)")
     if not cfg.eval.seeds or not cfg.eval.models:
         raise ConfigError("eval.seeds and eval.models must each name at least one entry")
+    if cfg.eval.sweep_seeds < 0:
+        raise ConfigError(f"eval.sweep_seeds must be 0 (every seed) or more, not {cfg.eval.sweep_seeds}")
 
 
 def save_config(cfg: Config, path: Path) -> None:

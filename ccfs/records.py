@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import statistics
+from collections import defaultdict
 from pathlib import Path
 
 from ccfs import methods
 from ccfs.artifacts import append_jsonl
 from ccfs.config import Config, to_dict
+from ccfs.errors import ConfigError
 
 FILE = "results.jsonl"
 
@@ -124,3 +127,52 @@ def done_keys(out: Path) -> set[tuple]:
 
 def append(out: Path, record: dict) -> None:
     append_jsonl(Path(out) / FILE, record)
+
+
+# ----------------------------------------------------------------------------- choices made on records
+
+def choice_field(records: list[dict]) -> str:
+    """The accuracy choices are made on: validation where every record has it, else test
+    (a run without data.val_size; the report labels such choices as made on test)."""
+    return "val_acc" if records and all(r.get("val_acc") is not None for r in records) else "final_acc"
+
+
+def oracle_picks(records: list[dict]) -> dict[tuple, tuple[str, list[int]]]:
+    """(model, ipc) -> (the window run with the best mean accuracy on the validation split,
+    the seeds it was compared on). Values are compared on the seeds every value has (all of
+    them unless eval.sweep_seeds trained the others on fewer); on the test set, as SelMatch's
+    oracle, for runs without a validation split (the report says which). Ties: the first in
+    record order."""
+    field = choice_field(records)
+    runs: dict[tuple, dict[str, dict[int, float]]] = defaultdict(dict)
+    for r in records:
+        if is_swept(r["method"]) and r.get(field) is not None:
+            runs[(r["model"], r["ipc"])].setdefault(r["method"], {})[r["seed"]] = r[field]
+    out = {}
+    for key, by_run in runs.items():
+        shared = sorted(set.intersection(*(set(v) for v in by_run.values())))
+
+        def score(name: str) -> float:
+            return statistics.fmean(by_run[name][s] for s in (shared or by_run[name]))
+        best = max(by_run, key=score)
+        out[key] = (best, shared or sorted(by_run[best]))
+    return out
+
+
+def oracle_window(records: list[dict]) -> dict[tuple, str]:
+    """(model, ipc) -> the oracle's window run (`oracle_picks` without the seeds)."""
+    return {k: v[0] for k, v in oracle_picks(records).items()}
+
+
+def method_entry(run_name: str):
+    """The method table's entry of a run name (None: a name this version lacks)."""
+    try:
+        return methods.parse(run_name)[1]
+    except ConfigError:
+        return None
+
+
+def is_swept(run_name: str) -> bool:
+    """A run of a swept method (window_b0.3); records may hold names this version lacks."""
+    entry = method_entry(run_name)
+    return entry is not None and entry.sweep is not None

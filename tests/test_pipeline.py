@@ -474,3 +474,25 @@ def test_more_methods_for_one_point_land_in_its_directory_and_the_report_keeps_e
     results = (out / "report.md").read_text().split("## Results")[1]
     rows = {tuple(c.strip() for c in line.split("|")[1:4]) for line in results.splitlines() if line.startswith("| ")}
     assert {("random", "convnet_w32", "4"), ("random", "convnet_w32", "6"), ("ccfs", "convnet_w32", "6")} <= rows
+
+
+def test_sweep_seeds_train_only_the_picked_beta_on_the_other_seeds(tmp_path, monkeypatch, capsys):
+    """eval.sweep_seeds=1: every β on seed 0, then the β best on validation over seed 0 on
+    seeds 1 and 2; an invocation stopped after the first pass goes on with the second."""
+    monkeypatch.setenv("CCFS_CACHE", str(tmp_path / "cache"))
+    root = write_fake_fmnist(tmp_path / "fmnist")
+    out = tmp_path / "run"
+    args = ["select.method=[window]", "data.val_size=20"]
+    assert _run(root, out, *args, "eval.seeds=[0]") == 0  # the first pass, as if stopped there
+    first = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["method"], r["seed"]) for r in first) == [("window_b0", 0), ("window_b0.5", 0)]
+    best = max(first, key=lambda r: r["val_acc"])["method"]  # ties: the first trained
+    capsys.readouterr()
+    assert _run(root, out, *args, "eval.seeds=[0,1,2]", "eval.sweep_seeds=1") == 0
+    recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["method"], r["seed"]) for r in recs[2:]) == [(best, 1), (best, 2)]
+    said = capsys.readouterr().out
+    assert f"evaluate window: {best} picked on validation over seed 0" in said
+    assert f"{best} ← oracle window (β picked on validation, seed 0)" in (out / "report.md").read_text()
+    assert _run(root, out, *args, "eval.seeds=[0,1,2]", "eval.sweep_seeds=1") == 0  # nothing left to train
+    assert len((out / "results.jsonl").read_text().splitlines()) == 4

@@ -19,7 +19,7 @@ from ccfs.distill.folder import export_png_folder
 from ccfs.records import load as load_records, record_key
 from ccfs.export import labels_csv
 from ccfs.report import plots
-from ccfs.report.tables import (fmt, group, mean_std, oracle_window, paired_differences, paired_table, ratio_curves, ratio_table,
+from ccfs.report.tables import (fmt, group, mean_std, oracle_picks, oracle_window, paired_differences, paired_table, ratio_curves, ratio_table,
                                 results_table, rounds_table, summary_table)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -87,6 +87,20 @@ def test_oracle_window_ignores_record_order_and_other_methods():
     assert oracle_window([r for r in RECORDS if not r["method"].startswith("window")]) == {}
 
 
+def test_oracle_window_compares_values_on_the_seeds_they_share():
+    """eval.sweep_seeds trains the pick on more seeds than the others: its lucky or unlucky
+    extra seeds must not decide (nor undo) the pick."""
+    val = {("window_b0.1", 0): 80.0, ("window_b0.3", 0): 81.0, ("window_b0.3", 1): 70.0, ("window_b0.3", 2): 70.0}
+    records = [{**rec(m, "c", 10, 0.0, s, 50.0, None), "val_acc": v} for (m, s), v in val.items()]
+    assert oracle_picks(records) == {("c", 10): ("window_b0.3", [0])}  # on all three seeds b0.1 would win
+    table = results_table(records)
+    assert "window_b0.3 ← oracle window (β picked on validation, seed 0)" in table
+    assert "window_b0.1 ← oracle" not in table
+    everywhere = records + [{**rec("window_b0.1", "c", 10, 0.0, s, 50.0, None), "val_acc": 75.0} for s in (1, 2)]
+    assert oracle_picks(everywhere) == {("c", 10): ("window_b0.1", [0, 1, 2])}  # 76.7 against 73.7
+    assert "oracle window (β picked on validation)" in results_table(everywhere)
+
+
 # ---------------------------------------------------------------- results table
 
 def _rows(table: str) -> list[list[str]]:
@@ -102,15 +116,18 @@ def test_results_table_final_epoch_accuracy_comes_first():
 
 
 def test_results_table_labels_exactly_the_oracle_windows():
-    rows = {(r[0].removesuffix(ORACLE), r[1], r[2]): r[0].endswith(ORACLE) for r in _rows(results_table(RECORDS))
-            if r[0].startswith("window")}
+    # window convnet 10: b0.9 has seed 0 only, so the values were compared on seed 0
+    seed0 = ORACLE[:-1] + ", seed 0)"
+    rows = {(r[0].removesuffix(ORACLE).removesuffix(seed0), r[1], r[2]): r[0].endswith((ORACLE, seed0))
+            for r in _rows(results_table(RECORDS)) if r[0].startswith("window")}
+    assert {r[0] for r in _rows(results_table(RECORDS)) if r[0].endswith(seed0)} == {"window_b0.5" + seed0}
     assert rows == {("window_b0.1", "convnet", "10"): False, ("window_b0.5", "convnet", "10"): True,
                     ("window_b0.9", "convnet", "10"): False, ("window_b0.1", "resnet", "10"): True,
                     ("window_b0.5", "resnet", "10"): False, ("window_b0.5", "convnet", "50"): True}
 
 
 def test_results_table_row_order():
-    methods = [r[0].removesuffix(ORACLE) for r in _rows(results_table(RECORDS))]
+    methods = [r[0].split(" ← ")[0] for r in _rows(results_table(RECORDS))]
     assert methods[:2] == ["ccfs", "random"]
     # window rows stay together, betas in order, and come before selmatch (SelMatch's order)
     assert methods[2:] == ["window_b0.1", "window_b0.1", "window_b0.5", "window_b0.5", "window_b0.5",

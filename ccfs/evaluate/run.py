@@ -37,21 +37,75 @@ def evaluate_one(run: Run, run_name: str, model_name: str, seed: int, *, alpha: 
             "commit": git_commit()}
 
 
+def sweep_picks(recs: list[dict], run_names: list[str], first: list[int]) -> dict[tuple, str]:
+    """(swept method, model) -> the value's run picked on validation over the seeds
+    `first`, once every value of that method has a record on each of them (none before)."""
+    out = {}
+    for base in {methods.parse(n)[0] for n in run_names if methods.is_sweep(n)}:
+        values = {n for n in run_names if methods.is_sweep(n) and methods.parse(n)[0] == base}
+        mine = [r for r in recs if r["method"] in values and r["seed"] in first]
+        for model in {r["model"] for r in mine}:
+            have = {(r["method"], r["seed"]) for r in mine if r["model"] == model}
+            if all((n, s) in have for n in values for s in first):
+                out[(base, model)] = records.oracle_window([r for r in mine if r["model"] == model])[(model, mine[0]["ipc"])]
+    return out
+
+
+def seeds_of(run_name: str, model: str, seeds: list[int], sweep_seeds: int, picks: dict[tuple, str]) -> list[int]:
+    """The evaluation seeds a student run trains: every seed, except for the values of a
+    swept method under eval.sweep_seeds = N: the first N seeds, and the others only for the
+    value picked over them (`sweep_picks`)."""
+    if sweep_seeds <= 0 or sweep_seeds >= len(seeds) or not methods.is_sweep(run_name):
+        return list(seeds)
+    return list(seeds) if picks.get((methods.parse(run_name)[0], model)) == run_name else list(seeds[:sweep_seeds])
+
+
+def _records(run: Run) -> list[dict]:
+    """This run's records: its IPC and its selection settings."""
+    settings = records.settings_hash(run.cfg)
+    return [r for r in records.load(run.out / records.FILE)
+            if r.get("settings") == settings and r["ipc"] == run.cfg.select.ipc]
+
+
+def _picks(run: Run, recs: list[dict]) -> dict[tuple, str]:
+    ev = run.cfg.eval
+    return sweep_picks(recs, methods.run_names(run.cfg.select), list(ev.seeds[:ev.sweep_seeds])) if ev.sweep_seeds > 0 else {}
+
+
 def _todo(run: Run) -> list[tuple[str, str, int]]:
     """(run name, model, seed) of every student not recorded yet, in a fixed order."""
-    done = records.done_keys(run.out)
     settings = records.settings_hash(run.cfg)
-    alpha = {n: run.selected_indices(n, run.selection_seeds(n)[0])["alpha"] for n in methods.run_names(run.cfg.select)}
-    return [(n, m, s) for n in methods.run_names(run.cfg.select) for m in run.cfg.eval.models for s in run.cfg.eval.seeds
-            if records.key(n, m, run.cfg.select.ipc, alpha[n], seed=s, settings=settings) not in done]
+    names, ev, ipc = methods.run_names(run.cfg.select), run.cfg.eval, run.cfg.select.ipc
+    recs = _records(run)
+    done = {records.record_key(r) for r in recs}
+    picks = _picks(run, recs)
+    alpha = {n: run.selected_indices(n, run.selection_seeds(n)[0])["alpha"] for n in names}
+    return [(n, m, s) for n in names for m in ev.models for s in seeds_of(n, m, ev.seeds, ev.sweep_seeds, picks)
+            if records.key(n, m, ipc, alpha[n], seed=s, settings=settings) not in done]
 
 
 def evaluate_stage(run: Run) -> None:
     """Every missing student; under torchrun one student per rank at a time (waves of
     world-size students), rank 0 appending the wave's records in a fixed order."""
-    todo = distributed.on_main(lambda: _todo(run))
     world, rank = distributed.world_size(), distributed.rank()
     sets: dict[tuple, tuple] = {}  # (run name, selection seed) -> its synthetic set, built once
+    # two passes: under eval.sweep_seeds the picked value's other seeds are known only after the first
+    for second in range(2 if run.cfg.eval.sweep_seeds > 0 else 1):
+        if second:
+            distributed.on_main(lambda: _say_picks(run))
+        todo = distributed.on_main(lambda: _todo(run))
+        _train(run, todo, world, rank, sets)
+
+
+def _say_picks(run: Run) -> None:
+    first, recs = run.cfg.eval.seeds[:run.cfg.eval.sweep_seeds], _records(run)
+    on = "validation" if records.choice_field(recs) == "val_acc" else "TEST accuracy (no validation split)"
+    for (base, model), name in sorted(_picks(run, recs).items()):
+        print(f"evaluate {base}: {name} picked on {on} over seed{'s' * (len(first) > 1)} "
+              f"{', '.join(map(str, first))} ({model}); only it trains on the other seeds")
+
+
+def _train(run: Run, todo: list[tuple[str, str, int]], world: int, rank: int, sets: dict) -> None:
     for start in range(0, len(todo), world):
         wave = todo[start:start + world]
         rec = None

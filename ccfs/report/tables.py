@@ -5,7 +5,7 @@ import statistics
 from collections import defaultdict
 
 from ccfs import methods
-from ccfs.errors import ConfigError
+from ccfs.records import choice_field, is_swept, method_entry, oracle_picks, oracle_window  # noqa: F401 (re-exported)
 
 
 def mean_std(values: list[float]) -> tuple[float, float, int]:
@@ -29,38 +29,6 @@ def group(records: list[dict], field: str = "final_acc") -> dict[tuple, list[flo
     return out
 
 
-def choice_field(records: list[dict]) -> str:
-    """The accuracy choices are made on: validation where every record has it, else test
-    (a run without data.val_size; the report labels such choices as made on test)."""
-    return "val_acc" if records and all(r.get("val_acc") is not None for r in records) else "final_acc"
-
-
-def oracle_window(records: list[dict]) -> dict[tuple, str]:
-    """(model, ipc) -> the window method with the best mean accuracy on the validation split
-    (on the test set, as SelMatch's oracle, for runs without one; the report says which)."""
-    best: dict[tuple, tuple[float, str]] = {}
-    for (method, model, ipc, _), vals in group(records, choice_field(records)).items():
-        if _is_sweep(method):
-            m = mean_std(vals)[0]
-            if (model, ipc) not in best or m > best[(model, ipc)][0]:
-                best[(model, ipc)] = (m, method)
-    return {k: v[1] for k, v in best.items()}
-
-
-def _method_of(run_name: str):
-    """The method table's entry of a run name (None: a name this version lacks)."""
-    try:
-        return methods.parse(run_name)[1]
-    except ConfigError:
-        return None
-
-
-def _is_sweep(run_name: str) -> bool:
-    """A run of a swept method (window_b0.3); records may hold names this version lacks."""
-    entry = _method_of(run_name)
-    return entry is not None and entry.sweep is not None
-
-
 def _rank(run_name: str) -> tuple:
     """Report order: the order of the method table (unknown names last), then the run name."""
     order = list(methods.METHODS)
@@ -72,17 +40,26 @@ def results_table(records: list[dict]) -> str:
     """Markdown table: one row per (method, model, ipc, alpha); final-epoch test accuracy
     (the reported figure) beside the validation accuracy (where choices are made)."""
     finals, bests, vals = group(records, "final_acc"), group(records, "best_last20_acc"), group(records, "val_acc")
-    oracle = set(oracle_window(records).items())
+    picks = oracle_picks(records)
+    oracle = {(k, v[0]) for k, v in picks.items()}
     on = "validation" if choice_field(records) == "val_acc" else "TEST acc (no validation split)"
     lines = ["| method | model | IPC | α | final-epoch test acc % (primary) | validation acc % (choices) "
              "| best of last 20 % epochs (test), paper's metric |",
              "|---|---|---|---|---|---|---|"]
     for key in sorted(finals, key=lambda k: (_rank(k[0]), k[1], k[2])):
         method, model, ipc, alpha = key
-        label = method + (f" ← oracle window (β picked on {on})" if ((model, ipc), method) in oracle else "")
+        label = method + (f" ← oracle window (β picked on {on}{_seeds_note(picks[(model, ipc)][1], finals[key])})"
+                          if ((model, ipc), method) in oracle else "")
         lines.append(f"| {label} | {model} | {ipc} | {alpha:g} | {fmt(finals[key])} | {fmt(vals.get(key, []))} "
                      f"| {fmt(bests.get(key, []))} |")
     return "\n".join(lines)
+
+
+def _seeds_note(compared: list[int], picked: list[float]) -> str:
+    """", seed 0" where the values were compared on fewer seeds than the pick reports."""
+    if len(compared) >= len(picked):
+        return ""
+    return f", seed{'s' * (len(compared) > 1)} {', '.join(map(str, compared))}"
 
 
 def _pairs_with(run_name: str, ipc: int, alpha: float, other: tuple) -> bool:
@@ -90,7 +67,7 @@ def _pairs_with(run_name: str, ipc: int, alpha: float, other: tuple) -> bool:
     reference at (ipc, α): the same IPC, or the full-data student (it has no IPC); a method
     with an α part only at the reference's α."""
     method, _, o_ipc, o_alpha = other
-    entry = _method_of(method)
+    entry = method_entry(method)
     if _is_full(method):
         return True
     if o_ipc != ipc:
@@ -133,7 +110,7 @@ def paired_table(records: list[dict], reference: str = "ccfs") -> str:
 
 def _is_full(run_name: str) -> bool:
     """The full-data student: it has no IPC, so it pairs with and fills every one."""
-    entry = _method_of(run_name)
+    entry = method_entry(run_name)
     return entry is not None and entry.full_data
 
 
@@ -148,7 +125,7 @@ def oracle_only(records: list[dict]) -> list[dict]:
     oracle window, as the paper compares, instead of one per β."""
     pick, out = oracle_window(records), []
     for r in records:
-        if _is_sweep(r["method"]):
+        if is_swept(r["method"]):
             if pick.get((r["model"], r["ipc"])) != r["method"]:
                 continue
             base, _, value = methods.parse(r["method"])
@@ -210,9 +187,9 @@ def summary_table(records: list[dict]) -> str:
     rows = []
     for key in sorted(finals, key=lambda k: (_rank(k[0]), k[1], k[2])):
         method, model, ipc, alpha = key
-        if _is_sweep(method) and ((model, ipc), method) not in oracle:
+        if is_swept(method) and ((model, ipc), method) not in oracle:
             continue
-        name = f"oracle {method}" if _is_sweep(method) else method
+        name = f"oracle {method}" if is_swept(method) else method
         val = f"  (val {mean_std(vals[key])[0]:.2f})" if vals.get(key) else ""
         rows.append(f"{name:<22} {model:<16} ipc {ipc:<5} α {alpha:<5g} final acc {fmt(finals[key])}{val}")
     return "\n".join(rows)

@@ -1,0 +1,41 @@
+"""Which students the evaluate stage trains: eval.sweep_seeds picks the window's β on the
+first seeds, then trains only the pick on the others (pure functions; the end-to-end run is
+in test_pipeline)."""
+from __future__ import annotations
+
+from ccfs.evaluate.run import seeds_of, sweep_picks
+
+NAMES = ["ccfs", "window_b0.1", "window_b0.5", "window_b0.9"]
+
+
+def rec(method, seed, val, model="c"):
+    return {"method": method, "model": model, "ipc": 10, "alpha": 0.0, "seed": seed, "final_acc": 50.0,
+            "val_acc": val}
+
+
+def test_no_pick_before_every_value_has_the_first_seeds():
+    recs = [rec("window_b0.1", 0, 80.0), rec("window_b0.5", 0, 90.0)]
+    assert sweep_picks(recs, NAMES, [0]) == {}
+    assert seeds_of("window_b0.5", "c", [0, 1, 2], 1, {}) == [0]  # the first pass: seed 0 for every value
+
+
+def test_the_pick_is_the_best_validation_accuracy_over_the_first_seeds_per_model():
+    recs = [rec("window_b0.1", 0, 80.0), rec("window_b0.5", 0, 90.0), rec("window_b0.9", 0, 85.0),
+            rec("window_b0.5", 1, 10.0),  # a later seed of the pick does not undo it
+            rec("window_b0.1", 0, 70.0, "r"), rec("window_b0.5", 0, 60.0, "r"), rec("window_b0.9", 0, 65.0, "r"),
+            rec("ccfs", 0, 99.0)]
+    picks = sweep_picks(recs, NAMES, [0])
+    assert picks == {("window", "c"): "window_b0.5", ("window", "r"): "window_b0.1"}
+    assert seeds_of("window_b0.5", "c", [0, 1, 2], 1, picks) == [0, 1, 2]
+    assert seeds_of("window_b0.9", "c", [0, 1, 2], 1, picks) == [0]
+    assert seeds_of("window_b0.5", "r", [0, 1, 2], 1, picks) == [0]
+    assert seeds_of("window_b0.1", "r", [3, 4], 1, picks) == [3, 4]
+    # two first seeds: the pick needs both and compares their means
+    two = recs + [rec("window_b0.1", 1, 99.0), rec("window_b0.9", 1, 86.0)]
+    assert sweep_picks(two, NAMES, [0, 1]) == {("window", "c"): "window_b0.1"}  # 89.5 > 85.5, 50
+
+
+def test_every_seed_without_sweep_seeds_or_for_unswept_methods():
+    assert seeds_of("window_b0.9", "c", [0, 1, 2], 0, {}) == [0, 1, 2]
+    assert seeds_of("window_b0.9", "c", [0, 1], 2, {}) == [0, 1]  # N >= seeds: nothing to save
+    assert seeds_of("ccfs", "c", [0, 1, 2], 1, {}) == [0, 1, 2]
