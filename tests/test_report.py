@@ -160,13 +160,13 @@ def _round(j, test_acc, train_acc, cand, short, filled, stats, train_s, infer_s,
 
 
 ROUNDS = [_round(1, None, None, [5, 1, 3], [0, 2, 0], 0, {"n": 6, "mean": 0.12345}, None, None),
-          _round(2, 71.234, 88.0, [0, 7, 2], [3, 0, 1], 4, {"n": 0}, 12.34, 0.456)]
+          _round(2, 71.234, 88.0, [0, 7, 2], [3, 0, 1], 4, {"n": 0}, 12.34, 0.456, filter_inferred=12345)]
 
 
 def test_rounds_table_rows():
     lines = rounds_table(ROUNDS, CLASSES).splitlines()
     assert lines[2] == "| 1 | – | – | 1 / 3 / 5 | 6 | 2 | 0 | 0.123 | – | – |"
-    assert lines[3] == "| 2 | 71.23 | 88.00 | 0 / 2 / 7 | 6 | 4 | 4 | – | 12.3 | 0.46 |"
+    assert lines[3] == "| 2 | 71.23 | 88.00 (12 345) | 0 / 2 / 7 | 6 | 4 | 4 | – | 12.3 | 0.46 |"
 
 
 def test_rounds_table_names_the_short_classes():

@@ -38,13 +38,14 @@ def accuracy_vs_ratio(curves: dict[str, list[tuple[float, float, float]]], full:
 
 
 def filter_accuracy(rounds: list[dict], path: Path) -> None:
-    """Filter accuracy per round: on the fixed test sample and on the eligible pool
-    (un-augmented train images not yet selected)."""
+    """Filter accuracy per round: on the fixed held-out sample (validation where the run has
+    a split) and on the pool rows it inferred (un-augmented train images not yet selected;
+    under the lazy coarse pass only the part the fine stage reached, easiest first)."""
     r = [x for x in rounds if x["filter_pool_acc"] is not None]
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     if any(x["filter_eval_acc"] is not None for x in r):
-        ax.plot([x["round"] for x in r], [x["filter_eval_acc"] for x in r], "o-", label="test sample")
-    ax.plot([x["round"] for x in r], [x["filter_pool_acc"] for x in r], "s--", label="eligible pool")
+        ax.plot([x["round"] for x in r], [x["filter_eval_acc"] for x in r], "o-", label="held-out sample")
+    ax.plot([x["round"] for x in r], [x["filter_pool_acc"] for x in r], "s--", label="pool rows inferred")
     ax.set_xlabel("round (curriculum)")
     ax.set_ylabel("filter accuracy %")
     ax.set_xticks([x["round"] for x in rounds])
