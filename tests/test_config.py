@@ -113,6 +113,7 @@ def test_wrong_type_is_an_error(override):
     (["train.augment=mixup"], "train.augment"),
     (["train.epochs=0"], "train.epochs"),
     (["eval.seeds=[]"], "eval.seeds"),
+    (["eval.sweep_seeds=-1"], "eval.sweep_seeds"),
     (["select=3"], "section"),
     (["select.ipc"], "key=value"),
 ])

@@ -47,7 +47,8 @@ def sweep_picks(recs: list[dict], run_names: list[str], first: list[int]) -> dic
         for model in {r["model"] for r in mine}:
             have = {(r["method"], r["seed"]) for r in mine if r["model"] == model}
             if all((n, s) in have for n in values for s in first):
-                out[(base, model)] = records.oracle_window([r for r in mine if r["model"] == model])[(model, mine[0]["ipc"])]
+                (pick,) = records.oracle_window([r for r in mine if r["model"] == model]).values()  # one IPC
+                out[(base, model)] = pick
     return out
 
 
@@ -74,11 +75,10 @@ def _picks(run: Run, recs: list[dict]) -> dict[tuple, str]:
 
 def _todo(run: Run) -> list[tuple[str, str, int]]:
     """(run name, model, seed) of every student not recorded yet, in a fixed order."""
-    settings = records.settings_hash(run.cfg)
     names, ev, ipc = methods.run_names(run.cfg.select), run.cfg.eval, run.cfg.select.ipc
     recs = _records(run)
     done = {records.record_key(r) for r in recs}
-    picks = _picks(run, recs)
+    picks, settings = _picks(run, recs), records.settings_hash(run.cfg)
     alpha = {n: run.selected_indices(n, run.selection_seeds(n)[0])["alpha"] for n in names}
     return [(n, m, s) for n in names for m in ev.models for s in seeds_of(n, m, ev.seeds, ev.sweep_seeds, picks)
             if records.key(n, m, ipc, alpha[n], seed=s, settings=settings) not in done]
