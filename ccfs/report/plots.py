@@ -21,7 +21,8 @@ def _save(fig, path: Path) -> None:
 def accuracy_vs_ratio(curves: dict[str, list[tuple[float, float, float]]], full: float | None,
                       path: Path, *, xlabel: str = "synthetic set size, % of the train set") -> None:
     """The sweep's headline figure: mean ± std accuracy per method against the data ratio
-    (or α), `curves[method] = [(x, mean, std), ...]`, the full-data student as a line."""
+    (or α), `curves[method] = [(x, mean, std), ...]`, the full-data student as a line; the x
+    axis is logarithmic where the points span a factor of 10 or more."""
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for name, pts in sorted(curves.items()):
         pts = sorted(pts)
@@ -29,6 +30,11 @@ def accuracy_vs_ratio(curves: dict[str, list[tuple[float, float, float]]], full:
                     capsize=3, label=name)
     if full is not None:
         ax.axhline(full, color="k", ls="--", lw=1, label="full data")
+    xs = sorted({p[0] for pts in curves.values() for p in pts})
+    if xs and xs[0] > 0 and xs[-1] / xs[0] >= 10:  # 0.2 % to 20 %: a log axis keeps the small sets apart
+        ax.set_xscale("log")
+        ax.set_xticks(xs, [f"{x:.2g}" for x in xs])
+        ax.minorticks_off()
     ax.set_xlabel(xlabel)
     ax.set_ylabel("final-epoch test accuracy %")
     if ax.get_legend_handles_labels()[0]:  # a sweep's report before its first result has none

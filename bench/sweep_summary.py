@@ -1,0 +1,102 @@
+"""The Fashion-MNIST sweep as one table and one plot, rebuilt from what was recorded.
+
+    python -m bench.sweep_summary --extract bench/results/fmnist_sweep.md \
+        --records bench/results/fmnist_sweep_b_records.jsonl runs/sweep-donly/results.jsonl \
+        --write bench/results/fmnist_sweep_records.jsonl
+    python -m bench.sweep_summary --records bench/results/fmnist_sweep_records.jsonl \
+        --report bench/results/fmnist_sweep_summary.md --plot bench/results/plots/fmnist_sweep_accuracy_vs_ratio.png
+
+`fmnist-sweep` was run in parts over several sessions, into run directories that are not
+all kept. Every student's line in the recorded logs (`evaluate <method> <model> seed S:
+val V%, test T% (N images, ...)`) and every kept record carries what the tables need, so
+`--extract` turns the logs into per-seed records (IPC = N / classes; the full-data student
+is filed under the smallest IPC, as the sweep records it), `--records` adds result files,
+and `--write` keeps the union, one record per (method, model, IPC, α, seed). The same
+student found twice must agree, else the script stops. The report and plot are the sweep
+report's own tables (`ccfs.report.tables`) and figure (`ccfs.report.plots`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from ccfs.report import plots
+from ccfs.report.tables import paired_table, ratio_curves, ratio_table, results_table
+
+LINE = re.compile(r"evaluate\s+(?P<method>\S+)\s+(?P<model>\S+) seed (?P<seed>\d+): "
+                  r"val (?P<val>[\d.]+)%, test (?P<test>[\d.]+)% \((?P<images>\d+) images")
+POOL, CLASSES, ALPHA = 55_000, 10, 0.1  # the sweep's train pool after its 5 000-image validation split
+
+
+def alpha_of(method: str, ipc: int) -> float:
+    """The α a sweep record holds: realised int(IPC·α)/IPC for the methods with a distilled
+    part, 1 for distill-only, 0 for the rest."""
+    if method in ("ccfs", "random_distilled"):
+        return int(ipc * ALPHA) / ipc
+    return 1.0 if method == "distill_only" else 0.0
+
+
+def from_log(text: str) -> list[dict]:
+    out = []
+    for m in LINE.finditer(text):
+        images = int(m["images"])
+        full = m["method"] == "full"
+        ipc = 0 if full else images // CLASSES
+        out.append({"method": m["method"], "model": m["model"], "ipc": ipc, "alpha": alpha_of(m["method"], ipc),
+                    "seed": int(m["seed"]), "final_acc": float(m["test"]), "val_acc": float(m["val"]),
+                    "images": images, "source": "log"})
+    return out
+
+
+def rounded(r: dict) -> tuple[float, float]:
+    return round(r["final_acc"], 2), round(r["val_acc"], 2)
+
+
+def merge(found: list[dict]) -> list[dict]:
+    """One record per student; a student seen twice must have the same accuracies (to the
+    logs' two decimals)."""
+    by_key: dict[tuple, dict] = {}
+    for r in found:
+        k = (r["method"], r["model"], r["ipc"], round(r["alpha"], 4), r["seed"])
+        if k in by_key and rounded(by_key[k]) != rounded(r):
+            raise SystemExit(f"{k}: recorded twice with different accuracies {rounded(by_key[k])} and {rounded(r)}")
+        by_key.setdefault(k, r)
+    smallest = min(k[2] for k in by_key if k[2])
+    return [{**r, "ipc": r["ipc"] or smallest} for r in by_key.values()]
+
+
+def read_records(paths: list[Path]) -> list[dict]:
+    keep = ("method", "model", "ipc", "alpha", "seed", "final_acc", "val_acc", "images")
+    return [{**{k: r[k] for k in keep}, "source": str(p)}
+            for p in paths for r in map(json.loads, p.read_text().splitlines()) if r]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--extract", type=Path, nargs="*", default=[], help="markdown logs to read student lines from")
+    ap.add_argument("--records", type=Path, nargs="*", default=[], help="results.jsonl files")
+    ap.add_argument("--write", type=Path, help="write the merged records here (jsonl)")
+    ap.add_argument("--report", type=Path, help="write the sweep tables here (markdown)")
+    ap.add_argument("--plot", type=Path, help="draw accuracy against the data ratio here (png)")
+    args = ap.parse_args()
+    found = merge([r for p in args.extract for r in from_log(p.read_text())] + read_records(args.records))
+    found.sort(key=lambda r: (r["ipc"], r["method"], r["seed"]))
+    if args.write:
+        args.write.write_text("".join(json.dumps(r) + "\n" for r in found))
+    rows = [{**r, "alpha_set": ALPHA if 0 < r["alpha"] < 1 else r["alpha"]} for r in found]
+    ratio = {ipc: 100.0 * ipc * CLASSES / POOL for ipc in {r["ipc"] for r in found}}
+    if args.plot:
+        curves, full = ratio_curves(rows, ratio)
+        plots.accuracy_vs_ratio(curves, full, args.plot)
+    text = "\n".join(["## Final-epoch test accuracy against the data ratio\n", ratio_table(rows, ratio), "",
+                      "## Results\n", results_table(rows), "",
+                      "## CCFS against each method, paired by seed\n", paired_table(rows), ""])
+    if args.report:
+        args.report.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
