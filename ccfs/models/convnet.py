@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from ccfs.errors import ConfigError
-from ccfs.models.pool import AvgPool2x2
 
 NORMS = ("instance", "batch", "none")
 
@@ -37,7 +36,7 @@ class ConvNet(nn.Module):
         for d in range(depth):
             padding = first_padding if d == 0 else 1
             layers += [nn.Conv2d(channels, width, kernel_size=3, padding=padding)]
-            layers += _norm(norm, width) + [nn.ReLU(inplace=True), AvgPool2x2()]
+            layers += _norm(norm, width) + [nn.ReLU(inplace=True), nn.AvgPool2d(2, 2)]
             channels, size = width, size // 2
         if size < 1:
             raise ConfigError(f"convnet depth {depth} is too deep for {image_size} px images")
