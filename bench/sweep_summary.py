@@ -2,6 +2,7 @@
 
     python -m bench.sweep_summary --extract bench/results/fmnist_sweep.md \
         --records bench/results/fmnist_sweep_b_records.jsonl runs/sweep-donly/results.jsonl \
+        runs/sweep-donly/ipc275_a0.1/results.jsonl runs/sweep-donly/ipc1100_a0.1/results.jsonl \
         --write bench/results/fmnist_sweep_records.jsonl
     python -m bench.sweep_summary --records bench/results/fmnist_sweep_records.jsonl \
         --report bench/results/fmnist_sweep_summary.md --plot bench/results/plots/fmnist_sweep_accuracy_vs_ratio.png
@@ -11,7 +12,8 @@ all kept. Every student's line in the recorded logs (`evaluate <method> <model> 
 val V%, test T% (N images, ...)`) and every kept record carries what the tables need, so
 `--extract` turns the logs into per-seed records (IPC = N / classes; the full-data student
 is filed under the smallest IPC, as the sweep records it), `--records` adds result files,
-and `--write` keeps the union, one record per (method, model, IPC, α, seed). The same
+and `--write` keeps the union, one record per (method, model, IPC, α, seed); the
+`runs/` files are not kept on a fresh machine, the written file is (second command). The same
 student found twice must agree, else the script stops. The report and plot are the sweep
 report's own tables (`ccfs.report.tables`) and figure (`ccfs.report.plots`).
 """
