@@ -24,6 +24,8 @@ import json
 import re
 from pathlib import Path
 
+from ccfs import records
+from ccfs.artifacts import write_text
 from ccfs.report import plots
 from ccfs.report.tables import paired_table, ratio_curves, ratio_table, results_table
 
@@ -71,8 +73,7 @@ def merge(found: list[dict]) -> list[dict]:
 
 def read_records(paths: list[Path]) -> list[dict]:
     keep = ("method", "model", "ipc", "alpha", "seed", "final_acc", "val_acc", "images")
-    return [{**{k: r[k] for k in keep}, "source": str(p)}
-            for p in paths for r in map(json.loads, p.read_text().splitlines()) if r]
+    return [{**{k: r[k] for k in keep}, "source": str(p)} for p in paths for r in records.load(p)]
 
 
 def main() -> None:
@@ -83,10 +84,13 @@ def main() -> None:
     ap.add_argument("--report", type=Path, help="write the sweep tables here (markdown)")
     ap.add_argument("--plot", type=Path, help="draw accuracy against the data ratio here (png)")
     args = ap.parse_args()
+    missing = [str(p) for p in args.extract + args.records if not p.is_file()]
+    if missing:
+        raise SystemExit(f"sweep_summary: no such file: {', '.join(missing)}")
     found = merge([r for p in args.extract for r in from_log(p.read_text())] + read_records(args.records))
     found.sort(key=lambda r: (r["ipc"], r["method"], r["seed"]))
     if args.write:
-        args.write.write_text("".join(json.dumps(r) + "\n" for r in found))
+        write_text(args.write, "".join(json.dumps(r) + "\n" for r in found))
     rows = [{**r, "alpha_set": ALPHA if 0 < r["alpha"] < 1 else r["alpha"]} for r in found]
     ratio = {ipc: 100.0 * ipc * CLASSES / POOL for ipc in {r["ipc"] for r in found}}
     if args.plot:
@@ -96,7 +100,7 @@ def main() -> None:
                       "## Results\n", results_table(rows), "",
                       "## CCFS against each method, paired by seed\n", paired_table(rows), ""])
     if args.report:
-        args.report.write_text(text)
+        write_text(args.report, text)
     print(text)
 
 

@@ -336,3 +336,11 @@ def test_the_sweep_table_shows_one_oracle_window_row_with_the_beta_picked_on_val
                          "| oracle window | c |  | 60.00 ± 0.00 (n=1, β 0.3) | 80.00 ± 0.00 (n=1, β 0.1) |"]
     curves, _ = ratio_curves(records, {10: 1.0, 50: 5.0})
     assert curves["oracle window c"] == [(1.0, 60.0, 0.0), (5.0, 80.0, 0.0)]
+
+
+def test_sweep_plot_axis_is_logarithmic_only_over_a_factor_of_ten():
+    from ccfs.report.plots import log_axis
+    assert log_axis([0.18, 1.0, 5.0, 10.0, 20.0])
+    assert not log_axis([1.0, 5.0])  # less than 10x: linear
+    assert not log_axis([0.0, 0.1, 0.5])  # α from 0: no log
+    assert not log_axis([])

@@ -25,3 +25,26 @@ def test_a_student_logged_twice_must_agree():
     other = LOG.replace("test 88.05%", "test 88.06%")
     with pytest.raises(SystemExit, match="different accuracies"):
         merge(from_log(LOG + other))
+
+
+def test_a_missing_input_is_a_one_line_error(tmp_path, monkeypatch):
+    import sys
+
+    from bench import sweep_summary
+    monkeypatch.setattr(sys, "argv", ["sweep_summary", "--records", str(tmp_path / "nope.jsonl"),
+                                      "--write", str(tmp_path / "out.jsonl")])
+    with pytest.raises(SystemExit, match="no such file: .*nope.jsonl"):
+        sweep_summary.main()
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_records_files_skip_a_line_cut_by_an_interruption(tmp_path):
+    import json
+
+    from bench.sweep_summary import read_records
+    rec = {"method": "random", "model": "convnet_w32", "ipc": 55, "alpha": 0.0, "seed": 1,
+           "final_acc": 87.0, "val_acc": 87.5, "images": 550, "commit": "x"}
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps(rec) + "\n" + json.dumps(rec)[:20])
+    (r,) = read_records([path])
+    assert r["final_acc"] == 87.0 and "commit" not in r and r["source"] == str(path)

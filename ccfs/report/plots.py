@@ -18,6 +18,12 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def log_axis(xs: list[float]) -> bool:
+    """A log x axis where the points are positive and span a factor of 10 or more (0.2 % to
+    20 %: on a linear axis the small sets crowd together)."""
+    return bool(xs) and min(xs) > 0 and max(xs) / min(xs) >= 10
+
+
 def accuracy_vs_ratio(curves: dict[str, list[tuple[float, float, float]]], full: float | None,
                       path: Path, *, xlabel: str = "synthetic set size, % of the train set") -> None:
     """The sweep's headline figure: mean ± std accuracy per method against the data ratio
@@ -31,7 +37,7 @@ def accuracy_vs_ratio(curves: dict[str, list[tuple[float, float, float]]], full:
     if full is not None:
         ax.axhline(full, color="k", ls="--", lw=1, label="full data")
     xs = sorted({p[0] for pts in curves.values() for p in pts})
-    if xs and xs[0] > 0 and xs[-1] / xs[0] >= 10:  # 0.2 % to 20 %: a log axis keeps the small sets apart
+    if log_axis(xs):
         ax.set_xscale("log")
         ax.set_xticks(xs, [f"{x:.2g}" for x in xs])
         ax.minorticks_off()
