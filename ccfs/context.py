@@ -256,12 +256,12 @@ class Run:
 
         folder = self.selection_dir(run_name, seed)
         sel = self.selected_indices(run_name, seed)
-        from ccfs.records import same_selection_settings, selection_settings
+        from ccfs.records import same_selection_settings, selection_settings, settings_mismatch
 
+        now = selection_settings(self.cfg, run_name)
         if (folder / "settings.json").is_file() and not same_selection_settings(
-                read_json(folder / "settings.json"), selection_settings(self.cfg, run_name)):
-            raise ConfigError(f"{folder} was made with other select/train settings than this config's; "
-                              "run `ccfs select` with this config (in a new out= directory) first")
+                saved := read_json(folder / "settings.json"), now):
+            raise ConfigError(settings_mismatch(folder, saved, now))
         meta = read_json(folder / "meta.json")
         own = None
         if meta.get("distilled_file"):

@@ -77,6 +77,32 @@ def same_selection_settings(saved: dict, now: dict) -> bool:
     return _as_selection_sees(saved) == _as_selection_sees(now)
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def selection_changes(saved: dict, now: dict) -> list[str]:
+    """What differs between a selection's saved settings and the present ones, as
+    `key: saved -> now` lines (dotted config keys), after both are reduced to what the
+    selection uses; empty when they are the same."""
+    a, b = _flat(_as_selection_sees(saved)), _flat(_as_selection_sees(now))
+    pairs = {k: (a.get(k, "(default)"), b.get(k, "(default)")) for k in a.keys() | b.keys()}
+    return [f"{k}: {x} -> {y}" for k, (x, y) in sorted(pairs.items()) if x != y]
+
+
+def settings_mismatch(folder: Path, saved: dict, now: dict) -> str:
+    """The one-line error for a selection folder made with other settings: what differs,
+    and how to go on."""
+    changes = selection_changes(saved, now)
+    hint = ("; to select at several IPCs over one directory give a list, e.g. select.ipc=[55,275], "
+            "which gives each its own folder" if any(c.startswith("select.ipc:") for c in changes)
+            else "; use a new out= directory or delete the folder to redo it")
+    return f"{folder} was made with other select/train settings ({'; '.join(changes)}){hint}"
+
+
 def settings_hash(cfg: Config) -> str:
     return hashlib.sha1(json.dumps(selection_settings(cfg), sort_keys=True).encode()).hexdigest()[:12]
 

@@ -339,7 +339,8 @@ def test_evaluate_refuses_a_selection_made_with_other_settings(tmp_path, capsys)
     out = tmp_path / "run"
     assert _run(root, out, "select.method=[ccfs]") == 0
     assert _run(root, out, "select.method=[ccfs]", "train.lr=0.5", stage="evaluate") == 2
-    assert "other select/train settings" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "other select/train settings" in err and "train.lr: " in err and "-> 0.5" in err
     assert _run(root, out, "select.method=[ccfs]", "train.eval_every=1", stage="evaluate") == 0
     recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["best_last20_acc"] is None for r in recs] == [True, False]

@@ -785,3 +785,22 @@ def test_a_selection_depends_on_the_filters_length_not_the_students():
     # methods without filters never depend on the filters' length
     assert same_selection_settings(sel("random", "select.filter_steps=4800"), sel("random"))
     assert not same_selection_settings(sel("random", "select.ipc=20"), sel("random"))
+
+
+def test_a_settings_mismatch_names_what_differs_and_how_to_go_on():
+    from ccfs.config import load_config
+    from ccfs.records import selection_changes, selection_settings, settings_mismatch
+
+    def sel(method, *overrides):
+        return selection_settings(load_config("fmnist-quick", list(overrides)), method)
+
+    base = sel("ccfs", "select.filter_steps=1600")
+    assert selection_changes(base, sel("ccfs", "select.filter_steps=1600", "train.steps=9999")) == []
+    assert selection_changes(base, sel("ccfs", "select.filter_steps=2400")) == \
+        ["select.filter_steps: 1600 -> 2400", "train.steps: 1600 -> 2400"]
+    assert selection_changes(sel("random"), sel("random", "select.fill=boundary")) == \
+        ["select.fill: easiest -> boundary"]
+    msg = settings_mismatch("OUT/select/ccfs/seed0", sel("random", "select.ipc=550"), sel("random", "select.ipc=275"))
+    assert "select.ipc: 550 -> 275" in msg and "select.ipc=[55,275]" in msg
+    msg = settings_mismatch("OUT/select/ccfs/seed0", base, sel("ccfs", "train.lr=0.5", "select.filter_steps=1600"))
+    assert "train.lr: " in msg and "-> 0.5" in msg and "new out=" in msg and "select.ipc=[" not in msg

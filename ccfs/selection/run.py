@@ -75,9 +75,8 @@ def _check_settings(run: Run, run_name: str, folder) -> None:
     """A method folder made with other settings is never silently reused."""
     path = folder / "settings.json"
     now = records.selection_settings(run.cfg, run_name)
-    if path.is_file() and not records.same_selection_settings(read_json(path), now):
-        raise ConfigError(f"{folder} was made with other select/train settings; use a new out= "
-                          f"directory or delete {folder} to redo it")
+    if path.is_file() and not records.same_selection_settings(saved := read_json(path), now):
+        raise ConfigError(records.settings_mismatch(folder, saved, now))
     if not path.is_file():
         write_json(path, now)
 
