@@ -16,6 +16,9 @@ and `--write` keeps the union, one record per (method, model, IPC, α, seed); th
 `runs/` files are not kept on a fresh machine, the written file is (second command). The same
 student found twice must agree, else the script stops. The report and plot are the sweep
 report's own tables (`ccfs.report.tables`) and figure (`ccfs.report.plots`).
+`--supersede` takes result files of rows re-run after the preset's settings changed (the
+filters' length and the fill, 2026-12-06): their students replace the recorded ones, which
+stay in the logs.
 """
 from __future__ import annotations
 
@@ -58,17 +61,28 @@ def rounded(r: dict) -> tuple[float, float]:
     return round(r["final_acc"], 2), round(r["val_acc"], 2)
 
 
+def student(r: dict) -> tuple:
+    return r["method"], r["model"], r["ipc"], round(r["alpha"], 4), r["seed"]
+
+
 def merge(found: list[dict]) -> list[dict]:
     """One record per student; a student seen twice must have the same accuracies (to the
     logs' two decimals)."""
     by_key: dict[tuple, dict] = {}
     for r in found:
-        k = (r["method"], r["model"], r["ipc"], round(r["alpha"], 4), r["seed"])
+        k = student(r)
         if k in by_key and rounded(by_key[k]) != rounded(r):
             raise SystemExit(f"{k}: recorded twice with different accuracies {rounded(by_key[k])} and {rounded(r)}")
         by_key.setdefault(k, r)
     smallest = min(k[2] for k in by_key if k[2])
     return [{**r, "ipc": r["ipc"] or smallest} for r in by_key.values()]
+
+
+def supersede(found: list[dict], newer: list[dict]) -> list[dict]:
+    """`found` with every student that `newer` also holds replaced by newer's record: rows
+    re-run after the preset's settings changed take the place of the recorded ones."""
+    replaced = {student(r) for r in newer}
+    return [r for r in found if student(r) not in replaced] + newer
 
 
 def read_records(paths: list[Path]) -> list[dict]:
@@ -80,14 +94,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--extract", type=Path, nargs="*", default=[], help="markdown logs to read student lines from")
     ap.add_argument("--records", type=Path, nargs="*", default=[], help="results.jsonl files")
+    ap.add_argument("--supersede", type=Path, nargs="*", default=[],
+                    help="results.jsonl files whose students replace the same students found elsewhere")
     ap.add_argument("--write", type=Path, help="write the merged records here (jsonl)")
     ap.add_argument("--report", type=Path, help="write the sweep tables here (markdown)")
     ap.add_argument("--plot", type=Path, help="draw accuracy against the data ratio here (png)")
     args = ap.parse_args()
-    missing = [str(p) for p in args.extract + args.records if not p.is_file()]
+    missing = [str(p) for p in args.extract + args.records + args.supersede if not p.is_file()]
     if missing:
         raise SystemExit(f"sweep_summary: no such file: {', '.join(missing)}")
     found = merge([r for p in args.extract for r in from_log(p.read_text())] + read_records(args.records))
+    if args.supersede:
+        found = supersede(found, merge(read_records(args.supersede)))
     found.sort(key=lambda r: (r["ipc"], r["method"], r["seed"]))
     if args.write:
         write_text(args.write, "".join(json.dumps(r) + "\n" for r in found))

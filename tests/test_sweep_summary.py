@@ -48,3 +48,14 @@ def test_records_files_skip_a_line_cut_by_an_interruption(tmp_path):
     path.write_text(json.dumps(rec) + "\n" + json.dumps(rec)[:20])
     (r,) = read_records([path])
     assert r["final_acc"] == 87.0 and "commit" not in r and r["source"] == str(path)
+
+
+def test_rows_re_run_with_new_settings_replace_the_recorded_ones():
+    from bench.sweep_summary import supersede
+    found = merge(from_log(LOG))
+    newer = [{**found[0], "final_acc": 88.5, "val_acc": 88.7, "source": "pair"}]
+    out = supersede(found, newer)
+    assert len(out) == 3
+    ccfs = [r for r in out if r["method"] == "ccfs"]
+    assert len(ccfs) == 1 and ccfs[0]["final_acc"] == 88.5 and ccfs[0]["source"] == "pair"
+    assert [r for r in out if r["method"] != "ccfs"] == [r for r in found if r["method"] != "ccfs"]
