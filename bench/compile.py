@@ -1,0 +1,81 @@
+"""torch.compile against eager for a KD student step on the CPU.
+
+    python -m bench.compile --threads 2 --batches 32 128 --steps 100 --repeats 3
+
+One step = the student's forward, the teacher's forward (no grad), the KD loss, backward
+and an SGD step, on one pre-made batch (the sweep's models: convnet_w32 student, BatchNorm
+teacher in eval mode, contiguous tensors as ccfs uses for instance-norm nets on the CPU).
+Eager and compiled (`torch.compile`, inductor, default mode, student and teacher) runs
+alternate `--repeats` times on fresh models; medians of ms a step. Compile time is the
+first compiled run's warm-up; later ones hit the in-process cache.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from ccfs.models import create_model
+from ccfs.objectives import kd_loss
+
+
+def models(compiled: bool):
+    student = create_model("convnet_w32", 10, 1, 28)
+    teacher = create_model("convnet_w32_bn", 10, 1, 28).eval().requires_grad_(False)
+    opt = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    if compiled:
+        student, teacher = torch.compile(student), torch.compile(teacher)
+    return student, teacher, opt
+
+
+def step(student, teacher, opt, x, temperature=4.0) -> None:
+    logits = student(x)
+    with torch.no_grad():
+        t_logits = teacher(x)
+    loss = kd_loss(logits, t_logits, temperature)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def run(compiled: bool, batch: int, steps: int) -> tuple[float, float]:
+    """(ms a step, seconds of warm-up: compilation on the first compiled run)."""
+    torch.manual_seed(0)
+    student, teacher, opt = models(compiled)
+    x = torch.randn(batch, 1, 28, 28)
+    t0 = time.perf_counter()
+    for _ in range(3):
+        step(student, teacher, opt, x)
+    warm = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step(student, teacher, opt, x)
+    return (time.perf_counter() - t0) / steps * 1000, warm
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batches", type=int, nargs="+", default=[32, 128])
+    ap.add_argument("--steps", type=int, default=100, help="timed steps a run")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.steps} steps a run, {args.repeats} runs each\n")
+    print("| batch | eager ms/step | compiled ms/step | ratio | first compile, s |")
+    print("|---|---|---|---|---|")
+    for batch in args.batches:
+        eager, comp, warm = [], [], []
+        for _ in range(args.repeats):
+            eager.append(run(False, batch, args.steps)[0])
+            ms, w = run(True, batch, args.steps)
+            comp.append(ms)
+            warm.append(w)
+        e, c = statistics.median(eager), statistics.median(comp)
+        print(f"| {batch} | {e:.1f} | {c:.1f} | {c / e:.2f} | {warm[0]:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
