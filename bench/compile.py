@@ -4,7 +4,8 @@
 
 One step = the student's forward, the teacher's forward (no grad), the KD loss, backward
 and an SGD step, on one pre-made batch (the sweep's models: convnet_w32 student, BatchNorm
-teacher in eval mode, contiguous tensors as ccfs uses for instance-norm nets on the CPU).
+teacher in eval mode; placed as ccfs places them on the CPU: the instance-norm student
+contiguous, the BatchNorm teacher channels-last).
 Eager and compiled (`torch.compile`, inductor, default mode, student and teacher) runs
 alternate `--repeats` times on fresh models; medians of ms a step. Compile time is the
 first compiled run's warm-up; later ones hit the in-process cache.
@@ -19,11 +20,14 @@ import torch
 
 from ccfs.models import create_model
 from ccfs.objectives import kd_loss
+from ccfs.train import use_channels_last
 
 
 def models(compiled: bool):
     student = create_model("convnet_w32", 10, 1, 28)
     teacher = create_model("convnet_w32_bn", 10, 1, 28).eval().requires_grad_(False)
+    if use_channels_last(teacher, torch.device("cpu")):  # as ccfs places a BatchNorm teacher
+        teacher.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     if compiled:
         student, teacher = torch.compile(student), torch.compile(teacher)

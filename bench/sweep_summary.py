@@ -3,8 +3,12 @@
     python -m bench.sweep_summary --extract bench/results/fmnist_sweep.md \
         --records bench/results/fmnist_sweep_b_records.jsonl runs/sweep-donly/results.jsonl \
         runs/sweep-donly/ipc275_a0.1/results.jsonl runs/sweep-donly/ipc1100_a0.1/results.jsonl \
-        --write bench/results/fmnist_sweep_records.jsonl
-    python -m bench.sweep_summary --records bench/results/fmnist_sweep_records.jsonl \
+        --write bench/results/fmnist_sweep_records_filters4800.jsonl
+    python -m bench.sweep_summary --records runs/fs1600/ipc*_a0.1/results.jsonl \
+        --write bench/results/fmnist_sweep_filters1600_records.jsonl
+    python -m bench.sweep_summary --records bench/results/fmnist_sweep_records_filters4800.jsonl \
+        --supersede bench/results/fmnist_sweep_filters1600_records.jsonl \
+        --write bench/results/fmnist_sweep_records.jsonl \
         --report bench/results/fmnist_sweep_summary.md --plot bench/results/plots/fmnist_sweep_accuracy_vs_ratio.png
 
 `fmnist-sweep` was run in parts over several sessions, into run directories that are not
@@ -13,11 +17,12 @@ val V%, test T% (N images, ...)`) and every kept record carries what the tables 
 `--extract` turns the logs into per-seed records (IPC = N / classes; the full-data student
 is filed under the smallest IPC, as the sweep records it), `--records` adds result files,
 and `--write` keeps the union, one record per (method, model, IPC, α, seed); the
-`runs/` files are not kept on a fresh machine, the written file is (second command). The same
+`runs/` files are not kept on a fresh machine, the written files are (the last command
+rebuilds the table and plot from them alone). The same
 student found twice must agree, else the script stops. The report and plot are the sweep
 report's own tables (`ccfs.report.tables`) and figure (`ccfs.report.plots`).
 `--supersede` takes result files of rows re-run after the preset's settings changed (the
-filters' length and the fill, 2026-12-06): their students replace the recorded ones, which
+filters' length, 1 600 steps from 2026-12-06): their students replace the recorded ones, which
 stay in the logs.
 """
 from __future__ import annotations
