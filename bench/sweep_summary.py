@@ -92,7 +92,8 @@ def supersede(found: list[dict], newer: list[dict]) -> list[dict]:
 
 def read_records(paths: list[Path]) -> list[dict]:
     keep = ("method", "model", "ipc", "alpha", "seed", "final_acc", "val_acc", "images")
-    return [{**{k: r[k] for k in keep}, "source": str(p)} for p in paths for r in records.load(p)]
+    # a file this script wrote keeps each record's first source (a log, a run's results file)
+    return [{**{k: r[k] for k in keep}, "source": r.get("source", str(p))} for p in paths for r in records.load(p)]
 
 
 def main() -> None:

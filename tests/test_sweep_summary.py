@@ -48,6 +48,9 @@ def test_records_files_skip_a_line_cut_by_an_interruption(tmp_path):
     path.write_text(json.dumps(rec) + "\n" + json.dumps(rec)[:20])
     (r,) = read_records([path])
     assert r["final_acc"] == 87.0 and "commit" not in r and r["source"] == str(path)
+    written = tmp_path / "written.jsonl"
+    written.write_text(json.dumps({**r, "source": "log"}) + "\n")
+    assert read_records([written])[0]["source"] == "log"  # a record keeps its first source
 
 
 def test_rows_re_run_with_new_settings_replace_the_recorded_ones():
