@@ -23,21 +23,26 @@ from ccfs.objectives import KD, CrossEntropy, kd_loss
 from ccfs.train import Recipe, fit, predict_logits, use_channels_last
 
 
+def train_step(model, teacher, opt, x, y, temperature) -> None:
+    """One bare step: forward, the teacher's forward for KD (CE without a teacher), backward, SGD."""
+    logits = model(x)
+    if teacher is None:
+        loss = F.cross_entropy(logits, y)
+    else:
+        with torch.no_grad():
+            t_logits = teacher(x)
+        loss = kd_loss(logits, t_logits, temperature)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def bare_train(model, teacher, x, y, steps, temperature=20.0):
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     model.train()
     t0 = time.perf_counter()
     for _ in range(steps):
-        logits = model(x)
-        if teacher is None:
-            loss = F.cross_entropy(logits, y)
-        else:
-            with torch.no_grad():
-                t_logits = teacher(x)
-            loss = kd_loss(logits, t_logits, temperature)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, teacher, opt, x, y, temperature)
     return steps * len(x) / (time.perf_counter() - t0)
 
 
