@@ -217,6 +217,16 @@ def _finished(out, pattern: str) -> bool:
     return any(any(out.glob(p)) for p in (FINISHED if pattern == "*" else (pattern,)))
 
 
+def _pinned_view(cfg: dict) -> dict:
+    """A config dict as the pinned comparison sees it: the teacher's recipe without the
+    fields added later at their earlier value (a config.yaml written before they existed
+    lacks them)."""
+    teacher = cfg.get("teacher")
+    if isinstance(teacher, dict) and isinstance(teacher.get("train"), dict):
+        cfg = {**cfg, "teacher": {**teacher, "train": records.without_added_later(teacher["train"], "recipe")}}
+    return cfg
+
+
 def _check_same_run(run: Run) -> None:
     """A changed pinned section is refused only where finished artifacts depend on it (a
     run that failed before finishing anything can be retried with other settings)."""
@@ -225,8 +235,8 @@ def _check_same_run(run: Run) -> None:
     path = run.out / "config.yaml"
     if not path.is_file():
         return
-    old = yaml.safe_load(path.read_text()) or {}
-    new = to_dict(run.cfg)
+    old = _pinned_view(yaml.safe_load(path.read_text()) or {})
+    new = _pinned_view(to_dict(run.cfg))
     changed = [k for k, needs in PINNED.items() if old.get(k) != new.get(k) and _finished(run.out, needs)]
     if changed:
         raise ConfigError(f"{run.out} holds a run made with other {', '.join(changed)} settings; "

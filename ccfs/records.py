@@ -27,9 +27,16 @@ TEST_ONLY = ("eval_every", "eval_last")
 
 
 # Settings added after run directories existed, at the value that keeps the earlier
-# behaviour: left out while they hold it, so older selections and records still match (and
-# keep their hash); any other value is part of the settings.
-ADDED_LATER = {"select": {"quota": "equal", "filter_steps": None}}
+# behaviour: left out while they hold it, so older selections, records and run
+# directories still match (and keep their hash); any other value is part of the settings.
+# "recipe" holds the fields of every training recipe (train, teacher.train).
+ADDED_LATER = {"select": {"quota": "equal", "filter_steps": None}, "recipe": {"compile": False}}
+
+
+def without_added_later(d: dict, section: str) -> dict:
+    """A config section's dict without the ADDED_LATER keys that hold their earlier value."""
+    same = ADDED_LATER[section]
+    return {k: v for k, v in d.items() if not (k in same and v == same[k])}
 
 
 # The filters' own length (select.*): a selection made without filters never depends on it.
@@ -40,11 +47,10 @@ def selection_settings(cfg: Config, run_name: str | None = None) -> dict:
     """What a selection (or, with run_name None, an evaluation record) depends on. A
     selection that trains filters depends on the filters' recipe, not on the students'
     length once `select.filter_steps` / `filter_epochs` set the filters' own."""
-    same = ADDED_LATER["select"]
-    out = {"select": {k: v for k, v in to_dict(cfg.select).items()
-                      if k != "method" and not (k in same and v == same[k])}}
+    out = {"select": {k: v for k, v in without_added_later(to_dict(cfg.select), "select").items()
+                      if k != "method"}}
     if run_name is None or methods.parse(run_name)[1].trains_filters:
-        train = to_dict(cfg.train)
+        train = without_added_later(to_dict(cfg.train), "recipe")
         if run_name is not None:
             train = {k: v for k, v in train.items() if k not in TEST_ONLY}
         out.update({"train": train, "objective": cfg.eval.objective,

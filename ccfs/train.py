@@ -20,6 +20,7 @@ from ccfs.artifacts import torch_save
 from ccfs.config import Recipe  # noqa: F401  (defined with the config: loading one needs no torch)
 from ccfs.data.augment import AugmentPolicy, augment, normalize, to_float
 from ccfs.data.datasets import Split
+from ccfs.errors import ConfigError
 
 Hook = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
@@ -212,6 +213,7 @@ def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, 
     model.to(device, memory_format=torch.channels_last if cl else torch.contiguous_format)
     net = _data_parallel(model, device)
     _place_teacher(objective, device)
+    net, objective = _compiled(net, objective, device) if recipe.compile else (net, objective)
     data = data.batches_on(device) if data.mapped else data.to(device)  # a store stays on the host
     norm = Normalizer(mean, std, device, cl)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
@@ -242,6 +244,27 @@ def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, 
         if resume is not None:
             _save_resume(resume, epoch + 1, model, opt, gen=gen, hook=hook, hist=hist)
     return hist
+
+
+def _compiled(net: nn.Module, objective, device: torch.device):
+    """`train.compile`: the training forward of `net` and of a KD teacher through
+    torch.compile (inductor), one static graph per batch shape (a full batch and the last
+    one), so a resumed run replays the same kernels. Evaluation stays eager. Each fit starts
+    from a cleared dynamo cache: the previous fit's graphs, guarded on other parameters,
+    would otherwise count toward its recompile limit and silently send later models to
+    eager (inductor's on-disk cache keeps recompiling the same shapes cheap)."""
+    import copy
+    import shutil
+
+    if device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        raise ConfigError("train.compile on the CPU needs a C++ compiler (g++ or clang++ on PATH): install "
+                          "one or set train.compile=false")
+    torch._dynamo.reset()
+    net = torch.compile(net, dynamic=False)
+    if getattr(objective, "teacher", None) is not None:
+        objective = copy.copy(objective)  # the caller's objective keeps its eager teacher
+        objective.teacher = torch.compile(objective.teacher, dynamic=False)
+    return net, objective
 
 
 def _place_teacher(objective, device: torch.device) -> None:

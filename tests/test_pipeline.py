@@ -497,3 +497,21 @@ def test_sweep_seeds_train_only_the_picked_beta_on_the_other_seeds(tmp_path, mon
     assert f"{best} ← oracle window (β picked on validation, seed 0)" in (out / "report.md").read_text()
     assert _run(root, out, *args, "eval.seeds=[0,1,2]", "eval.sweep_seeds=1") == 0  # nothing left to train
     assert len((out / "results.jsonl").read_text().splitlines()) == 4
+
+
+def test_a_run_directory_written_before_train_compile_existed_is_still_the_same_run(finished, tmp_path, capsys):
+    """config.yaml files written before the recipe's `compile` field lack it; at its
+    default the teacher is the same, at another value it is not."""
+    import yaml
+
+    root, src = finished
+    out = tmp_path / "old"
+    shutil.copytree(src, out)
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    for recipe in (cfg["teacher"]["train"], cfg["train"]):
+        del recipe["compile"]
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert _run(root, out, "select.method=[random]") == 0
+    assert "done already" in capsys.readouterr().out
+    assert _run(root, out, "select.method=[random]", "teacher.train.compile=true", stage="teacher") == 2
+    assert "other teacher settings" in capsys.readouterr().err

@@ -804,3 +804,15 @@ def test_a_settings_mismatch_names_what_differs_and_how_to_go_on():
     assert "select.ipc: 550 -> 275" in msg and "select.ipc=[55,275]" in msg
     msg = settings_mismatch("OUT/select/ccfs/seed0", base, sel("ccfs", "train.lr=0.5", "select.filter_steps=1600"))
     assert "train.lr: " in msg and "-> 0.5" in msg and "new out=" in msg and "select.ipc=[" not in msg
+
+
+def test_compile_at_its_default_keeps_the_settings_hash_and_otherwise_keeps_records_apart():
+    from ccfs.config import load_config
+    from ccfs.records import selection_settings, settings_hash
+
+    cfg = load_config("fmnist-quick")
+    assert "compile" not in selection_settings(cfg, "ccfs")["train"]
+    assert "compile" not in selection_settings(cfg)["train"]
+    compiled = load_config("fmnist-quick", ["train.compile=true"])
+    assert selection_settings(compiled, "ccfs")["train"]["compile"] is True
+    assert settings_hash(compiled) != settings_hash(cfg)

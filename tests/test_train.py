@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -299,3 +300,49 @@ def tiny_student_state():
 
     torch.manual_seed(7)
     return create_model("convnet_w32", K, 1, 28).state_dict()
+
+
+# ----------------------------------------------------------------------------- train.compile
+needs_cxx = pytest.mark.skipif(not any(__import__("shutil").which(c) for c in ("g++", "c++", "clang++")),
+                               reason="torch.compile on the CPU needs a C++ compiler")
+
+
+@needs_cxx
+def test_compiled_fit_repeats_itself_stays_close_to_eager_and_saves_plain_weights():
+    data, recipe = tiny_split(), tiny_recipe(epochs=3)
+    teacher = tiny_net(1)
+    eager_kd = KD(teacher, 4.0)
+    runs = []
+    for compiled in (False, True, True):
+        s = tiny_net()
+        h = fit(s, data, replace(recipe, compile=compiled), eager_kd, mean=MEAN, std=STD, progress=False, seed=2)
+        runs.append((s, h))
+    (eager, he), (c1, h1), (c2, h2) = runs
+    assert same_weights(c1, c2) and h1.train_loss == h2.train_loss  # the same kernels each time
+    assert list(c1.state_dict()) == list(eager.state_dict())  # no _orig_mod. prefix
+    assert h1.train_loss == pytest.approx(he.train_loss, rel=1e-4)  # the same recipe, other rounding
+    assert not same_weights(c1, tiny_net())
+    assert type(eager_kd.teacher) is nn.Sequential  # the caller's objective keeps its eager teacher
+
+
+@needs_cxx
+def test_compiled_resumed_fit_equals_uninterrupted(tmp_path):
+    data, recipe = tiny_split(), tiny_recipe(epochs=4, compile=True)
+    full = tiny_net()
+    h_full = train(full, data, recipe, seed=5)
+    ckpt = tmp_path / "resume.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_net(), data, recipe, seed=5, resume=ckpt, hook=StopAt(2))
+    resumed = tiny_net(seed=99)
+    h_res = train(resumed, data, recipe, seed=5, resume=ckpt)
+    assert same_weights(resumed, full) and h_res.train_loss == h_full.train_loss
+
+
+def test_compile_without_a_cpp_compiler_is_a_one_line_config_error(monkeypatch):
+    import shutil
+
+    from ccfs.errors import ConfigError
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(ConfigError, match="C\\+\\+ compiler"):
+        train(tiny_net(), tiny_split(), tiny_recipe(epochs=1, compile=True))
