@@ -6,7 +6,8 @@ channels-last on and off: what only a GPU shows.
 
 For each setting (amp × channels_last): train images/s of one teacher epoch (CE, batch 256,
 the difficulty recorder on), inference images/s of a coarse pass, and seconds per KD student
-(500 images, 10 epochs); peak GPU memory. Data: Fashion-MNIST if its files are present,
+(500 images, 10 epochs); peak GPU memory. Then `train.compile` for that KD student with AMP and
+channels-last: eager, compiled cold (first compile of the process), compiled warm. Data: Fashion-MNIST if its files are present,
 else random uint8 images of the same shape (say which in the output). Needs CUDA; on a
 machine without it the script says so and exits 1.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
+from dataclasses import replace
 
 import torch
 
@@ -32,7 +34,7 @@ def main() -> None:
     from ccfs.config import Recipe
     from ccfs.data.datasets import Split
     from ccfs.models import create_model
-    from ccfs.objectives import KD, CrossEntropy
+    from ccfs.objectives import CrossEntropy
     from ccfs.teacher.difficulty import DynamicsRecorder
     from ccfs.train import fit, predict_logits
 
@@ -66,14 +68,11 @@ def main() -> None:
         infer_ips = len(train) / (time.perf_counter() - t0)
         teacher = model.eval().requires_grad_(False)
         student_recipe = Recipe(epochs=10, batch_size=0, lr=0.02, amp=amp, channels_last=cl)
-        with distributed.local():
-            torch.manual_seed(1)
-            t0 = time.perf_counter()
-            fit(create_model(args.student, 10, train.images.shape[1], train.images.shape[-1]), train.subset(range(500)),
-                student_recipe, KD(teacher, 20.0), mean=mean, std=std, device=device, test=test, progress=False)
-            torch.cuda.synchronize(device)
-            student_s = time.perf_counter() - t0
+        student_s = kd_student_seconds(args.student, teacher, train, test, student_recipe, mean, std, device)
         rows.append((amp, cl, train_ips, infer_ips, student_s, torch.cuda.max_memory_allocated(device) / 2**20))
+    # train.compile on the fastest setting: the first student compiles cold, the second warm
+    compiled = [kd_student_seconds(args.student, teacher, train, test, replace(student_recipe, compile=on), mean, std,
+                                   device) for on in (False, True, True)]
     if distributed.is_main():
         print(f"{torch.cuda.get_device_name(device)}; {line or '1 process'}; {source}; teacher {args.model}, "
               f"{args.images} images; student {args.student}")
@@ -81,7 +80,26 @@ def main() -> None:
         print("|---|---|---|---|---|---|")
         for amp, cl, a, b, c, m in rows:
             print(f"| {amp} | {cl} | {a:.0f} | {b:.0f} | {c:.1f} | {m:.0f} |")
+        print(f"\ntrain.compile (amp, channels_last): KD student eager {compiled[0]:.1f} s, compiled "
+              f"{compiled[1]:.1f} s (cold), {compiled[2]:.1f} s (warm)")
     distributed.shutdown()
+
+
+def kd_student_seconds(arch, teacher, train, test, recipe, mean, std, device) -> float:
+    """Seconds of one KD student on the first 500 train images (seeded), on this rank alone."""
+    from ccfs import distributed
+    from ccfs.models import create_model
+    from ccfs.objectives import KD
+    from ccfs.train import fit
+
+    with distributed.local():
+        torch.manual_seed(1)
+        t0 = time.perf_counter()
+        fit(create_model(arch, 10, train.images.shape[1], train.images.shape[-1]), train.subset(range(500)),
+            recipe, KD(teacher, 20.0), mean=mean, std=std, device=device, test=test, progress=False)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t0
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 # the next; logs go to $OUT (default /tmp/gpu_session). Results: bench/results/gpu_h200.md.
 #   1. the device and torch; tests/test_cuda.py (repeatable training, CUDA inference = CPU);
 #      bench/cuda_determinism.py (what deterministic kernels cost);
-#   2. bench/gpu.py: teacher epoch / coarse pass / KD student with AMP and channels-last on and off;
+#   2. bench/gpu.py: teacher epoch / coarse pass / KD student with AMP and channels-last on and off,
+#      and the KD student with train.compile (cold and warm);
 #   3. the issue-9 timing command, `ccfs run fmnist-ipc50 select.method=[random,ccfs]
 #      eval.seeds=[0]` from an empty run directory, one stage at a time with wall-clock times;
 #   4. the test suite on that machine (CUDA visible), in parallel if pytest-xdist is there.

@@ -19,7 +19,6 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import torch
 from throughput import bare_infer, bare_train  # bench/ is sys.path[0] when run as a script

@@ -256,8 +256,6 @@ def trained_teacher(root, tmp_path):
 
 def test_imported_teacher_and_scores(tmp_path):
     """A user's own teacher checkpoint and forgetting file are used instead of training."""
-    from ccfs.models import create_model, save_checkpoint
-
     root = write_fake_fmnist(tmp_path / "fmnist")
     ckpt = trained_teacher(root, tmp_path)
     scores = tmp_path / "forgetting.npy"
@@ -271,8 +269,6 @@ def test_imported_teacher_and_scores(tmp_path):
 def test_imported_teacher_without_scores_serves_methods_that_need_none(tmp_path, capsys):
     """No score file and no recorded dynamics: methods that rank by no score still run; a
     method that needs one is refused before any work, naming the fix."""
-    from ccfs.models import create_model, save_checkpoint
-
     root = write_fake_fmnist(tmp_path / "fmnist")
     ckpt = trained_teacher(root, tmp_path)
     out = tmp_path / "run"
