@@ -250,9 +250,11 @@ def _compiled(net: nn.Module, objective, device: torch.device):
     """`train.compile`: the training forward of `net` and of a KD teacher through
     torch.compile (inductor), one static graph per batch shape (a full batch and the last
     one), so a resumed run replays the same kernels. Evaluation stays eager. Each fit starts
-    from a cleared dynamo cache: the previous fit's graphs, guarded on other parameters,
-    would otherwise count toward its recompile limit and silently send later models to
-    eager (inductor's on-disk cache keeps recompiling the same shapes cheap)."""
+    from a cleared dynamo cache: every set size brings its own last-batch shape, and over a
+    sweep's fits (one function, ConvNet.forward, for students, filters and teacher) the graphs
+    would pass dynamo's recompile limit (8 a function), after which it runs eager without
+    failing. Clearing costs about a second a fit: the graphs come back from inductor's
+    on-disk cache (measured on 1 loaded thread: 2.2 s against 0.7 s for a 550-image epoch)."""
     import copy
     import shutil
 
