@@ -165,6 +165,11 @@ def filter_trainer(data: Dataset, distilled: Split | None, objective, *, arch: s
     """`train_filter(j, selected, rows)`: a fresh filter (seed·1000 + j) trained on
     distilled ∪ train[selected]; its logits on the train rows `rows` (bool [N], the coarse
     pass over the eligible pool; other rows stay zero) and its accuracy on `eval_set`."""
+    # Filters train eager whatever `recipe.compile` says: their fits are short and each round's
+    # set size brings new batch shapes to compile, so on 2 CPU cores compiled selections took
+    # 1.5-2.3x as long as eager ones (bench/results/compile.md).
+    recipe = replace(recipe, compile=False)
+
     def train_filter(j: int, selected: list[int], rows: torch.Tensor) -> Filter:
         s = seed * 1000 + j
         model = new_model(arch, data, s)

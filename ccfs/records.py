@@ -62,14 +62,15 @@ def selection_settings(cfg: Config, run_name: str | None = None) -> dict:
 
 
 def _as_selection_sees(d: dict) -> dict:
-    """Selection settings reduced to what the selection uses: TEST_ONLY recipe keys dropped
-    (files written before they were split off carry them), the filters' length applied to
+    """Selection settings reduced to what the selection uses: TEST_ONLY recipe keys and
+    `compile` dropped (files written before they were split off carry the first; filters
+    never compile, ccfs.api.filter_trainer), the filters' length applied to
     the recipe, and that length dropped where no filters train. Idempotent, so saved and
     present settings compare after it."""
     select = dict(d["select"])
     if "train" not in d:
         return {**d, "select": {k: v for k, v in select.items() if k not in FILTER_LENGTH}}
-    train = {k: v for k, v in d["train"].items() if k not in TEST_ONLY}
+    train = {k: v for k, v in d["train"].items() if k not in TEST_ONLY and k != "compile"}  # filters train eager
     if select.get("filter_epochs") is not None:
         train.update(epochs=select["filter_epochs"], steps=0)
     elif select.get("filter_steps") is not None:

@@ -808,11 +808,29 @@ def test_a_settings_mismatch_names_what_differs_and_how_to_go_on():
 
 def test_compile_at_its_default_keeps_the_settings_hash_and_otherwise_keeps_records_apart():
     from ccfs.config import load_config
-    from ccfs.records import selection_settings, settings_hash
+    from ccfs.records import same_selection_settings, selection_settings, settings_hash
 
     cfg = load_config("fmnist-quick")
     assert "compile" not in selection_settings(cfg, "ccfs")["train"]
     assert "compile" not in selection_settings(cfg)["train"]
     compiled = load_config("fmnist-quick", ["train.compile=true"])
-    assert selection_settings(compiled, "ccfs")["train"]["compile"] is True
+    assert selection_settings(compiled)["train"]["compile"] is True  # compiled students: records apart
     assert settings_hash(compiled) != settings_hash(cfg)
+    # filters never compile: a selection made for eager students serves compiled ones
+    assert same_selection_settings(selection_settings(compiled, "ccfs"), selection_settings(cfg, "ccfs"))
+
+
+def test_filters_train_eager_whatever_train_compile_says(monkeypatch):
+    import ccfs.api as api
+    from ccfs.config import Recipe
+    from ccfs.data.datasets import Dataset, Split
+
+    seen = []
+    monkeypatch.setattr(api, "fit", lambda model, data, recipe, *a, **kw: seen.append(recipe.compile))
+    imgs = torch.zeros(6, 1, 28, 28, dtype=torch.uint8)
+    split = Split(imgs, torch.arange(6) % 3)
+    data = Dataset("tiny", split, split, ["a", "b", "c"], (0.5,), (0.25,))
+    train = api.filter_trainer(data, None, None, arch="convnet_w32", recipe=Recipe(compile=True), seed=0,
+                               device="cpu")
+    f = train(0, [0, 1, 2], torch.ones(6, dtype=torch.bool))
+    assert seen == [False] and f.train_logits.shape == (6, 3)
