@@ -59,7 +59,7 @@ class Recipe:
     amp: bool = doc(True, "mixed precision on CUDA (ignored on the CPU)")
     channels_last: bool = doc(True, "channels-last memory format on CUDA, and on the CPU for BatchNorm nets")
     compile: bool = doc(False, "torch.compile the training step of students and the teacher (and a KD teacher), "
-                        "one graph per batch shape; CCFS filters stay eager. On 2 CPU cores students take about 0.8 "
+                        "one graph per batch shape; CCFS filters stay eager. On 2 CPU cores students take about 0.76 "
                         "of the time (bench/results/compile.md); needs a C++ compiler on the CPU; numerics differ "
                         "slightly from eager, so its records are kept apart")
 
