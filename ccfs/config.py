@@ -58,7 +58,7 @@ class Recipe:
                          "final epoch only; more: the paper's best-of-last-20 % metric is recorded too)")
     amp: bool = doc(True, "mixed precision on CUDA (ignored on the CPU)")
     channels_last: bool = doc(True, "channels-last memory format on CUDA, and on the CPU for BatchNorm nets")
-    compile: bool = doc(False, "torch.compile the training step of students and the teacher (and a KD teacher), "
+    compile: bool = doc(False, "torch.compile the training forward (of the model this recipe trains, and of its KD teacher), "
                         "one graph per batch shape; CCFS filters stay eager. On 2 CPU cores students take about 0.76 "
                         "of the time (bench/results/compile.md); needs a C++ compiler on the CPU; numerics differ "
                         "slightly from eager, so its records are kept apart")
