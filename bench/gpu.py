@@ -7,8 +7,9 @@ channels-last on and off: what only a GPU shows.
 For each setting (amp × channels_last): train images/s of one teacher epoch (CE, batch 256,
 the difficulty recorder on), inference images/s of a coarse pass, and seconds per KD student
 (500 images, 10 epochs); peak GPU memory. Then `train.compile` for that KD student with AMP and
-channels-last: eager, compiled cold (first compile of the process), compiled warm. Data: Fashion-MNIST if its files are present,
-else random uint8 images of the same shape (say which in the output). Needs CUDA; on a
+channels-last: eager, compiled cold (first compile of the process), compiled warm. Data:
+Fashion-MNIST if its files are present, else random uint8 images of the same shape (say which
+in the output). Needs CUDA; on a
 machine without it the script says so and exits 1.
 """
 from __future__ import annotations

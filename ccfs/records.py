@@ -24,6 +24,9 @@ FILE = "results.jsonl"
 # Recipe fields that only decide when a model is tested: they change evaluation records,
 # never a selection (filters are not tested by the recipe).
 TEST_ONLY = ("eval_every", "eval_last")
+# Recipe fields a selection never depends on: the test-only ones, and `compile` (filters
+# always train eager, ccfs.api.filter_trainer).
+NOT_FOR_FILTERS = (*TEST_ONLY, "compile")
 
 
 # Settings added after run directories existed, at the value that keeps the earlier
@@ -52,7 +55,7 @@ def selection_settings(cfg: Config, run_name: str | None = None) -> dict:
     if run_name is None or methods.parse(run_name)[1].trains_filters:
         train = without_added_later(to_dict(cfg.train), "recipe")
         if run_name is not None:
-            train = {k: v for k, v in train.items() if k not in TEST_ONLY}
+            train = {k: v for k, v in train.items() if k not in NOT_FOR_FILTERS}
         out.update({"train": train, "objective": cfg.eval.objective,
                     "filter_model": cfg.select.filter_model or cfg.eval.models[0]})
     if run_name is None:
@@ -62,15 +65,14 @@ def selection_settings(cfg: Config, run_name: str | None = None) -> dict:
 
 
 def _as_selection_sees(d: dict) -> dict:
-    """Selection settings reduced to what the selection uses: TEST_ONLY recipe keys and
-    `compile` dropped (files written before they were split off carry the first; filters
-    never compile, ccfs.api.filter_trainer), the filters' length applied to
+    """Selection settings reduced to what the selection uses: NOT_FOR_FILTERS recipe keys
+    dropped (files written before they were split off carry them), the filters' length applied to
     the recipe, and that length dropped where no filters train. Idempotent, so saved and
     present settings compare after it."""
     select = dict(d["select"])
     if "train" not in d:
         return {**d, "select": {k: v for k, v in select.items() if k not in FILTER_LENGTH}}
-    train = {k: v for k, v in d["train"].items() if k not in TEST_ONLY and k != "compile"}  # filters train eager
+    train = {k: v for k, v in d["train"].items() if k not in NOT_FOR_FILTERS}
     if select.get("filter_epochs") is not None:
         train.update(epochs=select["filter_epochs"], steps=0)
     elif select.get("filter_steps") is not None:

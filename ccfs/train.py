@@ -246,6 +246,13 @@ def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, 
     return hist
 
 
+def has_cxx_compiler() -> bool:
+    """Whether a C++ compiler is on PATH: inductor needs one to compile for the CPU."""
+    import shutil
+
+    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+
+
 def _compiled(net: nn.Module, objective, device: torch.device):
     """`train.compile`: the training forward of `net` and of a KD teacher through
     torch.compile (inductor), one static graph per batch shape (a full batch and the last
@@ -256,9 +263,8 @@ def _compiled(net: nn.Module, objective, device: torch.device):
     failing. Clearing costs about a second a fit: the graphs come back from inductor's
     on-disk cache (measured on 1 loaded thread: 2.2 s against 0.7 s for a 550-image epoch)."""
     import copy
-    import shutil
 
-    if device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+    if device.type == "cpu" and not has_cxx_compiler():
         raise ConfigError("train.compile on the CPU needs a C++ compiler (g++ or clang++ on PATH): install "
                           "one or set train.compile=false")
     torch._dynamo.reset()

@@ -11,7 +11,8 @@ from torch import nn
 
 from ccfs.data.datasets import Split
 from ccfs.objectives import KD, CrossEntropy, kd_loss
-from ccfs.train import History, Recipe, batch_indices, eval_epochs, fit, lr_factor, predict_logits
+from ccfs.train import (History, Recipe, batch_indices, eval_epochs, fit, has_cxx_compiler, lr_factor,
+                        predict_logits)
 
 MEAN, STD = (0.5,), (0.25,)
 K = 3  # classes
@@ -303,8 +304,7 @@ def tiny_student_state():
 
 
 # ----------------------------------------------------------------------------- train.compile
-needs_cxx = pytest.mark.skipif(not any(__import__("shutil").which(c) for c in ("g++", "c++", "clang++")),
-                               reason="torch.compile on the CPU needs a C++ compiler")
+needs_cxx = pytest.mark.skipif(not has_cxx_compiler(), reason="torch.compile on the CPU needs a C++ compiler")
 
 
 @needs_cxx
