@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import yaml
 
-from ccfs.config import CONFIG_DIR, Config, _build, load_config, save_config, to_dict
+from ccfs.config import CONFIG_DIR, Config, _build, load_config, read_preset, save_config, to_dict
 from ccfs.errors import ConfigError
 
 PRESETS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
@@ -23,12 +23,86 @@ def test_defaults_load():
     assert cfg.distill.from_ is None
 
 
+def test_defaults_are_the_main_job():
+    """The defaults are the recommended Fashion-MNIST settings: the main job's preset sets its
+    run directory and nothing else."""
+    main_job = to_dict(load_config("fmnist-quick"))
+    defaults = to_dict(Config())
+    assert main_job["out"] == "runs/fmnist-quick"
+    assert {**main_job, "out": None} == {**defaults, "out": None}
+    assert (defaults["data"]["name"], defaults["train"]["steps"], defaults["teacher"]["train"]["epochs"]) == (
+        "fashion-mnist", 4800, 15)
+
+
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_preset_loads_and_validates(name):
     cfg = load_config(name)
-    raw = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
+    raw = read_preset(name)  # its own values over its bases'
+    assert "base" not in raw
     assert to_dict(cfg)["select"]["ipc"] == raw.get("select", {}).get("ipc", Config().select.ipc)
     assert load_config(str(CONFIG_DIR / f"{name}.yaml")) == cfg  # by path as well as by name
+
+
+def test_no_two_presets_differ_only_in_ipc_and_out():
+    """The IPCs of one protocol are one preset's list (a sweep); a separate preset must differ in
+    more than select.ipc and out."""
+    seen = {}
+    for name in PRESETS:
+        d = to_dict(load_config(name))
+        del d["out"], d["select"]["ipc"]
+        key = yaml.safe_dump(d, sort_keys=True)
+        assert key not in seen, f"presets {seen.get(key)} and {name} differ only in select.ipc and out: " \
+                                "make them one preset with select.ipc as a list"
+        seen[key] = name
+
+
+# ----------------------------------------------------------------------------- preset bases
+
+def _write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def test_base_preset_is_merged_under_the_child(tmp_path):
+    base = _write(tmp_path / "base.yaml", "teacher:\n  model: convnet_bn\n  train:\n    epochs: 4\n    lr: 0.3\n"
+                  "select:\n  ipc: 9\n  method: [random]\nout: runs/base\n")
+    child = _write(tmp_path / "child.yaml", f"base: {base}\nteacher:\n  train:\n    epochs: 6\n"
+                   "select:\n  method: [ccfs]\nout: runs/child\n")
+    cfg = load_config(child)
+    assert cfg.teacher.train.epochs == 6 and cfg.teacher.train.lr == 0.3  # nested sections merge key by key
+    assert cfg.teacher.model == "convnet_bn" and cfg.select.ipc == 9  # unset keys come from the base
+    assert cfg.select.method == ["ccfs"] and cfg.out == "runs/child"  # the child wins; lists are replaced
+    assert cfg.teacher.train.batch_size == Config().teacher.train.batch_size  # the base's unset keys: defaults
+    grandchild = _write(tmp_path / "grandchild.yaml", f"base: {child}\nselect:\n  ipc: 11\n")
+    cfg = load_config(grandchild, ["teacher.train.lr=0.7"])  # bases chain; overrides still win
+    assert (cfg.select.ipc, cfg.teacher.train.epochs, cfg.teacher.train.lr, cfg.out) == (11, 6, 0.7, "runs/child")
+    saved = tmp_path / "run" / "config.yaml"
+    save_config(cfg, saved)
+    assert "base" not in yaml.safe_load(saved.read_text()) and load_config(str(saved)) == cfg
+
+
+def test_base_by_preset_name(tmp_path):
+    child = _write(tmp_path / "child.yaml", "base: tiny\nselect:\n  ipc: 4\n")
+    assert load_config(child) == load_config("tiny", ["select.ipc=4"])
+
+
+def test_missing_base_is_a_config_error(tmp_path):
+    child = _write(tmp_path / "child.yaml", "base: no-such-preset\nselect:\n  ipc: 4\n")
+    with pytest.raises(ConfigError, match="base: no preset 'no-such-preset'") as e:
+        load_config(child)
+    assert "\n" not in str(e.value) and "child.yaml" in str(e.value)
+
+
+def test_base_cycle_is_a_config_error(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    _write(a, f"base: {b}\n")
+    _write(b, f"base: {a}\n")
+    with pytest.raises(ConfigError, match="cycle: a -> b -> a") as e:
+        load_config(str(a))
+    assert "\n" not in str(e.value)
+    own = _write(tmp_path / "own.yaml", f"base: {tmp_path / 'own.yaml'}\n")
+    with pytest.raises(ConfigError, match="cycle: own -> own"):
+        load_config(own)
 
 
 def test_unknown_preset_lists_presets():
@@ -46,7 +120,7 @@ def test_unknown_preset_lists_presets():
     ("select.method=ccfs", lambda c: c.select.method, ["ccfs"]),
     ("select.method=[random,herding]", lambda c: c.select.method, ["random", "herding"]),
     ("teacher.checkpoint=/a/b.pt", lambda c: c.teacher.checkpoint, "/a/b.pt"),
-    ("teacher.record_epochs=[1,2]", lambda c: c.teacher.record_epochs, [1, 2]),
+    ("data.mean=[0.5]", lambda c: c.data.mean, [0.5]),
     ("select.balance=false", lambda c: c.select.balance, False),
     ("train.epochs=5", lambda c: c.train.epochs, 5),
     ("train.lr=1e-3", lambda c: c.train.lr, 1e-3),
@@ -151,8 +225,8 @@ def test_bad_yaml_preset_is_config_error(tmp_path):
 
 def _nondefault() -> Config:
     return load_config("tiny", ["distill.method=folder", "distill.from=/imgs", "select.method=[random]",
-                                "teacher.record_epochs=[0,1]", "select.window_betas=[0.5]",
-                                "eval.seeds=[3,4]", "train.warmup_start=0.5", "seed=7"])
+                                "data.mean=[0.25]", "select.window_betas=[0.5]",
+                                "eval.seeds=[3,4]", "train.warmup_epochs=2", "seed=7"])
 
 
 def test_to_dict_round_trips_through_yaml():
@@ -195,8 +269,9 @@ def test_teacher_recipe_is_the_shared_recipe_with_its_own_defaults(tmp_path):
     cfg = load_config(None, ["teacher.train.lr=0.3"])
     assert isinstance(cfg.teacher.train, Recipe)
     assert cfg.teacher.train.lr == 0.3
-    assert (cfg.teacher.train.epochs, cfg.teacher.train.augment, cfg.teacher.train.crop_pad) == (8, "crop", 2)
-    assert cfg.train.augment == "rrc"  # the students' recipe keeps the Recipe defaults
+    assert (cfg.teacher.train.epochs, cfg.teacher.train.augment, cfg.teacher.train.crop_pad) == (15, "crop", 2)
+    assert (cfg.train.augment, cfg.train.steps) == ("rrc", 4800)  # the students' recipe has its own defaults
+    assert Recipe().steps == 0  # a bare Recipe trains its epochs
 
 
 def test_literal_choices_name_the_valid_values():
@@ -211,6 +286,14 @@ def test_config_listing_shows_keys_and_methods(capsys):
     out = capsys.readouterr().out
     assert "select.ipc" in out and " 7 " in out and "teacher.train.epochs" in out
     assert "window" in out and "sliding window" in out
+
+
+def test_config_listing_of_the_defaults(capsys):
+    from ccfs.cli import main
+
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "train.steps" in out and "4800" in out and "select.score" in out and "aum" in out
 
 
 
