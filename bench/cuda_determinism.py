@@ -27,7 +27,7 @@ def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("bench/cuda_determinism.py needs CUDA; none is available here")
     from ccfs.config import Recipe
-    from ccfs.context import set_cuda_determinism
+    from ccfs.device import set_cuda_determinism
     from ccfs.data.cache import load_dataset
     from ccfs.models import create_model
     from ccfs.objectives import KD, CrossEntropy

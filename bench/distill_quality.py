@@ -22,14 +22,14 @@ from pathlib import Path
 
 import torch
 
+from ccfs.api import train_student
 from ccfs.config import load_config
 from ccfs.context import Run
 from ccfs.data.datasets import Split
 from ccfs.distill.bn_matching import SynthParams, synthesize
 from ccfs.distill.folder import quantize
+from ccfs.distill.synthesis import synth_params
 from ccfs.selection.baselines import random_balanced
-from ccfs.synthesis import synth_params
-from ccfs.train import fit
 
 
 def distilled(run: Run, ipc: int, params: SynthParams, seed: int = 0):
@@ -37,7 +37,7 @@ def distilled(run: Run, ipc: int, params: SynthParams, seed: int = 0):
     labels = torch.arange(d.num_classes).repeat_interleave(ipc)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    px = synthesize(run.teacher, labels, tuple(d.train.images.shape[1:]), d.mean, std=d.std, params=params,
+    px = synthesize(run.teacher.model, labels, tuple(d.train.images.shape[1:]), d.mean, std=d.std, params=params,
                     generator=torch.Generator().manual_seed(seed))
     seconds = time.perf_counter() - t0
     peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
@@ -57,9 +57,8 @@ def gaussian(run: Run, ipc: int, seed: int = 0) -> Split:
 def student_accs(run: Run, data: Split, seeds) -> list[float]:
     d, out = run.data, []
     for seed in seeds:
-        model = run.model(run.cfg.eval.models[0], seed)
-        hist = fit(model, data, run.cfg.train, run.objective(), mean=d.mean, std=d.std, seed=seed,
-                   test=d.test, progress=False)
+        hist = train_student(d, data, run.teacher, model=run.cfg.eval.models[0], recipe=run.cfg.train, seed=seed,
+                             objective=run.cfg.eval.objective, device=run.device)
         out.append(hist.final_acc)
     return out
 

@@ -26,7 +26,7 @@ from throughput import bare_infer, bare_train  # bench/ is sys.path[0] when run 
 import ccfs.api
 import ccfs.models
 import ccfs.selection.run
-import ccfs.synthesis
+import ccfs.distill.synthesis
 import ccfs.train
 from ccfs.config import load_config
 from ccfs.objectives import KD
@@ -61,7 +61,7 @@ def instrument() -> None:
         INFER[_name(model)] += len(images) if kw.get("rows") is None else len(kw["rows"])
         return real_predict(model, images, *a, **kw)
 
-    real_synth = ccfs.synthesis.synthesize_classes
+    real_synth = ccfs.distill.synthesis.synthesize_classes
 
     def synth(*a, **kw):
         t0 = time.perf_counter()
@@ -69,7 +69,7 @@ def instrument() -> None:
         SYNTH_SECONDS[0] += time.perf_counter() - t0
         return out
 
-    ccfs.synthesis.synthesize_classes = synth
+    ccfs.distill.synthesis.synthesize_classes = synth
     for mod in (ccfs.models, ccfs.api):
         mod.create_model = create
     for mod in (ccfs.train, ccfs.api):

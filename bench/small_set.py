@@ -36,7 +36,7 @@ def main() -> None:
     c, s, n = args.channels, args.size, args.images
     data = Split(torch.randint(0, 256, (n, c, s, s), generator=g, dtype=torch.uint8), torch.arange(n) % 10)
     mean, std = (0.5,) * c, (0.25,) * c
-    recipe = Recipe(epochs=args.epochs, batch_size=0, augment="rrc", eval_every=0)
+    recipe = Recipe(epochs=args.epochs, batch_size=0, augment="rrc")
     bs = recipe.batch_for(n)
     steps = len(batch_indices(n, bs, g))
     teacher = create_model(args.model, 10, c, s).eval().requires_grad_(False)
@@ -44,7 +44,7 @@ def main() -> None:
     fmt = torch.channels_last if use_channels_last(student, torch.device("cpu")) else torch.contiguous_format
     teacher.to(memory_format=fmt)
     student.to(memory_format=fmt)
-    fit(student, data, Recipe(epochs=1, batch_size=bs, eval_every=0), KD(teacher), mean=mean, std=std,
+    fit(student, data, Recipe(epochs=1, batch_size=bs), KD(teacher), mean=mean, std=std,
         progress=False)  # warm-up
     t0 = time.perf_counter()
     fit(student, data, recipe, KD(teacher), mean=mean, std=std, progress=False)

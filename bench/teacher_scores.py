@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from ccfs.api import new_model
 from ccfs.config import load_config
 from ccfs.context import Run
 from ccfs.objectives import CrossEntropy
@@ -41,9 +42,9 @@ class TimedHook:
 def recording_cost(run: Run) -> tuple[float, float]:
     d = run.data
     recipe = run.cfg.teacher.train
-    recipe.epochs, recipe.eval_every = 1, 0
+    recipe.epochs = 1
     hook = TimedHook(DynamicsRecorder(len(d.train), 1))
-    model = run.model(run.cfg.teacher.model, 0)
+    model = new_model(run.cfg.teacher.model, d, 0)
     hist = fit(model, d.train, recipe, CrossEntropy(), mean=d.mean, std=d.std, hook=hook, progress=False)
     return hook.seconds, hist.seconds
 
@@ -58,14 +59,14 @@ def main() -> None:
     hook_s, epoch_s = recording_cost(run)
     print(f"recording cost: {hook_s:.2f}s of a {epoch_s:.1f}s epoch = {100 * hook_s / epoch_s:.2f} % "
           f"({args.threads} threads)")
-    scores = {k: v.float() for k, v in run.scores.items()}
+    scores = {k: torch.from_numpy(v).float() for k, v in run.teacher.scores.items()}
     names = sorted(scores)
     print("\nSpearman correlation of the 'hardness' keys (higher = harder for every score):")
     hard = {k: -ease(scores[k], k).numpy() for k in names}
     print("| | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
     for a in names:
         print(f"| {a} | " + " | ".join(f"{spearmanr(hard[a], hard[b])[0]:+.2f}" for b in names) + " |")
-    correct = run.teacher_correct.numpy()
+    correct = run.teacher.correct.numpy()
     n = len(correct) // 10
     print("\nteacher accuracy (un-augmented train images) on the 10 % hardest / easiest by each score:")
     print("| score | hardest 10 % | easiest 10 % |\n|---|---|---|")

@@ -82,7 +82,7 @@ def main() -> None:
     teacher.to(memory_format=torch.channels_last if use_channels_last(teacher, device) else torch.contiguous_format)
     x = ((data.images[: args.batch].float() / 255 - d.mean[0]) / d.std[0]).contiguous(memory_format=fmt)
     y = data.labels[: args.batch]
-    recipe = Recipe(epochs=1, batch_size=args.batch, augment="rrc", eval_every=0)
+    recipe = Recipe(epochs=1, batch_size=args.batch, augment="rrc")
     rows = []
     for name, obj, tch in (("train CE", CrossEntropy(), None), ("train KD", KD(teacher, 20.0), teacher)):
         bare_train(model, tch, x, y, 2)  # warm-up

@@ -12,7 +12,7 @@ _API = ("Dataset", "Recipe", "SelectCfg", "Split", "Teacher", "distill_images", 
 
 def __getattr__(name: str):
     if name in _API:
-        from ccfs import api
+        from ccfs import api  # on first use: `import ccfs.config` stays free of torch
 
         return getattr(api, name)
     raise AttributeError(f"module 'ccfs' has no attribute {name!r}")

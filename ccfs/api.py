@@ -1,15 +1,17 @@
-"""The Python API: each step of ccfs as a function of tensors.
+"""The Python API: each step of ccfs as a function of tensors, and the one place where the
+pipeline's pieces are built (models, the teacher's outputs, distilled images and the part
+of them a set uses, hardness, selection inputs, filter trainers, students).
 
     import ccfs
     data = ccfs.load_dataset("fashion-mnist")               # or ccfs.from_tensors(...)
-    teacher = ccfs.train_teacher(data, "convnet_w32_bn", ccfs.Recipe(epochs=15, augment="crop"))
+    teacher = ccfs.train_teacher(data)                       # the main job's teacher recipe
     distilled = ccfs.distill_images(teacher, data, per_class=10)  # SRe2L / CDA images, a Split
     sel = ccfs.select("ccfs", data, teacher, ipc=50, alpha=0.2, distilled=distilled, score="aum")
     hist = ccfs.train_student(data, ccfs.synthetic_set(data, sel.distilled, sel.indices), teacher)
 
-The CLI stages are this API plus artifacts: they call these functions and write what
-they return into the run directory (so they can resume). Tensors: images are uint8
-`[N, C, H, W]`, labels int64 `[N]`; every per-sample array is indexed by train row.
+The CLI stages are this API plus the run directory (`ccfs.context.Run`): they call these
+functions and keep what they return as artifacts, so that a run resumes. Tensors: images
+are uint8 `[N, C, H, W]`, labels int64 `[N]`; every per-sample array is indexed by train row.
 """
 from __future__ import annotations
 
@@ -21,13 +23,17 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ccfs import methods
-from ccfs.config import DistillCfg, Recipe, SelectCfg
+from ccfs.config import STUDENT_RECIPE, TEACHER_RECIPE, DistillCfg, Recipe, SelectCfg
 from ccfs.data.cache import load_dataset
 from ccfs.data.datasets import Dataset, Split
+from ccfs.device import resolve_device
+from ccfs.distill.synthesis import distill_from_config
+from ccfs.errors import ConfigError
 from ccfs.models import create_model
 from ccfs.objectives import CrossEntropy, make_objective
 from ccfs.scores import COMPUTED, to_hardness, true_class_logit
+from ccfs.selection import methods
+from ccfs.selection.baselines import random_balanced
 from ccfs.selection.ccfs import Filter, RoundState
 from ccfs.teacher.difficulty import DynamicsRecorder
 from ccfs.train import History, accuracy, fit, predict_logits
@@ -57,45 +63,50 @@ def new_model(name: str, data: Dataset, seed: int) -> torch.nn.Module:
 
 def _device(device) -> torch.device:
     """`auto`, a name or a torch.device; on CUDA with deterministic kernels, as the CLI's default."""
-    from ccfs.context import resolve_device
-
     return resolve_device(str(device))
+
+
+def check_budget(data: Dataset, ipc: int) -> None:
+    """IPC must fit in the smallest class."""
+    counts = torch.bincount(data.train.labels, minlength=data.num_classes)
+    if ipc > int(counts.min()):
+        c = int(counts.argmin())
+        raise ConfigError(f"select.ipc={ipc} is larger than class {c} ({data.classes[c]!r}), which "
+                          f"has {int(counts[c])} training images; use select.ipc <= {int(counts.min())}")
 
 
 # ----------------------------------------------------------------------------- teacher
 
 @dataclass
 class Teacher:
+    """A trained (or imported) teacher and what selection needs of it; the teacher stage
+    writes these fields to OUT/teacher/ and the run directory reads them back."""
     model: torch.nn.Module  # eval mode, frozen
-    train_logits: torch.Tensor  # [N, K] on un-augmented train images (CPU)
-    train_labels: torch.Tensor  # [N]
+    correct: torch.Tensor  # [N] bool: the train images it classifies correctly (the selection pool)
+    true_logit: torch.Tensor  # [N] its true-class logit on un-augmented train images
     scores: dict[str, np.ndarray] = field(default_factory=dict)  # raw scores [N], ccfs.scores signs
     test_acc: float = float("nan")  # percent
     seconds: float = 0.0  # of training
     val_acc: float | None = None  # percent, where the data has a validation split
 
-    @property
-    def correct(self) -> torch.Tensor:
-        """[N] bool: the train images the teacher classifies correctly (the selection pool)."""
-        return self.train_logits.argmax(1) == self.train_labels
-
     def hardness(self, score: str) -> torch.Tensor | None:
         """Score `score` as hardness [N] (higher = harder); None for the computed score logits."""
         if score in COMPUTED:
             return None
+        if score not in self.scores:
+            have = ", ".join(self.scores) or "none"
+            raise ConfigError(f"select.score={score} but the teacher stage recorded {have}; "
+                              f"import one with teacher.scores=FILE or pick another score")
         return to_hardness(torch.as_tensor(self.scores[score]).float(), score)
 
 
 def train_teacher(data: Dataset, model: str = "convnet_w32_bn", recipe: Recipe | None = None, *,
-                  seed: int = 0, device="auto", progress: bool = False, resume: Path | None = None,
-                  record_epochs: list[int] | None = None) -> Teacher:
+                  seed: int = 0, device="auto", progress: bool = False, resume: Path | None = None) -> Teacher:
     """Train a teacher on the whole train set with cross-entropy, recording the difficulty
     scores (forgetting, EL2N, loss, margin, AUM) while it trains."""
-    from ccfs.config import TEACHER_RECIPE
-
     recipe, device = recipe or TEACHER_RECIPE, _device(device)
     net = new_model(model, data, seed)
-    recorder = DynamicsRecorder(len(data.train), recipe.epochs_for(len(data.train)), record_epochs)
+    recorder = DynamicsRecorder(len(data.train), recipe.epochs_for(len(data.train)))
     t0 = time.perf_counter()
     fit(net, data.train, recipe, CrossEntropy(), mean=data.mean, std=data.std, device=device, seed=seed,
         hook=recorder, progress=progress, desc="teacher", resume=resume)  # tested once, below
@@ -109,23 +120,26 @@ def finish_teacher(net: torch.nn.Module, data: Dataset, device, scores: dict, *,
     logits = predict_logits(net, data.train.images, data.mean, data.std, device=device).cpu()
     test_acc = accuracy(net, data.test, data.mean, data.std, device=device)
     val_acc = accuracy(net, data.val, data.mean, data.std, device=device) if data.val is not None else None
-    return Teacher(net.requires_grad_(False), logits, data.train.labels, scores, test_acc, seconds, val_acc)
+    correct = logits.argmax(1) == data.train.labels
+    return Teacher(net.requires_grad_(False), correct, true_class_logit(logits, data.train.labels), scores,
+                   test_acc, seconds, val_acc)
 
 
 # ----------------------------------------------------------------------------- distill
 
-def distill_images(teacher: Teacher | torch.nn.Module, data: Dataset, per_class: int, *, method: str = "cda",
-            seed: int = 0, device="auto", progress: bool = False, **settings) -> Split:
+def distill_images(teacher: Teacher | torch.nn.Module, data: Dataset, per_class: int,
+                   settings: DistillCfg | None = None, *, seed: int = 0, device="auto", progress: bool = False,
+                   init_indices: list[int] | None = None, resume=None, on_batch=None, **fields) -> Split:
     """`per_class` distilled images of every class by BatchNorm matching (SRe2L / CDA) from a
-    BatchNorm teacher. `settings`: any distill.* key (iterations, lr, r_bn, ...)."""
-    from ccfs.config import DistillCfg
-    from ccfs.synthesis import distill_from_config
-
+    BatchNorm teacher, with `settings` (default DistillCfg()) and any distill.* `fields`
+    (iterations, lr, r_bn, ...) over it. `init_indices`: train rows (sorted by class) to start
+    from instead of noise; `resume` / `on_batch`: going on from, and saving, progress."""
+    cfg = replace(settings or DistillCfg(), **fields)
     net = teacher.model if isinstance(teacher, Teacher) else teacher
-    cfg = replace(DistillCfg(), method=method, **settings)
     device = _device(device)
     images, labels = distill_from_config(cfg, net.to(device), data, per_class, seed=seed, device=device,
-                                         progress=progress)
+                                         init_indices=init_indices, progress=progress, resume=resume,
+                                         on_batch=on_batch)
     return Split(images, labels)
 
 
@@ -151,8 +165,6 @@ def eval_sample(split: Split, size: int, seed: int = 0) -> Split | None:
     if size <= 0:
         return None
     k = int(split.labels.max()) + 1
-    from ccfs.selection.baselines import random_balanced
-
     return split.subset(random_balanced(split.labels, max(1, size // k), torch.Generator().manual_seed(seed)))
 
 
@@ -194,52 +206,55 @@ def filter_trainer(data: Dataset, distilled: Split | None, objective, *, arch: s
 def select(method: str, data: Dataset, teacher: Teacher, *, ipc: int, alpha: float = 0.0,
            distilled: Split | None = None, score: str = "forgetting", settings: SelectCfg | None = None,
            filter_model: str = "convnet_w32", recipe: Recipe | None = None, objective: str = "kd",
-           seed: int = 0, param: float = 0.0, device="auto", progress: bool = False,
-           hardness: torch.Tensor | None = None, state: RoundState | None = None,
+           seed: int = 0, device="auto", progress: bool = False, state: RoundState | None = None,
            on_round: Callable[[RoundState], None] | None = None,
            distill_settings: DistillCfg | None = None) -> methods.Selection:
-    """Run one selection method (a name of `ccfs.methods.METHODS`) and return its chosen
-    train indices. `distilled` holds int(ipc · alpha) images per class (first per class are
-    used) for methods that use the distilled part; `settings` the other select.* options;
-    filters are trained with `recipe` and KD from the teacher (objective "kd"). A method that
-    distils its own α part (selmatch) does so from its chosen real images with
-    `distill_settings` (default DistillCfg()), into `Selection.distilled`."""
-    entry = methods.get(method)
+    """Run one selection method and return its chosen train indices. `method`: a name of
+    `ccfs.selection.methods.METHODS`, or a swept method's run name (`window_b0.3`).
+    `distilled` holds at least int(ipc · alpha) images per class (the first of each class
+    are used) for methods that use the distilled part; `settings` the other select.*
+    options; filters are trained with `recipe` and KD from the teacher (objective "kd").
+    `state` resumes a CCFS selection after its last finished round; `on_round` is called
+    after every round. A method that distils its own α part (selmatch) does so from its
+    chosen real images with `distill_settings` (default DistillCfg()). The distilled images
+    that join the chosen ones are `Selection.distilled`."""
+    base, entry, param = methods.parse(method)
     settings = replace(settings or SelectCfg(), ipc=ipc, alpha=alpha, score=score)
     cpc = entry.distilled_per_class(ipc, int(ipc * alpha))
-    part = _first_per_class(distilled, cpc, data.num_classes) if entry.distilled in ("alpha", "ipc") else None
+    part = first_per_class(distilled, cpc, data.num_classes) if entry.distilled in ("alpha", "ipc") else None
     device = _device(device)
-    if hardness is None and entry.needs_scores:
-        hardness = teacher.hardness(entry.score or score)
-    obj = make_objective(objective, teacher.model if objective == "kd" else None, (recipe or Recipe()).temperature)
+    recipe = recipe or STUDENT_RECIPE
+    obj = make_objective(objective, teacher.model if objective == "kd" else None, recipe.temperature)
     inputs = methods.SelectionInputs(
-        labels=data.train.labels, num_classes=data.num_classes, ipc=ipc, cpc=cpc, hardness=hardness,
-        score_name=score, teacher_correct=teacher.correct,
-        teacher_logit=true_class_logit(teacher.train_logits, data.train.labels),
+        labels=data.train.labels, num_classes=data.num_classes, ipc=ipc, cpc=cpc,
+        hardness=teacher.hardness(entry.score or score) if entry.needs_scores else None,
+        score_name=entry.score or score, teacher_correct=teacher.correct, teacher_logit=teacher.true_logit,
         features=lambda: predict_logits(teacher.model, data.train.images, data.mean, data.std, device=device,
                                         features=True).cpu(),
-        train_filter=filter_trainer(data, part, obj, arch=filter_model, recipe=recipe or Recipe(), seed=FILTER_SEEDS + seed,
+        train_filter=filter_trainer(data, part, obj, arch=filter_model, recipe=recipe, seed=FILTER_SEEDS + seed,
                                     device=device, progress=progress, desc=f"{method} filter",
                                     eval_set=eval_sample(held_out(data), settings.filter_eval_size)),
         cfg=settings, seed=seed, param=param, state=state, on_round=on_round)
     sel = entry.select(inputs)
-    sel.distilled = part
+    sel.distilled, sel.distilled_per_class = part, cpc
     if entry.distilled == "own" and cpc and sel.log.get("distill_init"):
-        from ccfs.synthesis import distill_from_config
-
-        images, labels = distill_from_config(distill_settings or DistillCfg(), teacher.model.to(device), data, cpc,
-                                             seed=seed, device=device, init_indices=sel.log["distill_init"],
-                                             progress=progress)
-        sel.distilled = Split(images, labels)
+        distill_settings = distill_settings or DistillCfg()
+        if not distill_settings.synthesises:
+            raise ConfigError(f"select.method {base} distils from the selected window: it needs "
+                              "distill.method=sre2l or cda")
+        sel.distilled = distill_images(teacher, data, cpc, distill_settings, seed=seed, device=device,
+                                       init_indices=sel.log["distill_init"], progress=progress)
     return sel
 
 
-def _first_per_class(distilled: Split | None, per_class: int, num_classes: int) -> Split | None:
+def first_per_class(distilled: Split | None, per_class: int, num_classes: int) -> Split | None:
+    """The first `per_class` distilled images of every class (None for none)."""
     if distilled is None or per_class == 0:
         return None
     keep = [i for c in range(num_classes) for i in (distilled.labels == c).nonzero().flatten()[:per_class].tolist()]
     if len(keep) < per_class * num_classes:
-        raise ValueError(f"{len(distilled)} distilled images given, {per_class} per class are needed")
+        raise ConfigError(f"{len(distilled)} distilled images given, {per_class} per class are needed; "
+                          "in a run directory, run `ccfs distill` with this select.ipc / select.alpha")
     return distilled.subset(keep)
 
 
@@ -247,15 +262,13 @@ def _first_per_class(distilled: Split | None, per_class: int, num_classes: int) 
 
 def train_student(data: Dataset, synthetic: Split, teacher: Teacher | torch.nn.Module | None, *,
              model: str = "convnet_w32", recipe: Recipe | None = None, seed: int = 0,
-             objective: str = "kd", device="auto", progress: bool = False, desc: str = "eval",
-             objective_fn=None) -> History:
+             objective: str = "kd", device="auto", progress: bool = False, desc: str = "eval") -> History:
     """Train a fresh student on `synthetic` (KD from the teacher, or CE) and return its
     History; `History.final_acc` is the test accuracy after the last epoch, `History.val_acc`
     the validation accuracy (where `data` has a validation split), on which choices are made."""
-    recipe = recipe or Recipe()
-    if objective_fn is None:
-        net = teacher.model if isinstance(teacher, Teacher) else teacher
-        objective_fn = make_objective(objective, net if objective == "kd" else None, recipe.temperature)
+    recipe = recipe or STUDENT_RECIPE
+    net = teacher.model if isinstance(teacher, Teacher) else teacher
+    objective_fn = make_objective(objective, net if objective == "kd" else None, recipe.temperature)
     student = new_model(model, data, seed)
     return fit(student, synthetic, recipe, objective_fn, mean=data.mean, std=data.std, device=_device(device),
                seed=seed, test=data.test, val=data.val, progress=progress, desc=desc)

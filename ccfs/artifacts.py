@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 
 from ccfs.distributed import is_main
@@ -123,8 +124,6 @@ def git_commit() -> str:
 
 
 def np_save(path: str | Path, array) -> None:
-    import numpy as np
-
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, array)
@@ -132,8 +131,6 @@ def np_save(path: str | Path, array) -> None:
 
 def np_savez(path: str | Path, arrays: dict[str, Any]) -> None:
     """Write named arrays to one uncompressed .npz, atomically."""
-    import numpy as np
-
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)

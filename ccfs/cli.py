@@ -10,6 +10,8 @@ import sys
 
 from ccfs.errors import CCFSError
 
+# function-level imports: `ccfs --help` and `ccfs config` load no torch (seconds on a cold disk)
+
 STAGE_HELP = {
     "teacher": "train the teacher on the full train set (or import one) and record difficulty scores",
     "distill": "make the distilled part (SRe2L / CDA from the teacher, or import images)",
@@ -74,7 +76,7 @@ def _prepare(args) -> None:
 
 def _config(args) -> None:
     from ccfs.config import describe, load_config
-    from ccfs.methods import METHODS, get
+    from ccfs.selection.methods import METHODS, get
 
     cfg = load_config(args.preset, args.overrides)
     for name in cfg.select.method:

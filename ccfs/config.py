@@ -5,7 +5,7 @@ defaults, the preset (a name under `configs/` or a YAML path) and the overrides,
 every key, type and choice, and returns a `Config`. An unknown key, a wrong type or a value
 outside a `Literal` is a `ConfigError` that names the valid ones. Every field carries a
 one-line description (`doc`), listed by `ccfs config`. Loading a config imports no torch;
-method names are checked against `ccfs.methods` before a stage starts.
+method names are checked against `ccfs.selection.methods` before a stage starts.
 """
 from __future__ import annotations
 
@@ -40,24 +40,22 @@ class Recipe:
     epochs: int = doc(30, "training epochs")
     batch_size: int = doc(256, "images per step; 0 = the paper's rule: 32 if |S| < 5000, 64 if < 10000, else 128")
     lr: float = doc(0.05, "peak learning rate (SGD)")
-    momentum: float = doc(0.9, "SGD momentum")
     weight_decay: float = doc(5e-4, "SGD weight decay")
-    warmup_epochs: int = doc(0, "epochs of linear warmup from warmup_start × lr; then cosine to 0, stepped per epoch")
-    warmup_start: float = doc(0.01, "the first warmup lr, as a fraction of lr")
+    warmup_epochs: int = doc(0, "epochs of linear warmup from 0.01 × lr; then cosine to 0, stepped per epoch")
     augment: Literal["rrc", "crop", "none"] = doc("rrc", "rrc (RandomResizedCrop) | crop (zero-pad, random crop) | none")
-    flip: bool = doc(True, "random horizontal flip")
-    rrc_min_scale: float = doc(0.08, "RandomResizedCrop area range: [rrc_min_scale, 1] of the image")
-    crop_pad: int = doc(4, "pixels of zero padding for augment=crop")
+    flip: bool = doc(True, "random horizontal flip (turn it off for data whose mirror image is another class, e.g. digits)")
+    rrc_min_scale: float = doc(0.08, "augment=rrc: the crop's area range [rrc_min_scale, 1] of the image (small images "
+                                "want a softer crop than ImageNet's 0.08)")
+    crop_pad: int = doc(4, "augment=crop: pixels of zero padding (4 at 32 px, as the paper's CIFAR recipe)")
     temperature: float = doc(20.0, "KD temperature T")
     mix: Literal["none", "mixup", "cutmix"] = doc(
-        "none", "after the crop and flip, mix each batch with a shuffled copy of itself (λ ~ U(0, 1)); KD only")
+        "none", "after the crop and flip, mix each batch with a shuffled copy of itself (λ ~ U(0, 1)); KD only; "
+                "cutmix is SRe2L / CDA's own evaluation protocol, for comparing with their tables")
     steps: int = doc(0, "the compute rule: if > 0, train this many optimizer steps whatever the set size "
                      "(epochs = steps / batches per epoch, at least 1); 0: train.epochs")
-    eval_every: int = doc(0, "test every k epochs; 0 = eval_last tests in the last 20 % of epochs")
     eval_last: int = doc(1, "test passes spread over the last 20 % of epochs, the final one included (1: the "
                          "final epoch only; more: the paper's best-of-last-20 % metric is recorded too)")
-    amp: bool = doc(True, "mixed precision on CUDA (ignored on the CPU)")
-    channels_last: bool = doc(True, "channels-last memory format on CUDA, and on the CPU for BatchNorm nets")
+    amp: bool = doc(True, "mixed precision on CUDA (ignored on the CPU); off for full-precision numerics")
     compile: bool = doc(False, "torch.compile the training forward (of the model this recipe trains, and of its KD teacher), "
                         "one graph per batch shape; CCFS filters stay eager. On 2 CPU cores students take about 0.76 "
                         "of the time (bench/results/compile.md); needs a C++ compiler on the CPU; numerics differ "
@@ -85,26 +83,30 @@ class DataCfg:
     channels: Optional[int] = doc(None, "imagefolder only: 1 (gray) or 3 (RGB)")
     mean: Optional[list[float]] = doc(None, "per-channel normalisation mean (None: the dataset table's)")
     std: Optional[list[float]] = doc(None, "per-channel normalisation std (None: the dataset table's)")
-    store: Optional[str] = doc(None, "read the data in place from this on-disk store (ccfs prepare --store)")
-    val_size: int = doc(0, "images (class-balanced, fixed seed) held out of the train set as a validation split: "
+    store: Optional[str] = doc(None, "read the data in place from this on-disk store (ccfs prepare --store): for sets "
+                                 "larger than memory, such as ImageNet-sized folders")
+    val_size: int = doc(5000, "images (class-balanced, fixed seed) held out of the train set as a validation split: "
                         "never trained on or selected from; every choice is made on it (0: none)")
 
 
-# The squeeze recipe's defaults: random crop with padding + flip, tested after the last epoch.
-TEACHER_RECIPE = Recipe(epochs=8, batch_size=256, lr=0.05, weight_decay=5e-4, warmup_epochs=0,
+# The teacher's defaults, the Fashion-MNIST main job's: the squeeze recipe's random crop with padding +
+# flip, 15 epochs at lr 0.08, tested after the last epoch.
+TEACHER_RECIPE = Recipe(epochs=15, batch_size=256, lr=0.08, weight_decay=5e-4, warmup_epochs=0,
                         augment="crop", crop_pad=2)
+# The students' and filters' defaults: the recipe chosen on the Fashion-MNIST validation split
+# (research/results/recipe_fmnist_ipc50.md, first round): the compute rule at 4 800 steps, the paper's
+# batch rule, a softer RandomResizedCrop at 28 px, KD at T = 4.
+STUDENT_RECIPE = Recipe(steps=4800, batch_size=0, lr=0.05, weight_decay=5e-4, warmup_epochs=5, temperature=4.0,
+                        rrc_min_scale=0.5)
 
 
 @dataclass
 class TeacherCfg:
     """The teacher: trained on the full train set with cross-entropy, or imported."""
     model: str = doc("convnet_w32_bn", "teacher architecture (a name in the model registry)")
-    train: Recipe = doc(TEACHER_RECIPE, "the teacher's recipe (own defaults: 8 epochs, lr 0.05, crop + flip)")
+    train: Recipe = doc(TEACHER_RECIPE, "the teacher's recipe (own defaults: 15 epochs, lr 0.08, crop + flip)")
     checkpoint: Optional[str] = doc(None, "import a trained teacher from this checkpoint instead of training one")
     scores: Optional[str] = doc(None, "import a difficulty-score file (.npy forgetting, .npz C-score or ccfs scores)")
-    record_epochs: Optional[list[int]] = doc(None, "epochs whose logits feed EL2N and loss (None: the early ones)")
-    min_train_acc: Optional[float] = doc(None, "an imported teacher must classify at least this % of the train "
-                                         "set correctly (None: twice chance)")
 
 
 SYNTHESIS = ("sre2l", "cda")  # distill.method values that synthesise from the teacher
@@ -117,15 +119,14 @@ class DistillCfg:
         "cda", "sre2l | cda (BatchNorm matching from the teacher) | folder | tensor (import) | none")
     from_: Optional[str] = doc(None, "key distill.from: the folder or tensor file to import")
     iterations: int = doc(300, "Adam steps per batch of synthetic images")
-    lr: float = doc(0.1, "Adam learning rate on normalised pixels, cosine-decayed to 0")
-    r_bn: float = doc(0.01, "weight of the BatchNorm-statistics term")
-    first_bn_multiplier: float = doc(10.0, "extra weight of the first BatchNorm layer's term")
+    lr: float = doc(0.25, "Adam learning rate on normalised pixels, cosine-decayed to 0")
+    r_bn: float = doc(1.0, "weight of the BatchNorm-statistics term")
     jitter: int = doc(2, "pixels of random roll per step")
     batch_ipc: int = doc(10, "images per class in one optimisation batch")
-    cda_schedule: Literal["step", "linear", "cosine"] = doc("step", "how CDA's crop scale moves from easy to hard")
-    init: Literal["noise", "real"] = doc("noise", "start from Gaussian noise or from random real images")
-    random_choice: bool = doc(False, "folder import: a seeded random choice of files, not the first ones")
-    resize: bool = doc(False, "folder import: resize images of another size instead of refusing them")
+    random_choice: bool = doc(False, "folder import: a seeded random choice of files, not the first ones (for a folder "
+                                "holding more images per class than the run uses)")
+    resize: bool = doc(False, "folder import: resize images of another size instead of refusing them (another "
+                         "method's images made at another resolution)")
 
     @property
     def synthesises(self) -> bool:
@@ -142,34 +143,33 @@ class SelectCfg:
     alpha: float | list[float] = doc(0.2, "distilled portion α in [0, 1): int(ipc · α) distilled images per class; "
                                      "a list: a sweep, as for ipc")
     curricula: int = doc(3, "J, the number of CCFS rounds")
-    score: Literal[SCORE_NAMES] = doc("forgetting", "difficulty score of the fine stage and the score baselines")
-    coarse: Literal["misclassified", "correct"] = doc("misclassified", "coarse stage keeps what the filter gets wrong | right")
-    fine: Literal["simple", "hard", "random"] = doc("simple", "fine-stage order: easiest first | hardest first | random")
-    balance: bool = doc(True, "per-class quotas in the fine stage (off: the top quota · classes over all)")
-    teacher_correct: bool = doc(True, "restrict the pool to images the teacher classifies correctly")
+    score: Literal[SCORE_NAMES] = doc("aum", "difficulty score of the fine stage and the score baselines")
+    coarse: Literal["misclassified", "correct"] = doc("misclassified", "coarse stage keeps what the filter gets wrong | right "
+                                                        "(the paper's ablation)")
+    fine: Literal["simple", "hard", "random"] = doc("simple", "fine-stage order: easiest first | hardest first | random "
+                                                   "(the paper's ablation)")
+    balance: bool = doc(True, "per-class quotas in the fine stage (off: the top quota · classes over all; the "
+                           "paper's ablation)")
+    teacher_correct: bool = doc(True, "restrict the pool to images the teacher classifies correctly (off: the paper's "
+                                   "ablation)")
     shortfall: Literal["carry", "reference"] = doc(
-        "carry", "carry deficits and fill them in the last round (IPC always met) | reference (under-fill)")
-    fill: Literal["easiest", "boundary", "random"] = doc(
-        "easiest", "what fills a shortfall in the last round (carry): the easiest pool images by the score | the "
-        "pool images nearest the filter's decision boundary | a random draw")
-    quota: Literal["equal", "candidates"] = doc(
-        "equal", "CCFS per-class quota of a round: an equal share | the round's budget split in proportion to each "
-        "class's candidates (classes the filter gets right give fewer images: the set is no longer balanced)")
-    tie_break: Literal["index", "logit"] = doc(
-        "index", "fine stage, equal scores: by train index (as the official code) | by the filter's true-class "
-        "logit, easiest first (matters for integer scores such as forgetting counts)")
-    coarse_pass: Literal["lazy", "full"] = doc(
-        "lazy", "lazy: each filter infers the eligible pool only as far down the fine-stage order as the quotas "
-        "need (the same selection; the round log then counts candidates in that part) | full: the whole pool")
-    filter_model: Optional[str] = doc(None, "architecture of the CCFS filters (None: the first of eval.models)")
-    filter_epochs: Optional[int] = doc(None, "epochs of each filter, in place of the students' rule (None: as the students)")
+        "carry", "carry deficits and fill them in the last round (IPC always met) | reference: the official "
+        "code's rule, which under-fills (for exact parity with it)")
+    filter_model: Optional[str] = doc(None, "architecture of the CCFS filters (None: the first of eval.models; another one "
+                                        "studies how a selection transfers across architectures)")
     filter_steps: Optional[int] = doc(None, "optimizer steps of each filter under the steps rule (None: train.steps)")
     filter_eval_size: int = doc(1000, "images of the fixed class-balanced validation sample (test without data.val_size) each filter's accuracy "
                                 "is logged on (0: none)")
-    window_betas: list[float] = doc([round(0.1 * i, 1) for i in range(10)], "window: the β values swept")
+    window_betas: list[float] = doc([0.1, 0.3, 0.5, 0.7, 0.9], "window: the β values swept")
     window_unit: Literal["ipc", "class"] = doc(
-        "ipc", "window skips int(β · IPC) hardest images (ipc) or int(β · class size) (class)")
-    selmatch_beta: float = doc(0.5, "selmatch: the window's β before its α part is distilled")
+        "class", "window skips int(β · IPC) hardest images (ipc) or int(β · class size) (class)")
+    selmatch_beta: float = doc(0.5, "selmatch baseline: the window's β before its α part is distilled (SelMatch's own "
+                                   "choice for high IPC)")
+
+    @property
+    def cpc(self) -> int:
+        """Distilled images per class, int(ipc · α), at one point (not a sweep's lists)."""
+        return int(self.ipc * self.alpha)
 
 
 @dataclass
@@ -177,8 +177,10 @@ class EvalCfg:
     """Fresh students trained on each synthetic set (KD from the teacher)."""
     seeds: list[int] = doc([0, 1, 2], "one student per seed, method and model")
     models: list[str] = doc(["convnet_w32"], "student architectures (the first also makes the CCFS filters)")
-    objective: Literal["kd", "ce"] = doc("kd", "loss of students and filters: kd (from the teacher) | ce")
-    full_epochs: int = doc(10, "epochs of the full-data student (method full)")
+    objective: Literal["kd", "ce"] = doc("kd", "loss of students and filters: kd (from the teacher) | ce (hard labels: how much "
+                                              "a set is worth without the teacher)")
+    full_epochs: int = doc(10, "epochs of the full-data student (method full) where train.steps is 0; under the steps "
+                            "rule it trains train.steps")
     sweep_seeds: int = doc(0, "swept methods (the window's β): 0 trains every value on every seed; N trains "
                            "every value on the first N seeds, then only the value picked on validation over "
                            "them on the other seeds (values + seeds - N students instead of values x seeds)")
@@ -190,16 +192,25 @@ class Config:
     teacher: TeacherCfg = doc(TeacherCfg(), "the teacher")
     distill: DistillCfg = doc(DistillCfg(), "the distilled part")
     select: SelectCfg = doc(SelectCfg(), "the selection")
-    train: Recipe = doc(Recipe(), "the recipe of the filters and the students")
+    train: Recipe = doc(STUDENT_RECIPE, "the recipe of the filters and the students")
     eval: EvalCfg = doc(EvalCfg(), "the evaluation")
     out: str = doc("runs/default", "the run directory")
     seed: int = doc(0, "seed of the teacher, the distillation and the seed-free selections (random draws and "
                     "filters take each evaluation seed in turn)")
-    device: str = doc("auto", "auto | cpu | cuda | cuda:N")
+    device: str = doc("auto", "auto (CUDA when there is one) | cpu | cuda | cuda:N")
     deterministic: bool = doc(True, "on CUDA, deterministic kernels (cuDNN, cuBLAS), so that a seed gives one "
                               "result and a resumed run ends as an uninterrupted one; false: faster, not repeatable")
-    threads: int = doc(0, "torch CPU threads; 0 = torch's default")
+    threads: int = doc(0, "torch CPU threads; 0 = torch's default (a fixed count makes CPU results repeatable "
+                        "across machines)")
     progress: bool = doc(True, "progress bars (drawn only on a terminal)")
+
+
+def filter_recipe(cfg: Config) -> Recipe:
+    """The CCFS filters' recipe: the students' (`train.*`) with `select.filter_steps` as the
+    steps rule's count where it is set."""
+    if cfg.select.filter_steps is not None:
+        return dataclasses.replace(cfg.train, steps=cfg.select.filter_steps)
+    return cfg.train
 
 
 # ----------------------------------------------------------------------------- mechanics
@@ -252,6 +263,12 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+# Recipe fields the teacher never uses: it trains with cross-entropy on hard labels (no KD
+# temperature, no mixing), counts its length in epochs over the whole set, and is tested once,
+# after its last epoch. Not settable, not listed.
+NOT_FOR_TEACHER = ("temperature", "mix", "eval_last", "steps")
+
+
 def _build(cls, values: dict, prefix: str, base: Any = None):
     """An instance of `cls` from `base` (default: cls()) with `values` set, checked."""
     base = cls() if base is None else base
@@ -261,6 +278,9 @@ def _build(cls, values: dict, prefix: str, base: Any = None):
         if key not in fields:
             raise ConfigError(f"unknown config key {prefix + key!r}; valid keys: "
                               + ", ".join(prefix + k for k in fields))
+        if prefix == "teacher.train." and key in NOT_FOR_TEACHER:
+            raise ConfigError(f"teacher.train.{key} is not a teacher setting: the teacher trains with cross-entropy "
+                              f"on hard labels and is tested after its last epoch (train.{key} is the students')")
         name, tp = fields[key]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
@@ -271,12 +291,15 @@ def _build(cls, values: dict, prefix: str, base: Any = None):
     return dataclasses.replace(base, **kwargs)
 
 
-def to_dict(obj) -> dict:
-    """A config as a nested plain dict with the user-facing key names."""
+def to_dict(obj, prefix: str = "") -> dict:
+    """A config as a nested plain dict with the user-facing key names (the settings a user
+    can set: not the teacher recipe's NOT_FOR_TEACHER fields)."""
     out = {}
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        out[_key(f)] = to_dict(value) if dataclasses.is_dataclass(value) else value
+        if prefix == "teacher.train." and _key(f) in NOT_FOR_TEACHER:
+            continue
+        out[_key(f)] = to_dict(value, prefix + _key(f) + ".") if dataclasses.is_dataclass(value) else value
     return out
 
 
@@ -312,15 +335,26 @@ def preset_path(preset: str) -> Path:
     raise ConfigError(f"no preset {preset!r}: give a YAML file or one of: {', '.join(names)}")
 
 
-def read_preset(preset: str) -> dict:
+def read_preset(preset: str, _seen: tuple[Path, ...] = ()) -> dict:
+    """A preset's values, over those of the preset its top-level `base:` names (a name under
+    `configs/` or a YAML path, itself read the same way); `base` is consumed here."""
     path = preset_path(preset)
+    if path.resolve() in _seen:
+        raise ConfigError(f"preset bases form a cycle: {' -> '.join(p.stem for p in (*_seen, path))}")
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path} should hold a mapping of config sections")
-    return values
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    try:
+        base_path = preset_path(str(base))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: base: {e}") from None
+    return _merge(read_preset(str(base_path), (*_seen, path.resolve())), values)
 
 
 def load_config(preset: str | None, overrides: list[str] = ()) -> Config:
@@ -359,26 +393,21 @@ def validate(cfg: Config) -> None:
         value = getattr(cfg.data, key)
         if value is not None and (not value or (key == "std" and min(value) <= 0)):
             raise ConfigError(f"data.{key}={value} must list one {'positive ' if key == 'std' else ''}value per channel")
-    if cfg.teacher.train.mix != "none":
-        raise ConfigError("teacher.train.mix must be none: the teacher trains with cross-entropy on hard labels")
     if cfg.train.mix != "none" and cfg.eval.objective != "kd":
         raise ConfigError(f"train.mix={cfg.train.mix} mixes images, not labels: it needs eval.objective=kd")
     if cfg.data.val_size < 0 or cfg.train.steps < 0:
         raise ConfigError("data.val_size and train.steps must be 0 or more")
-    if s.filter_epochs is not None and s.filter_steps is not None:
-        raise ConfigError("set select.filter_epochs or select.filter_steps, not both")
-    if (s.filter_epochs is not None and s.filter_epochs < 1) or (s.filter_steps is not None and s.filter_steps < 1):
-        raise ConfigError("select.filter_epochs and select.filter_steps must be at least 1 (or unset)")
+    if s.filter_steps is not None and s.filter_steps < 1:
+        raise ConfigError("select.filter_steps must be at least 1 (or unset: as train.steps)")
     if not cfg.eval.seeds or not cfg.eval.models:
         raise ConfigError("eval.seeds and eval.models must each name at least one entry")
     if cfg.eval.sweep_seeds < 0:
         raise ConfigError(f"eval.sweep_seeds must be 0 (every seed) or more, not {cfg.eval.sweep_seeds}")
 
 
-def save_config(cfg: Config, path: Path) -> None:
-    from ccfs.artifacts import write_text
-
-    write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+def dump_config(cfg: Config) -> str:
+    """The resolved config as the YAML saved next to every run's artifacts."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
 # ----------------------------------------------------------------------------- listing
@@ -404,6 +433,6 @@ def describe(cfg: Config | None = None, obj: Any = None, prefix: str = "") -> li
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
             rows += describe(cfg, value, prefix + _key(f) + ".")
-        else:
+        elif not (prefix == "teacher.train." and _key(f) in NOT_FOR_TEACHER):
             rows.append((prefix + _key(f), _type_name(hints[f.name]), value, f.metadata.get("doc", "")))
     return rows

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 
-from ccfs import methods
+from ccfs.selection import methods
 from ccfs.artifacts import write_text
 from ccfs.context import Run
 from ccfs.distill.folder import export_png_folder

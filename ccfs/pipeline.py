@@ -8,26 +8,38 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import replace
+from itertools import product
 from pathlib import Path
 
-from ccfs import distributed, methods, records, runlock
-from ccfs.config import Config, save_config, to_dict
-from ccfs.context import Run
+import yaml
+
+from ccfs import api, distributed, records, runlock
+from ccfs.artifacts import write_text
+from ccfs.config import Config, dump_config, load_config, to_dict
+from ccfs.context import Run, check_format, write_format
+from ccfs.distill.run import distill_stage
 from ccfs.errors import ConfigError
+from ccfs.evaluate.run import evaluate_stage
+from ccfs.export import export_stage
+from ccfs.models import MODELS, load_checkpoint
+from ccfs.report.run import report_stage, sweep_report
+from ccfs.report.tables import summary_table
+from ccfs.scores import COMPUTED, RECORDED
+from ccfs.selection import methods
+from ccfs.selection.run import select_stage
+from ccfs.teacher.run import teacher_stage
+from ccfs.teacher.score_files import load_dataset_scores
 
 
 def preflight(run: Run) -> None:
     """Checks that need the dataset but no training."""
-    from ccfs.models import MODELS, load_checkpoint
-    from ccfs.teacher.score_files import load_dataset_scores
-
     cfg = run.cfg
     for name in [cfg.teacher.model, *cfg.eval.models] + ([cfg.select.filter_model] if cfg.select.filter_model else []):
         if name not in MODELS:
             raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
-    run.check_budget()
+    api.check_budget(run.data, cfg.select.ipc)
     if cfg.teacher.checkpoint and not (run.teacher_dir / "metrics.json").is_file():
-        load_checkpoint(run.model(cfg.teacher.model, 0), cfg.teacher.checkpoint, arch=cfg.teacher.model,
+        load_checkpoint(api.new_model(cfg.teacher.model, run.data, 0), cfg.teacher.checkpoint, arch=cfg.teacher.model,
                         normalization=(run.data.mean, run.data.std))
     imported = load_dataset_scores(cfg.teacher.scores, run.data)[0] if cfg.teacher.scores else None
     _check_score_available(run, imported)
@@ -41,13 +53,11 @@ def _check_score_available(run: Run, imported: str | None) -> None:
 
 
 def _check_one_score(run: Run, score: str, imported: str | None) -> None:
-    from ccfs.scores import COMPUTED, RECORDED
-
     cfg = run.cfg
     if score in COMPUTED:
         return
     if (run.teacher_dir / "metrics.json").is_file():
-        run.hardness_of(score)  # a finished teacher stage: fails now, naming the scores it holds
+        run.teacher.hardness(score)  # a finished teacher stage: fails now, naming the scores it holds
     elif score not in RECORDED and imported != score:
         raise ConfigError(f"select.score={score} cannot be recorded while training; import it with "
                           "teacher.scores=FILE")
@@ -58,20 +68,11 @@ def _check_one_score(run: Run, score: str, imported: str | None) -> None:
 
 
 def _stages():
-    from ccfs.distill.run import distill_stage
-    from ccfs.evaluate.run import evaluate_stage
-    from ccfs.export import export_stage
-    from ccfs.report.run import report_stage
-    from ccfs.selection.run import select_stage
-    from ccfs.teacher.run import teacher_stage
-
     return {"teacher": teacher_stage, "distill": distill_stage, "select": select_stage,
             "evaluate": evaluate_stage, "export": export_stage, "report": report_stage}
 
 
 def run_all(run: Run) -> None:
-    from ccfs.report.tables import summary_table
-
     t0 = time.perf_counter()
     for name, stage in _stages().items():
         _run_one(name, stage, run)
@@ -103,8 +104,6 @@ def sweep_points(cfg: Config) -> list[Config]:
     list of one is a sweep of one point, so that more methods or seeds for one point of a
     sweep land in that point's directory. Methods that ignore α run at the first α of each
     IPC only, and `full` at the first point only."""
-    from itertools import product
-
     if not is_sweep(cfg):
         return [cfg]
     ipcs = cfg.select.ipc if isinstance(cfg.select.ipc, list) else [cfg.select.ipc]
@@ -126,8 +125,6 @@ def is_sweep(cfg: Config) -> bool:
 def other_points(out: Path, points: list[Config]) -> list[Config]:
     """The configs of the point directories already in a sweep's OUT that `points` does not
     name (from earlier invocations over the same OUT), for the sweep report."""
-    from ccfs.config import load_config
-
     named = {Path(p.out).resolve() for p in points}
     found = sorted(p.parent for p in Path(out).glob("ipc*_a*/config.yaml") if p.parent.resolve() not in named)
     return [replace(load_config(str(d / "config.yaml")), out=str(d)) for d in found]
@@ -145,7 +142,7 @@ def run_sweep(stage: str, cfg: Config, points: list[Config]) -> None:
     top = Run(replace(cfg, select=points[0].select))
     top.data  # noqa: B018  (loaded once, shared by every point)
     runs = [top.sibling(p) for p in points]
-    biggest = max(runs, key=lambda r: methods.distilled_needed(r.cfg.select, r.cpc))
+    biggest = max(runs, key=lambda r: methods.distilled_needed(r.cfg.select, r.cfg.select.cpc))
     held = contextlib.ExitStack()
 
     def start() -> None:
@@ -155,8 +152,8 @@ def run_sweep(stage: str, cfg: Config, points: list[Config]) -> None:
         for r in runs:
             _check_same_run(r)
             preflight(r)
-            save_config(r.cfg, r.out / "config.yaml")
-        save_config(cfg, top.out / "config.yaml")
+            _save(r.cfg, r.out)
+        _save(cfg, top.out)
 
     with held:
         distributed.on_main(start)
@@ -166,9 +163,6 @@ def run_sweep(stage: str, cfg: Config, points: list[Config]) -> None:
                 _run_one(name, asked[name], biggest)  # its teacher/ and distill/ are OUT's
         per_point = {name: fn for name, fn in asked.items() if name not in SWEEP_SHARED}
         if per_point:
-            from ccfs.report.run import sweep_report
-            from ccfs.report.tables import summary_table
-
             shown = sorted(runs + [top.sibling(c) for c in other_points(top.out, points)],
                            key=lambda r: (r.cfg.select.ipc, r.cfg.select.alpha))  # every point in OUT
             for r in runs:
@@ -196,7 +190,7 @@ def run_stage(stage: str, cfg: Config) -> None:
         _check_same_run(run)
         print(run.data.summary())
         preflight(run)
-        save_config(cfg, run.out / "config.yaml")
+        _save(cfg, run.out)
 
     with held:
         distributed.on_main(start)
@@ -217,26 +211,22 @@ def _finished(out, pattern: str) -> bool:
     return any(any(out.glob(p)) for p in (FINISHED if pattern == "*" else (pattern,)))
 
 
-def _pinned_view(cfg: dict) -> dict:
-    """A config dict as the pinned comparison sees it: the teacher's recipe without the
-    fields added later at their earlier value (a config.yaml written before they existed
-    lacks them)."""
-    teacher = cfg.get("teacher")
-    if isinstance(teacher, dict) and isinstance(teacher.get("train"), dict):
-        cfg = {**cfg, "teacher": {**teacher, "train": records.without_added_later(teacher["train"], "recipe")}}
-    return cfg
+def _save(cfg: Config, out: Path) -> None:
+    """The resolved config and the run-directory format, next to the artifacts."""
+    write_text(Path(out) / "config.yaml", dump_config(cfg))
+    write_format(out)
 
 
 def _check_same_run(run: Run) -> None:
-    """A changed pinned section is refused only where finished artifacts depend on it (a
-    run that failed before finishing anything can be retried with other settings)."""
-    import yaml
-
+    """A run directory of another format is refused; a changed pinned section only where
+    finished artifacts depend on it (a run that failed before finishing anything can be
+    retried with other settings)."""
+    check_format(run.out)
     path = run.out / "config.yaml"
     if not path.is_file():
         return
-    old = _pinned_view(yaml.safe_load(path.read_text()) or {})
-    new = _pinned_view(to_dict(run.cfg))
+    old = yaml.safe_load(path.read_text()) or {}
+    new = to_dict(run.cfg)
     changed = [k for k, needs in PINNED.items() if old.get(k) != new.get(k) and _finished(run.out, needs)]
     if changed:
         raise ConfigError(f"{run.out} holds a run made with other {', '.join(changed)} settings; "

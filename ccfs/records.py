@@ -3,7 +3,8 @@
 A record's key is (method, model, IPC, α, seed, settings), where `settings` is a hash of
 everything a selection or a student depends on besides the pinned data / teacher / distill
 sections of the run (those cannot change within a run directory). Records made with other
-settings stay in the file but are never mixed with the current ones.
+settings stay in the file but are never mixed with the current ones. Each selection folder
+keeps the settings it was made with (`settings.json`), checked before it is reused.
 """
 from __future__ import annotations
 
@@ -13,77 +14,34 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from ccfs import methods
-from ccfs.artifacts import append_jsonl
-from ccfs.config import Config, to_dict
+from ccfs.selection import methods
+from ccfs.artifacts import append_jsonl, read_json, write_json
+from ccfs.config import Config, filter_recipe, to_dict
 from ccfs.errors import ConfigError
 
 FILE = "results.jsonl"
 
 
-# Recipe fields that only decide when a model is tested: they change evaluation records,
-# never a selection (filters are not tested by the recipe).
-TEST_ONLY = ("eval_every", "eval_last")
-# Recipe fields a selection never depends on: the test-only ones, and `compile` (filters
-# always train eager, ccfs.api.filter_trainer).
-NOT_FOR_FILTERS = (*TEST_ONLY, "compile")
-
-
-# Settings added after run directories existed, at the value that keeps the earlier
-# behaviour: left out while they hold it, so older selections, records and run
-# directories still match (and keep their hash); any other value is part of the settings.
-# "recipe" holds the fields of every training recipe (train, teacher.train).
-ADDED_LATER = {"select": {"quota": "equal", "filter_steps": None}, "recipe": {"compile": False}}
-
-
-def without_added_later(d: dict, section: str) -> dict:
-    """A config section's dict without the ADDED_LATER keys that hold their earlier value."""
-    same = ADDED_LATER[section]
-    return {k: v for k, v in d.items() if not (k in same and v == same[k])}
-
-
-# The filters' own length (select.*): a selection made without filters never depends on it.
-FILTER_LENGTH = ("filter_steps", "filter_epochs")
+# Recipe fields a selection never depends on: when models are tested (filters are not
+# tested by the recipe) and `compile` (filters always train eager, ccfs.api.filter_trainer).
+NOT_FOR_FILTERS = ("eval_last", "compile")
 
 
 def selection_settings(cfg: Config, run_name: str | None = None) -> dict:
-    """What a selection (or, with run_name None, an evaluation record) depends on. A
-    selection that trains filters depends on the filters' recipe, not on the students'
-    length once `select.filter_steps` / `filter_epochs` set the filters' own."""
-    out = {"select": {k: v for k, v in without_added_later(to_dict(cfg.select), "select").items()
-                      if k != "method"}}
-    if run_name is None or methods.parse(run_name)[1].trains_filters:
-        train = without_added_later(to_dict(cfg.train), "recipe")
-        if run_name is not None:
-            train = {k: v for k, v in train.items() if k not in NOT_FOR_FILTERS}
-        out.update({"train": train, "objective": cfg.eval.objective,
-                    "filter_model": cfg.select.filter_model or cfg.eval.models[0]})
+    """What a selection of `run_name` depends on besides the run directory's pinned data,
+    teacher and distilled images: the select.* options, and for a method that trains
+    filters, the filters' resolved recipe, objective and architecture. With run_name None,
+    what an evaluation record depends on: every select.* option and the students' recipe."""
+    select = {k: v for k, v in to_dict(cfg.select).items() if k != "method"}
+    filter_model = cfg.select.filter_model or cfg.eval.models[0]
     if run_name is None:
-        out["full_epochs"] = cfg.eval.full_epochs
-        return out
-    return _as_selection_sees(out)
-
-
-def _as_selection_sees(d: dict) -> dict:
-    """Selection settings reduced to what the selection uses: NOT_FOR_FILTERS recipe keys
-    dropped (files written before they were split off carry them), the filters' length applied to
-    the recipe, and that length dropped where no filters train. Idempotent, so saved and
-    present settings compare after it."""
-    select = dict(d["select"])
-    if "train" not in d:
-        return {**d, "select": {k: v for k, v in select.items() if k not in FILTER_LENGTH}}
-    train = {k: v for k, v in d["train"].items() if k not in NOT_FOR_FILTERS}
-    if select.get("filter_epochs") is not None:
-        train.update(epochs=select["filter_epochs"], steps=0)
-    elif select.get("filter_steps") is not None:
-        train.update(steps=select["filter_steps"])
-    return {**d, "select": select, "train": train}
-
-
-def same_selection_settings(saved: dict, now: dict) -> bool:
-    """A selection's saved settings.json against the present ones, both reduced to what the
-    selection uses."""
-    return _as_selection_sees(saved) == _as_selection_sees(now)
+        return {"select": select, "train": to_dict(cfg.train), "objective": cfg.eval.objective,
+                "filter_model": filter_model, "full_epochs": cfg.eval.full_epochs}
+    select = {k: v for k, v in select.items() if k not in ("filter_steps", "filter_model")}  # in the recipe below
+    if not methods.parse(run_name)[1].trains_filters:
+        return {"select": select}
+    train = {k: v for k, v in to_dict(filter_recipe(cfg)).items() if k not in NOT_FOR_FILTERS}
+    return {"select": select, "train": train, "objective": cfg.eval.objective, "filter_model": filter_model}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -95,10 +53,9 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def selection_changes(saved: dict, now: dict) -> list[str]:
     """What differs between a selection's saved settings and the present ones, as
-    `key: saved -> now` lines (dotted config keys), after both are reduced to what the
-    selection uses; empty when they are the same."""
-    a, b = _flat(_as_selection_sees(saved)), _flat(_as_selection_sees(now))
-    pairs = {k: (a.get(k, "(default)"), b.get(k, "(default)")) for k in a.keys() | b.keys()}
+    `key: saved -> now` lines (dotted keys); empty when they are the same."""
+    a, b = _flat(saved), _flat(now)
+    pairs = {k: (a.get(k, "(none)"), b.get(k, "(none)")) for k in a.keys() | b.keys()}
     return [f"{k}: {x} -> {y}" for k, (x, y) in sorted(pairs.items()) if x != y]
 
 
@@ -110,6 +67,19 @@ def settings_mismatch(folder: Path, saved: dict, now: dict) -> str:
             "which gives each its own folder" if any(c.startswith("select.ipc:") for c in changes)
             else "; use a new out= directory or delete the folder to redo it")
     return f"{folder} was made with other select/train settings ({'; '.join(changes)}){hint}"
+
+
+def check_selection_settings(folder: Path, cfg: Config, run_name: str, *, write: bool = False) -> None:
+    """A selection folder made with other settings is never silently reused: a one-line
+    error saying what differs. `write`: record the present settings where none are saved."""
+    path = Path(folder) / "settings.json"
+    now = json.loads(json.dumps(selection_settings(cfg, run_name)))  # as saved: tuples become lists
+    if path.is_file():
+        saved = read_json(path)
+        if saved != now:
+            raise ConfigError(settings_mismatch(Path(folder), saved, now))
+    elif write:
+        write_json(path, now)
 
 
 def settings_hash(cfg: Config) -> str:

@@ -6,7 +6,9 @@ swappable objective. SGD with momentum, linear warmup then cosine, stepped per e
 """
 from __future__ import annotations
 
+import copy
 import math
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,6 +16,8 @@ from typing import Callable, Optional
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from ccfs import distributed
 from ccfs.artifacts import torch_save
@@ -21,6 +25,7 @@ from ccfs.config import Recipe  # noqa: F401  (defined with the config: loading 
 from ccfs.data.augment import AugmentPolicy, augment, normalize, to_float
 from ccfs.data.datasets import Split
 from ccfs.errors import ConfigError
+from ccfs.models import batchnorm_layers
 
 Hook = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
@@ -31,7 +36,11 @@ def augment_policy(recipe: Recipe) -> AugmentPolicy:
                          pad=recipe.crop_pad, mix=recipe.mix)
 
 
-def lr_factor(epoch: int, epochs: int, warmup: int, start: float) -> float:
+MOMENTUM = 0.9  # SGD momentum of every model ccfs trains
+WARMUP_START = 0.01  # the first warmup lr, as a fraction of the peak lr
+
+
+def lr_factor(epoch: int, epochs: int, warmup: int, start: float = WARMUP_START) -> float:
     """Multiplier of the peak lr at `epoch`: linear warmup from `start`, then cosine to 0."""
     if epoch < warmup:
         return start + (1 - start) * epoch / warmup
@@ -39,10 +48,9 @@ def lr_factor(epoch: int, epochs: int, warmup: int, start: float) -> float:
     return 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / span))
 
 
-def eval_epochs(epochs: int, every: int, last: int) -> set[int]:
-    """Epochs (0-based) after which the test set is evaluated; the final one always."""
-    if every > 0:
-        return {e for e in range(epochs) if (e + 1) % every == 0} | {epochs - 1}
+def eval_epochs(epochs: int, last: int) -> set[int]:
+    """Epochs (0-based) after which the test set is evaluated: `last` passes spread over the
+    last 20 % of epochs, the final one always."""
     start = int(0.8 * epochs)
     n = max(1, min(last, epochs - start))
     return {epochs - 1 - round(i * (epochs - 1 - start) / max(1, n - 1)) for i in range(n)} if n > 1 else {epochs - 1}
@@ -77,15 +85,11 @@ class Normalizer:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
-def use_channels_last(model: nn.Module, device: torch.device, wanted: bool = True) -> bool:
+def use_channels_last(model: nn.Module, device: torch.device) -> bool:
     """Channels-last on CUDA; on the CPU only for BatchNorm nets. `python -m bench.channels_last`
     (bench/results/channels_last.md, 2 threads) measured CPU training at 4.6k vs 3.0k img/s
     (channels-last vs contiguous) for convnet_w32_bn, but 2.0k vs 3.4k for convnet_w32 and
     332 vs 407 for convnet, whose instance norm is a GroupNorm."""
-    from ccfs.models import batchnorm_layers
-
-    if not wanted:
-        return False
     return device.type == "cuda" or bool(batchnorm_layers(model))
 
 
@@ -203,20 +207,18 @@ def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, 
     `hook(epoch, indices, logits, labels)` runs after every step with the batch's detached
     logits. With `resume`, a checkpoint is written after every epoch and picked up on the
     next call, so an interrupted run ends exactly like an uninterrupted one."""
-    from tqdm import tqdm
-
     if recipe.mix != "none" and not hasattr(objective, "teacher"):
         raise ValueError("train.mix mixes images without mixing labels: it needs a KD objective (a teacher)")
     recipe = replace(recipe, epochs=recipe.epochs_for(len(data)), steps=0)  # the compute rule, resolved
     device = torch.device(device)
-    cl = use_channels_last(model, device, recipe.channels_last)
+    cl = use_channels_last(model, device)
     model.to(device, memory_format=torch.channels_last if cl else torch.contiguous_format)
     net = _data_parallel(model, device)
     _place_teacher(objective, device)
     net, objective = _compiled(net, objective, device) if recipe.compile else (net, objective)
     data = data.batches_on(device) if data.mapped else data.to(device)  # a store stays on the host
     norm = Normalizer(mean, std, device, cl)
-    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=MOMENTUM,
                           weight_decay=recipe.weight_decay)
     use_scaler = device.type == "cuda" and recipe.amp and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
@@ -224,13 +226,13 @@ def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, 
     hist, start = History(), 0
     if resume is not None and Path(resume).is_file():
         start, hist = _load_resume(resume, model, opt, gen, hook=hook)
-    evals = eval_epochs(recipe.epochs, recipe.eval_every, recipe.eval_last) if test is not None else set()
+    evals = eval_epochs(recipe.epochs, recipe.eval_last) if test is not None else set()
     # disable=None: tqdm draws only when stderr is a terminal (no bar noise in logs or CI)
     bar = tqdm(range(start, recipe.epochs), desc=desc, disable=None if progress else True, leave=False, unit="ep")
     for epoch in bar:
         t0 = time.perf_counter()
         for group in opt.param_groups:
-            group["lr"] = recipe.lr * lr_factor(epoch, recipe.epochs, recipe.warmup_epochs, recipe.warmup_start)
+            group["lr"] = recipe.lr * lr_factor(epoch, recipe.epochs, recipe.warmup_epochs)
         loss, acc = _train_epoch(net, opt, objective, data, norm=norm, recipe=recipe, epoch=epoch, gen=gen, device=device, hook=hook, scaler=scaler)
         hist.train_loss.append(loss)
         hist.train_acc.append(acc)
@@ -248,8 +250,6 @@ def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, 
 
 def has_cxx_compiler() -> bool:
     """Whether a C++ compiler is on PATH: inductor needs one to compile for the CPU."""
-    import shutil
-
     return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
 
@@ -262,8 +262,6 @@ def _compiled(net: nn.Module, objective, device: torch.device):
     would pass dynamo's recompile limit (8 a function), after which it runs eager without
     failing. Clearing costs about a second a fit: the graphs come back from inductor's
     on-disk cache (measured on 1 loaded thread: 2.2 s against 0.7 s for a 550-image epoch)."""
-    import copy
-
     if device.type == "cpu" and not has_cxx_compiler():
         raise ConfigError("train.compile on the CPU needs a C++ compiler (g++ or clang++ on PATH): install "
                           "one or set train.compile=false")
@@ -289,8 +287,6 @@ def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
     running statistics broadcast from rank 0), the model itself otherwise."""
     if distributed.world_size() == 1:
         return model
-    from torch.nn.parallel import DistributedDataParallel
-
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 

@@ -27,9 +27,7 @@ def api_and_cli(tmp_path_factory):
     cfg = load_config("tiny", [f"data.root={root}"])
     data = ccfs.load_dataset("fashion-mnist", str(root))
     teacher = ccfs.train_teacher(data, cfg.teacher.model, cfg.teacher.train, device="cpu")
-    d = cfg.distill
-    distilled = ccfs.distill_images(teacher, data, per_class=int(cfg.select.ipc * cfg.select.alpha), device="cpu",
-                             iterations=d.iterations, batch_ipc=d.batch_ipc)
+    distilled = ccfs.distill_images(teacher, data, int(cfg.select.ipc * cfg.select.alpha), cfg.distill, device="cpu")
     yield out, cfg, data, teacher, distilled
     mp.undo()
 

@@ -1,11 +1,22 @@
-"""The layering of the package, read from the source (imports inside functions count):
+"""The layering of the package, read from the source (imports inside functions count).
 
-- a stage (the module that reads and writes one step's artifacts) imports no other stage;
-- the shared layer (config, data, models, train, methods, records, artifacts, the
-  algorithms, the Python API that stages build on) imports no stage, so a config reaches
-  every stage from the pipeline without climbing back through another one;
-- no import cycles between ccfs modules;
-- loading a config imports no torch.
+Layers, lowest first; a module imports only modules of its own layer or lower ones:
+
+0. foundations, free of torch: errors, scores, config
+1. devices, files, data and models: distributed, device, artifacts, runlock, data.*, models.*
+2. training: objectives, train
+3. algorithms, pure tensor functions, and the method table: teacher.difficulty,
+   teacher.score_files, distill.bn_matching, distill.folder, distill.synthesis,
+   selection.ccfs, selection.baselines, selection.methods
+4. the one assembly of the pipeline's pieces: api
+5. the run directory and its records: records, context
+6. stages, peers that never import one another: teacher.run, distill.run, selection.run,
+   evaluate.run, export, report.* (run, tables, plots, results_page)
+7. orchestration: pipeline, cli, __main__, the package
+
+Also: no import cycles; loading a config imports no torch; an import inside a function says
+why in a comment (on its line or the line before, or once per module in a line starting
+`# function-level imports:`).
 """
 from __future__ import annotations
 
@@ -25,9 +36,23 @@ STAGES = {
     "select": ("ccfs.selection.run",),
     "evaluate": ("ccfs.evaluate.run",),
     "export": ("ccfs.export",),
-    "report": ("ccfs.report.run", "ccfs.report.tables", "ccfs.report.plots"),
+    "report": ("ccfs.report.run", "ccfs.report.tables", "ccfs.report.plots", "ccfs.report.results_page"),
 }
 ORCHESTRATORS = ("ccfs.cli", "ccfs.pipeline", "ccfs.__main__", "ccfs")  # may import anything
+
+LAYERS = [
+    ("ccfs.errors", "ccfs.scores", "ccfs.config"),
+    ("ccfs.distributed", "ccfs.device", "ccfs.artifacts", "ccfs.runlock", "ccfs.data.*", "ccfs.models.*"),
+    ("ccfs.objectives", "ccfs.train"),
+    ("ccfs.teacher", "ccfs.teacher.difficulty", "ccfs.teacher.score_files", "ccfs.distill", "ccfs.distill.bn_matching",
+     "ccfs.distill.folder", "ccfs.distill.synthesis", "ccfs.selection", "ccfs.selection.ccfs",
+     "ccfs.selection.baselines", "ccfs.selection.methods", "ccfs.evaluate", "ccfs.report"),
+    ("ccfs.api",),
+    ("ccfs.records", "ccfs.context"),
+    ("ccfs.teacher.run", "ccfs.distill.run", "ccfs.selection.run", "ccfs.evaluate.run", "ccfs.export",
+     "ccfs.report.run", "ccfs.report.tables", "ccfs.report.plots", "ccfs.report.results_page"),
+    ORCHESTRATORS,
+]
 
 
 def module_name(path: Path) -> str:
@@ -59,6 +84,61 @@ def graph() -> dict[str, set[str]]:
 
 def stage_of(module: str) -> str | None:
     return next((s for s, mods in STAGES.items() if module in mods), None)
+
+
+def layer_of(module: str) -> int | None:
+    for i, names in enumerate(LAYERS):
+        for pattern in names:
+            if module == pattern or (pattern.endswith(".*") and module.startswith(pattern[:-1])) \
+                    or (pattern.endswith(".*") and module == pattern[:-2]):
+                return i
+    return None
+
+
+def test_every_module_has_a_layer():
+    missing = sorted(m for m in modules() if layer_of(m) is None)
+    assert not missing, f"modules in no layer (add them to LAYERS and the docstring): {missing}"
+
+
+def test_no_module_imports_a_higher_layer():
+    bad = [(m, i) for m, deps in graph().items() for i in deps - {"ccfs"}  # `from ccfs import x` names module x
+           if layer_of(m) is not None and layer_of(i) is not None and layer_of(i) > layer_of(m)]
+    assert not bad, f"imports that climb to a higher layer: {bad}"
+
+
+def test_checker_sees_a_planted_upward_import(monkeypatch):
+    """The layer rule can fail: the method table importing the run directory is reported."""
+    real = graph()
+    planted = {**real, "ccfs.selection.methods": real["ccfs.selection.methods"] | {"ccfs.context"}}
+    monkeypatch.setattr(sys.modules[__name__], "graph", lambda: planted)
+    with pytest.raises(AssertionError, match="ccfs.context"):
+        test_no_module_imports_a_higher_layer()
+
+
+def unexplained_function_imports(source: str) -> list[int]:
+    """Lines of imports inside functions with no comment giving a reason."""
+    lines = source.splitlines()
+    if any(line.startswith("# function-level imports:") for line in lines):
+        return []
+    found = []
+    for fn in ast.walk(ast.parse(source)):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    line, before = lines[node.lineno - 1], lines[node.lineno - 2]
+                    if "#" not in line and not before.strip().startswith("#"):
+                        found.append(node.lineno)
+    return sorted(set(found))
+
+
+def test_imports_inside_functions_say_why():
+    bad = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py") if (n := unexplained_function_imports(p.read_text()))}
+    assert not bad, f"imports inside functions without a comment giving the reason: {bad}"
+
+
+def test_function_import_checker_can_fail():
+    assert unexplained_function_imports("def f():\n    import os\n") == [2]
+    assert unexplained_function_imports("def f():\n    import os  # lazily: a reason\n") == []
 
 
 def test_stage_modules_exist():

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import yaml
 
-from ccfs.config import CONFIG_DIR, Config, _build, load_config, read_preset, save_config, to_dict
+from ccfs.config import CONFIG_DIR, Config, _build, load_config, read_preset, dump_config, to_dict
 from ccfs.errors import ConfigError
 
 PRESETS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
@@ -77,7 +77,8 @@ def test_base_preset_is_merged_under_the_child(tmp_path):
     cfg = load_config(grandchild, ["teacher.train.lr=0.7"])  # bases chain; overrides still win
     assert (cfg.select.ipc, cfg.teacher.train.epochs, cfg.teacher.train.lr, cfg.out) == (11, 6, 0.7, "runs/child")
     saved = tmp_path / "run" / "config.yaml"
-    save_config(cfg, saved)
+    saved.parent.mkdir()
+    saved.write_text(dump_config(cfg))
     assert "base" not in yaml.safe_load(saved.read_text()) and load_config(str(saved)) == cfg
 
 
@@ -237,7 +238,8 @@ def test_to_dict_round_trips_through_yaml():
 def test_save_then_load_gives_equal_config(tmp_path):
     cfg = _nondefault()
     path = tmp_path / "sub" / "config.yaml"
-    save_config(cfg, path)
+    path.parent.mkdir()
+    path.write_text(dump_config(cfg))
     loaded = load_config(str(path))
     assert loaded == cfg
     for f in dataclasses.fields(cfg):  # not merely equal by accident of defaults
@@ -309,7 +311,7 @@ def test_ipc_and_alpha_take_a_number_or_a_list():
 
 @pytest.mark.parametrize("overrides, message", [
     (["train.mix=cutmix", "eval.objective=ce"], "needs eval.objective=kd"),
-    (["teacher.train.mix=mixup"], "teacher.train.mix must be none"),
+    (["teacher.train.mix=mixup"], "teacher.train.mix is not a teacher setting"),
     (["data.val_size=-5"], "0 or more"),
     (["train.steps=-1"], "0 or more"),
 ])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ccfs.config import Recipe
-from ccfs.context import resolve_device
+from ccfs.device import resolve_device
 from ccfs.models import create_model
 from ccfs.objectives import CrossEntropy
 from ccfs.train import fit, predict_logits

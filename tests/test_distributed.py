@@ -109,7 +109,7 @@ def test_same_teacher_and_images_give_the_same_selection_and_students(base):
     root, b, one = base
     two = b / "same-teacher"
     two.mkdir()
-    for part in ("teacher", "distill", "config.yaml"):
+    for part in ("teacher", "distill", "config.yaml", "format.json"):
         (shutil.copytree if (one / part).is_dir() else shutil.copy)(one / part, two / part)
     p = run(ccfs_cmd("run", root, two, ranks=2), b / "cache")
     assert p.returncode == 0, p.stderr[-3000:]

@@ -70,20 +70,13 @@ def test_lr_factor_near_zero_at_the_end():
 @pytest.mark.parametrize("epochs", [1, 2, 3, 5, 10, 17, 30, 100, 300])
 @pytest.mark.parametrize("last", [1, 2, 4, 7])
 def test_eval_epochs_last_20_percent(epochs, last):
-    ev = eval_epochs(epochs, 0, last)
+    ev = eval_epochs(epochs, last)
     assert epochs - 1 in ev
     assert 1 <= len(ev) <= last
     assert all(int(0.8 * epochs) <= e < epochs for e in ev)
     if epochs - int(0.8 * epochs) >= last:  # room for all of them: exactly `last`, spread out
         assert len(ev) == last
         assert min(ev) == int(0.8 * epochs) or last == 1
-
-
-@pytest.mark.parametrize("epochs, every, expected", [
-    (10, 3, {2, 5, 8, 9}), (10, 5, {4, 9}), (4, 1, {0, 1, 2, 3}), (3, 10, {2}),
-])
-def test_eval_epochs_every(epochs, every, expected):
-    assert eval_epochs(epochs, every, 4) == expected
 
 
 # ----------------------------------------------------------------------------- batches
@@ -160,9 +153,9 @@ def test_fit_evaluates_on_eval_epochs_and_learns_a_separable_task():
     for c in range(K):  # class c: a bright column block at columns 2c..2c+1
         images[labels == c, :, :, 2 * c:2 * c + 2] = 250
     data = Split(images, labels)
-    recipe = tiny_recipe(epochs=10, augment="none", flip=False, eval_every=0, eval_last=2, lr=0.2)
+    recipe = tiny_recipe(epochs=10, augment="none", flip=False, eval_last=2, lr=0.2)
     hist = train(tiny_net(), data, recipe, test=data)
-    assert set(hist.test_acc) == eval_epochs(10, 0, 2)
+    assert set(hist.test_acc) == eval_epochs(10, 2)
     assert len(hist.train_loss) == len(hist.train_acc) == 10
     assert hist.train_loss[-1] < hist.train_loss[0]
     assert hist.final_acc > 80.0

@@ -27,6 +27,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ccfs.artifacts import atomic_dir, write_json
 from ccfs.data import readers
@@ -183,8 +184,6 @@ def _fsync_all(folder: Path) -> None:
 def prepare_store(name: str, root: str | None, store: str | Path, **options) -> Dataset:
     """Decode dataset `name` from `root` into a store at `store` (replacing
     an older one only once the new one is complete) and return it opened."""
-    from tqdm import tqdm
-
     spec = dataset_spec(name)
     root_path = Path(resolve_root(name, root)).expanduser().resolve()
     classes, sources = _sources(name, root_path, options)

@@ -40,8 +40,8 @@ def _choices(name: str) -> tuple[str, ...]:
 
 IMPORTED = ("folder", "tensor", "none")  # distill.method values that synthesise nothing
 METHODS = tuple(m for m in _choices("method") if m not in IMPORTED)
-CDA_SCHEDULES = _choices("cda_schedule")
-INITS = _choices("init")
+CDA_SCHEDULES = ("step", "linear", "cosine")  # CDA uses "step"; the others are kept for its paper's comparison
+INITS = ("noise", "real")  # "real": from given images (selmatch starts from its window)
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,15 @@ from pathlib import Path
 
 import torch
 
-from ccfs import distributed, methods
+from ccfs import distributed
+from ccfs.api import distill_images
+from ccfs.selection import methods
 from ccfs.artifacts import read_json, torch_save, write_json
 from ccfs.context import Run
 from ccfs.distill.bn_matching import Progress
 from ccfs.distill.folder import (export_png_folder, import_png_folder, import_tensor_file, quantize,
                                  save_image_grid)
-from ccfs.synthesis import distill_from_config, synth_params
+from ccfs.distill.synthesis import synth_params
 
 PROGRESS = "progress.pt"
 SAVE_EVERY_S = 60.0  # seconds between progress saves (and always after the last batch)
@@ -101,21 +103,23 @@ def load_progress(path: Path) -> dict | None:
 def _synthesise(run: Run, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The distilled images, going on from OUT/distill/progress.pt where it allows."""
     if distributed.world_size() > 1:  # torchrun: every rank makes its share, no progress file
-        return distill_from_config(run.cfg.distill, run.teacher, run.data, per_class, seed=run.cfg.seed,
-                                   device=run.device, progress=run.cfg.progress)
+        made = distill_images(run.teacher, run.data, per_class, run.cfg.distill, seed=run.cfg.seed,
+                              device=run.device, progress=run.cfg.progress)
+        return made.images, made.labels
     path, key = run.distill_dir / PROGRESS, synthesis_key(run)
     resume = resume_point(load_progress(path), key, per_class)
     batches = math.ceil(per_class / run.cfg.distill.batch_ipc)
     if resume is not None and resume.batches:
         print(f"distill: going on after {resume.batches} of {batches} batches ({path})")
-    return distill_from_config(run.cfg.distill, run.teacher, run.data, per_class, seed=run.cfg.seed,
-                               device=run.device, progress=run.cfg.progress, resume=resume,
-                               on_batch=progress_saver(path, key, per_class, batches, SAVE_EVERY_S))
+    made = distill_images(run.teacher, run.data, per_class, run.cfg.distill, seed=run.cfg.seed, device=run.device,
+                          progress=run.cfg.progress, resume=resume,
+                          on_batch=progress_saver(path, key, per_class, batches, SAVE_EVERY_S))
+    return made.images, made.labels
 
 
 def distill_stage(run: Run) -> None:
     out = run.distill_dir
-    per_class = methods.distilled_needed(run.cfg.select, run.cpc)
+    per_class = methods.distilled_needed(run.cfg.select, run.cfg.select.cpc)
     done = (out / "meta.json").is_file() and read_json(out / "meta.json")["per_class"] >= per_class
     if done or per_class == 0 or run.cfg.distill.method == "none":
         if per_class and run.cfg.distill.method == "none":

@@ -8,7 +8,8 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from ccfs import distributed, methods, records
+from ccfs import distributed, records
+from ccfs.selection import methods
 from ccfs.api import train_student
 from ccfs.artifacts import git_commit
 from ccfs.config import to_dict
@@ -27,8 +28,8 @@ def evaluate_one(run: Run, run_name: str, model_name: str, seed: int, *, alpha: 
     recipe = replace(cfg.train, epochs=cfg.eval.full_epochs) if full and cfg.train.steps <= 0 else cfg.train
     recipe = replace(recipe, epochs=recipe.epochs_for(len(data)), steps=0)  # the compute rule, resolved
     t0 = time.perf_counter()
-    hist = train_student(d, data, None, model=model_name, recipe=recipe, seed=seed, device=run.device,
-                    progress=cfg.progress, desc=f"eval {run_name} {model_name} s{seed}", objective_fn=run.objective())
+    hist = train_student(d, data, run.teacher, model=model_name, recipe=recipe, seed=seed, objective=cfg.eval.objective,
+                         device=run.device, progress=cfg.progress, desc=f"eval {run_name} {model_name} s{seed}")
     return {"method": run_name, "model": model_name, "ipc": cfg.select.ipc, "alpha": alpha, "seed": seed,
             "final_acc": hist.final_acc, "val_acc": hist.val_acc, "best_last20_acc": best_last20(hist, recipe),
             "test_acc_by_epoch": {str(k): v for k, v in sorted(hist.test_acc.items())},

@@ -31,7 +31,7 @@ def _rounds_section(run: Run, method: str, rounds: list[dict]) -> str:
     if any(r["filter_pool_acc"] is not None for r in rounds):
         plots.filter_accuracy(rounds, plot_dir / f"{method}_filter_acc.png")
         parts.append(f"![filter accuracy per round](plots/{method}_filter_acc.png)")
-    h = run.hardness
+    h = run.teacher.hardness(run.cfg.select.score)
     if h is not None:
         label = hardness_label(run.cfg.select.score)
         plots.chosen_difficulty(rounds, h.numpy(), label, plot_dir / f"{method}_difficulty.png")

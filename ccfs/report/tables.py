@@ -4,7 +4,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
-from ccfs import methods
+from ccfs.selection import methods
 from ccfs.records import choice_field, is_swept, method_entry, oracle_picks, oracle_window  # noqa: F401 (re-exported)
 
 
@@ -218,4 +218,62 @@ def rounds_table(rounds: list[dict], classes: list[str]) -> str:
         lines.append("")
         lines.append("Shortfalls (class ran out of candidates): " +
                      "; ".join(f"round {j}: {name} short by {s}" for j, name, s in short))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- 95 % intervals of paired differences
+
+# Student's t, 0.975 quantile (a two-sided 95 % interval), by degrees of freedom; from the
+# standard table, so that no statistics package is needed at run time.
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+        10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110,
+        18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060,
+        26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
+
+
+def t975(df: int) -> float:
+    """Student's t 0.975 quantile for `df` degrees of freedom. Between the table's entries, the
+    next smaller entry's (a slightly wider interval); beyond 120, the normal 1.960."""
+    if df < 1:
+        raise ValueError(f"a t quantile needs at least 1 degree of freedom, not {df}")
+    return 1.960 if df > 120 else T975[max(k for k in T975 if k <= df)]
+
+
+def interval95(mean: float, std: float, n: int) -> float:
+    """Half-width of the 95 % confidence interval of a mean of n values with sample standard
+    deviation `std`: t·std/√n, t for n − 1 degrees of freedom (infinite for one value)."""
+    return float("inf") if n < 2 else t975(n - 1) * std / n ** 0.5
+
+
+def verdict(mean: float, half: float, n: int) -> str:
+    """'ahead' / 'behind' where the interval mean ± half excludes zero, else 'not resolved
+    with n seeds'."""
+    if mean - half > 0:
+        return "ahead"
+    if mean + half < 0:
+        return "behind"
+    return f"not resolved with {n} seed{'s' * (n != 1)}"
+
+
+def lead(mean: float, std: float, n: int) -> str:
+    """A paired difference as `+0.59 ± 1.79, not resolved with 3 seeds`: its mean, the
+    half-width of its 95 % interval, and the verdict."""
+    half = interval95(mean, std, n)
+    return f"{mean:+.2f} ± {half:.2f}, {verdict(mean, half, n)}"
+
+
+def lead_table(records: list[dict], ratio: dict[int, float], reference: str = "ccfs") -> str:
+    """`reference` minus each other method, paired by seed (`paired_differences`, test
+    accuracy), one row per (method, model), one column per IPC (its share of the train pool),
+    each cell the mean with its 95 % interval and the verdict (`lead`). Swept methods are
+    reduced to the oracle's pick (`oracle_only`); the full-data student pairs with every IPC."""
+    cells: dict[tuple, dict[int, str]] = defaultdict(dict)
+    for method, model, ipc, _, mean, std, n in paired_differences(oracle_only(records), reference):
+        if ipc in ratio:
+            cells[(method, model)][ipc] = lead(mean, std, n)
+    ipcs = sorted(ratio)
+    lines = [f"| {reference} minus | model | " + " | ".join(f"IPC {i} ({ratio[i]:.1f} %)" for i in ipcs) + " |",
+             "|---|---|" + "---|" * len(ipcs)]
+    for method, model in sorted(cells, key=lambda k: (_rank(k[0].removeprefix("oracle ")), k[1])):
+        lines.append(f"| {method} | {model} | " + " | ".join(cells[(method, model)].get(i, "–") for i in ipcs) + " |")
     return "\n".join(lines)

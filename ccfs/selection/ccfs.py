@@ -26,23 +26,6 @@ def round_quotas(spc: int, rounds: int) -> list[int]:
     return [base + (1 if j < extra else 0) for j in range(rounds)]
 
 
-def proportional_quotas(total: int, counts: torch.Tensor) -> torch.Tensor:
-    """Split `total` images over classes in proportion to their candidate `counts` [K], none
-    above its count: floors of the exact shares, then one more to the largest remainders
-    (ties: lower class first). With fewer candidates than `total`, every candidate:
-    (10, [6, 3, 1]) -> [6, 3, 1]; (6, [6, 3, 1]) -> [4, 2, 0]."""
-    counts = counts.long()
-    n = int(counts.sum())
-    if n <= total:
-        return counts.clone()
-    exact = counts.double() * total / n
-    quota = exact.floor().long()
-    extra = total - int(quota.sum())
-    order = torch.argsort(-(exact - quota), stable=True)  # a share's fraction > 0: quota + 1 <= its count
-    quota[order[:extra]] += 1
-    return quota
-
-
 def coarse_candidates(pred: torch.Tensor, labels: torch.Tensor, eligible: torch.Tensor,
                       keep: str = "misclassified") -> torch.Tensor:
     """Coarse stage: [N] bool of eligible samples the filter gets wrong (or right)."""
@@ -50,31 +33,29 @@ def coarse_candidates(pred: torch.Tensor, labels: torch.Tensor, eligible: torch.
     return eligible & (wrong if keep == "misclassified" else ~wrong)
 
 
-def rank_order(candidates: torch.Tensor, hardness: torch.Tensor, tie: torch.Tensor,
-               order: str, *, generator: torch.Generator | None) -> torch.Tensor:
+def rank_order(candidates: torch.Tensor, hardness: torch.Tensor, order: str, *,
+               generator: torch.Generator | None) -> torch.Tensor:
     """Indices of the candidates (bool [N]) sorted easiest first ("simple"), hardest first
-    ("hard") or at random. `hardness` [N] and `tie` [N] are both "higher = harder"; ties in
-    `hardness` break by `tie`, then by index, so the order is deterministic."""
+    ("hard") or at random. `hardness` [N] is "higher = harder"; ties break by train index
+    (a stable sort), as in the official code, so the order is deterministic."""
     idx = candidates.nonzero().flatten()
     if order == "random":
         return idx[torch.randperm(len(idx), generator=generator)]
     sign = 1.0 if order == "simple" else -1.0
-    # three stable sorts, least significant key first: index, tie, hardness
-    idx = idx[torch.argsort(sign * tie[idx].double(), stable=True)]
     return idx[torch.argsort(sign * hardness[idx].double(), stable=True)]
 
 
 def fine_select(candidates: torch.Tensor, labels: torch.Tensor, quotas: torch.Tensor, *,
-                hardness: torch.Tensor, tie: torch.Tensor, order: str = "simple",
+                hardness: torch.Tensor, order: str = "simple",
                 balance: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
     """Fine stage: per class c, the first quotas[c] candidates in `order`; without
     balance, the first quotas.sum() over all classes. Returns indices in selection order
     (class by class)."""
     if not balance:
-        return rank_order(candidates, hardness, tie, order, generator=generator)[: int(quotas.sum())]
+        return rank_order(candidates, hardness, order, generator=generator)[: int(quotas.sum())]
     chosen = []
     for c in range(len(quotas)):
-        ranked = rank_order(candidates & (labels == c), hardness, tie, order, generator=generator)
+        ranked = rank_order(candidates & (labels == c), hardness, order, generator=generator)
         chosen.append(ranked[: int(quotas[c])])
     return torch.cat(chosen) if chosen else torch.empty(0, dtype=torch.long)
 
@@ -90,12 +71,12 @@ def remaining(short: torch.Tensor, got: torch.Tensor, labels: torch.Tensor, bala
 
 def fill_shortfall(short: torch.Tensor, *, eligible: torch.Tensor, selected: torch.Tensor,
                    taken: torch.Tensor, labels: torch.Tensor, hardness: torch.Tensor,
-                   tie: torch.Tensor, balance: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                   balance: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Last-round shortfall: fill the deficit `short` easiest-first from the remaining pool
     (per class, or overall when balance is off); if the pool itself runs dry (few
     teacher-correct images), from the other unselected images. Returns (from the pool,
     from outside the pool)."""
-    rank = {"labels": labels, "hardness": hardness, "tie": tie, "order": "simple", "balance": balance}
+    rank = {"labels": labels, "hardness": hardness, "order": "simple", "balance": balance}
     rest = eligible.clone()
     rest[taken] = False
     filled = fine_select(rest, quotas=short, **rank)
@@ -106,26 +87,6 @@ def fill_shortfall(short: torch.Tensor, *, eligible: torch.Tensor, selected: tor
     other[torch.cat([selected, taken, filled])] = False
     other &= ~eligible
     return filled, fine_select(other, quotas=still, **rank)
-
-
-def fill_order(kind: str, *, key: torch.Tensor, flt: "Filter | None", eligible: torch.Tensor,
-               asked: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """The order ("higher = later") in which the last round fills a shortfall: "easiest" by
-    the fine-stage score; "boundary": pool images nearest the filter's decision boundary
-    first (smallest margin, true-class logit minus the largest other; the rest of the pool
-    is inferred if a lazy pass skipped it; images outside the pool keep the score order);
-    "random": a seeded random order."""
-    rest = (eligible & ~asked).nonzero().flatten()
-    if kind == "easiest" or (kind == "boundary" and (flt is None or (len(rest) and flt.infer is None))):
-        return key
-    if kind == "random":
-        return torch.rand(len(key), generator=generator)
-    if len(rest):
-        flt.train_logits[rest] = flt.infer(rest)
-    logits = flt.train_logits
-    true = logits.gather(1, labels[:, None])[:, 0]
-    other = logits.scatter(1, labels[:, None], float("-inf")).max(1).values
-    return torch.where(eligible, true - other, key)
 
 
 def per_class_counts(indices: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -141,7 +102,9 @@ class Filter:
     eval_acc: float | None  # percent, on the fixed sample (None: no sample configured)
     train_seconds: float
     infer_seconds: float
-    infer: Callable[[torch.Tensor], torch.Tensor] | None = None  # rows [M] -> logits [M, K], on demand
+    # rows [M] -> logits [M, K], on demand; a filter asked for no rows up front (the lazy pass)
+    # must give it, or logits over the whole eligible pool
+    infer: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass
@@ -153,23 +116,12 @@ class CCFSOptions:
     balance: bool = True
     shortfall: str = "carry"  # carry | reference
     score_name: str = "forgetting"
-    tie_break: str = "index"  # equal scores: by train index (the official code) | by the filter's logit
-    coarse_pass: str = "lazy"  # lazy: infer only as far down the fine-stage order as the quotas need | full
-    fill: str = "easiest"  # the last round's shortfall: easiest | boundary (filter margin) | random
-    quota: str = "equal"  # per class and round: equal | candidates (the round's budget split by candidate counts)
-
-    @property
-    def per_class(self) -> bool:
-        """Whether each class owes its own images (equal quotas, balanced); "candidates" quotas
-        and balance off keep one total, in slot 0 of the deficit."""
-        return self.balance and self.quota == "equal"
 
     def lazy(self, hardness: torch.Tensor | None) -> bool:
         """Whether the coarse pass can stop early and still give the full pass's selection:
         the fine stage must rank by a score fixed before the filter runs (not its logit, not
         at random)."""
-        return self.coarse_pass == "lazy" and hardness is not None and self.tie_break == "index" \
-            and self.fine != "random" and self.quota == "equal"  # candidate quotas need every count
+        return hardness is not None and self.fine != "random"
 
 
 @dataclass
@@ -205,13 +157,12 @@ def lazy_pass(flt: Filter, *, eligible: torch.Tensor, labels: torch.Tensor, quot
     stop once every queue has its quota of candidates or has run out. The first quota
     candidates of a queue lie in what was walked, so the fine stage picks what a full pass
     would pick. Fills `flt.train_logits` for the walked rows; returns them as bool [N]."""
-    zeros = torch.zeros(len(labels))
     if opts.balance:
-        queues = [rank_order(eligible & (labels == c), hardness, zeros, opts.fine, generator=None)
+        queues = [rank_order(eligible & (labels == c), hardness, opts.fine, generator=None)
                   for c in range(len(quota))]
         need = quota.clone()
     else:
-        queues = [rank_order(eligible, hardness, zeros, opts.fine, generator=None)]
+        queues = [rank_order(eligible, hardness, opts.fine, generator=None)]
         need = quota.sum().view(1)
     pos, chunk = [0] * len(queues), [first] * len(queues)
     walked = torch.zeros(len(labels), dtype=torch.bool)
@@ -271,39 +222,26 @@ def ccfs_round(j: int, state: RoundState, *, labels: torch.Tensor, pool: torch.T
         asked = lazy_pass(flt, eligible=eligible, labels=labels, quota=quota, hardness=hardness, opts=opts)
         flt.infer_seconds += time.perf_counter() - t1
     logit = true_class_logit(flt.train_logits, labels) if flt is not None else teacher_logit
-    tie = -logit.float()  # the filter's true-class logit as a hardness
-    key = tie if hardness is None else hardness
-    if opts.tie_break == "index":
-        tie = torch.zeros_like(tie)  # sort by the score alone, ties by index (stable sorts)
+    key = -logit.float() if hardness is None else hardness  # score "logits": the true-class logit as hardness
     # coarse: what the filter gets wrong (skipped while there is no filter)
     cand = eligible if flt is None else coarse_candidates(flt.train_logits.argmax(1), labels, asked, opts.coarse)
-    if opts.quota == "candidates" and opts.balance:  # the round's budget, split by candidate counts
-        total = int(quota.sum())  # q[j] per class, and a carried deficit (a total, in slot 0)
-        quota = proportional_quotas(total, torch.bincount(labels[cand], minlength=num_classes))
-        budget = torch.zeros_like(quota)
-        budget[0] = total
-    else:
-        budget = quota
-    taken = fine_select(cand, labels, quota, hardness=key, tie=tie, order=opts.fine,
-                        balance=opts.balance, generator=generator)
-    short = shortfall(budget, taken, labels, opts.per_class)
+    taken = fine_select(cand, labels, quota, hardness=key, order=opts.fine, balance=opts.balance,
+                        generator=generator)
+    short = shortfall(quota, taken, labels, opts.balance)
     filled = outside = torch.empty(0, dtype=torch.long)
     if carry_mode and last and short.sum() > 0:
-        order = fill_order(opts.fill, key=key, flt=flt, eligible=eligible, asked=asked, labels=labels,
-                           generator=generator)
         filled, outside = fill_shortfall(short, eligible=eligible, selected=selected, taken=taken,
-                                         labels=labels, hardness=order, tie=tie, balance=opts.per_class)
+                                         labels=labels, hardness=key, balance=opts.balance)
     new = torch.cat([taken, filled, outside])
-    left = remaining(short, torch.cat([filled, outside]), labels, opts.per_class)
+    left = remaining(short, torch.cat([filled, outside]), labels, opts.balance)
     entry = {
         "round": j + 1,
         "quota_per_class": quota.tolist(),
         "candidates_per_class": torch.bincount(labels[cand], minlength=num_classes).tolist(),
         "chosen": len(new),
-        "shortfall_per_class": short.tolist(),  # balance off or candidate quotas: the total, in slot 0
+        "shortfall_per_class": short.tolist(),  # balance off: the total, in slot 0
         "shortfall_total": int(short.sum()),
         "balance": opts.balance,
-        "quota": opts.quota,
         "filled_from_pool": len(filled),
         "filled_outside_pool": len(outside),
         "unfilled_per_class": left.tolist() if last and carry_mode else None,

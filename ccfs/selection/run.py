@@ -13,120 +13,61 @@ Filters of seed s are seeded (FILTER_SEEDS + s) · 1000 + round, never a student
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import torch
 
-from ccfs import distributed, methods, records
+from ccfs import api, distributed, records
 from ccfs.artifacts import read_json, torch_save, write_json
-from ccfs.config import Recipe
+from ccfs.config import filter_recipe
 from ccfs.context import Run
-from ccfs.errors import ConfigError
-from ccfs.api import FILTER_SEEDS, eval_sample, filter_trainer, held_out
-from ccfs.methods import SelectionInputs
+from ccfs.selection import methods
 from ccfs.selection.ccfs import RoundState
-from ccfs.train import predict_logits
-
-
-def filter_recipe(cfg) -> Recipe:
-    """The filters' recipe: the students' (`train.*`) with `select.filter_epochs` (which
-    replaces the steps rule) or `select.filter_steps` (the steps rule's count) if set.
-    records._as_selection_sees applies the same rule to settings dicts (saved ones too)."""
-    s = cfg.select
-    if s.filter_epochs is not None:
-        return replace(cfg.train, epochs=s.filter_epochs, steps=0)
-    if s.filter_steps is not None:
-        return replace(cfg.train, steps=s.filter_steps)
-    return cfg.train
-
-
-def make_filter_trainer(run: Run, run_name: str, cpc: int, seed: int):
-    """`train_filter(j, selected)` for the run: the filters' recipe on the method's
-    distilled part ∪ train[selected]."""
-    cfg = run.cfg
-    return filter_trainer(run.data, run.distilled_part(cpc) if cpc else None, run.objective(),
-                          arch=cfg.select.filter_model or cfg.eval.models[0], recipe=filter_recipe(cfg), seed=FILTER_SEEDS + seed,
-                          device=run.device, progress=cfg.progress, desc=f"{run_name} filter",
-                          eval_set=eval_sample(held_out(run.data), cfg.select.filter_eval_size))
-
-
-def _features(run: Run) -> torch.Tensor:
-    """Teacher features [N, D] of the un-augmented train set (herding, k-center)."""
-    d = run.data
-    return predict_logits(run.teacher, d.train.images, d.mean, d.std, device=run.device, features=True).cpu()
-
-
-def _inputs(run: Run, run_name: str, folder, seed: int) -> SelectionInputs:
-    base, method, param = methods.parse(run_name)
-    cpc = method.distilled_per_class(run.cfg.select.ipc, run.cpc)
-    score = methods.score_of(base, run.cfg.select)
-    state_path = folder / "state.json"
-    state = RoundState(**read_json(state_path)) if state_path.is_file() else None
-    return SelectionInputs(
-        labels=run.data.train.labels, num_classes=run.data.num_classes, ipc=run.cfg.select.ipc,
-        cpc=cpc, hardness=run.hardness_of(score) if score else None, score_name=score or run.cfg.select.score,
-        teacher_correct=run.teacher_correct, teacher_logit=run.teacher_logit,
-        features=lambda: _features(run), train_filter=make_filter_trainer(run, run_name, cpc, seed),
-        cfg=run.cfg.select, seed=seed, param=param, state=state,
-        on_round=lambda s: write_json(state_path, s.__dict__))
-
-
-def _check_settings(run: Run, run_name: str, folder) -> None:
-    """A method folder made with other settings is never silently reused."""
-    path = folder / "settings.json"
-    now = records.selection_settings(run.cfg, run_name)
-    if path.is_file() and not records.same_selection_settings(saved := read_json(path), now):
-        raise ConfigError(records.settings_mismatch(folder, saved, now))
-    if not path.is_file():
-        write_json(path, now)
-
-
-def _own_distilled(run: Run, init: list[int], per_class: int) -> dict:
-    """selmatch: its α part, SRe2L/CDA started from the given real images."""
-    from ccfs.synthesis import distill_from_config
-
-    if not run.cfg.distill.synthesises:
-        raise ConfigError("select.method selmatch distils from the selected window: it needs "
-                          "distill.method=sre2l or cda")
-    images, labels = distill_from_config(run.cfg.distill, run.teacher, run.data, per_class, seed=run.cfg.seed,
-                                         device=run.device, init_indices=init, progress=run.cfg.progress)
-    return {"images": images, "labels": labels}
 
 
 def select_one(run: Run, run_name: str, seed: int | None = None) -> None:
     """One selection; `seed` None: a method whose choice needs no seed (made once)."""
-    folder = run.selection_dir(run_name, seed)
+    cfg, folder = run.cfg, run.selection_dir(run_name, seed)
     label = run_name if seed is None else f"{run_name} seed {seed}"
-    _check_settings(run, run_name, folder)
+    records.check_selection_settings(folder, cfg, run_name, write=True)
     if (folder / "selected_indices.json").is_file():
         print(f"select {label}: done already")
         return
-    inputs = _inputs(run, run_name, folder, run.cfg.seed if seed is None else seed)
+    state_path = folder / "state.json"
+    state = RoundState(**read_json(state_path)) if state_path.is_file() else None
     t0 = time.perf_counter()
-    sel = methods.parse(run_name)[1].select(inputs)
+    sel = api.select(run_name, run.data, run.teacher, ipc=cfg.select.ipc, alpha=cfg.select.alpha,
+                     distilled=run.distilled, score=cfg.select.score, settings=cfg.select,
+                     filter_model=cfg.select.filter_model or cfg.eval.models[0], recipe=filter_recipe(cfg),
+                     objective=cfg.eval.objective, seed=cfg.seed if seed is None else seed, device=run.device,
+                     progress=cfg.progress, state=state, on_round=lambda s: write_json(state_path, s.__dict__),
+                     distill_settings=cfg.distill)
     seconds = time.perf_counter() - t0
-    idx = sel.indices.tolist()
+    _write(run, folder, run_name, sel, seconds)
+    if distributed.is_main():
+        state_path.unlink(missing_ok=True)
+    print(f"select {label}: {len(sel.indices)} real + {sel.distilled_per_class}/class distilled in {seconds:.1f}s")
+
+
+def _write(run: Run, folder, run_name: str, sel: methods.Selection, seconds: float) -> None:
+    """The selection's files, selected_indices.json last (its presence means finished)."""
+    idx, cpc, n = sel.indices.tolist(), sel.distilled_per_class, run.data.num_classes
     if len(set(idx)) != len(idx):
         raise RuntimeError(f"selector {run_name} returned duplicate indices")  # a bug, not user input
     if "rounds" in sel.log:
         write_json(folder / "rounds.json", sel.log["rounds"])
     extra = {}
-    if sel.log.get("distill_init") and inputs.cpc:
-        torch_save(_own_distilled(run, sel.log["distill_init"], inputs.cpc), folder / "distilled.pt")
+    if methods.parse(run_name)[1].distilled == "own" and sel.distilled is not None:
+        torch_save({"images": sel.distilled.images, "labels": sel.distilled.labels}, folder / "distilled.pt")
         extra = {"distilled_file": "distilled.pt", "distill_init": sel.log["distill_init"]}
-    n = run.data.num_classes
     write_json(folder / "meta.json", {**extra,
-        "method": run_name, "distilled_per_class": inputs.cpc, "real": len(idx), "seconds": seconds,
+        "method": run_name, "distilled_per_class": cpc, "real": len(idx), "seconds": seconds,
         "real_per_class": torch.bincount(run.data.train.labels[sel.indices], minlength=n).tolist() if idx else [0] * n})
     ipc = run.cfg.select.ipc
-    write_json(folder / "selected_indices.json", {"ipc": ipc, "alpha": inputs.cpc / ipc, "idx_selected": idx})
-    if distributed.is_main():
-        (folder / "state.json").unlink(missing_ok=True)
-    print(f"select {label}: {len(idx)} real + {inputs.cpc}/class distilled in {seconds:.1f}s")
+    write_json(folder / "selected_indices.json", {"ipc": ipc, "alpha": cpc / ipc, "idx_selected": idx})
 
 
 def select_stage(run: Run) -> None:
-    run.check_budget()
+    api.check_budget(run.data, run.cfg.select.ipc)
     for name in methods.run_names(run.cfg.select):
         for seed in run.selection_seeds(name):
             select_one(run, name, seed)

@@ -13,7 +13,6 @@ from ccfs.artifacts import np_save, write_json
 from ccfs.context import Run
 from ccfs.errors import ConfigError
 from ccfs.models import has_batchnorm, load_checkpoint, save_checkpoint
-from ccfs.scores import true_class_logit
 from ccfs.teacher.score_files import load_dataset_scores, save_forgetting_npy, save_scores
 
 DONE = "metrics.json"  # written last: its presence means the stage finished
@@ -36,13 +35,12 @@ def check_imported_accuracy(run: Run, teacher: Teacher) -> None:
     d = run.data
     acc = 100.0 * float(teacher.correct.float().mean())
     chance = 100.0 / d.num_classes
-    floor = run.cfg.teacher.min_train_acc if run.cfg.teacher.min_train_acc is not None else 2 * chance
-    if acc < floor:
+    if acc < 2 * chance:
         raise ConfigError(
             f"the imported teacher classifies only {acc:.1f} % of the train images correctly (chance {chance:.1f} %, "
-            f"floor {floor:.1f} %): usually its input normalisation differs (data.mean={list(d.mean)} "
+            f"floor twice chance): usually its input normalisation differs (data.mean={list(d.mean)} "
             f"data.std={list(d.std)}; set the constants it was trained with) or its class order differs "
-            f"from the dataset's; teacher.min_train_acc changes the floor")
+            f"from the dataset's")
 
 
 def _import_scores(run: Run) -> dict[str, np.ndarray]:
@@ -61,7 +59,7 @@ def _teacher(run: Run) -> Teacher:
         check_imported_accuracy(run, teacher)
         return teacher
     return train_teacher(d, cfg.model, cfg.train, seed=run.cfg.seed, device=run.device, progress=run.cfg.progress,
-                         resume=run.teacher_dir / "resume.pt", record_epochs=cfg.record_epochs)
+                         resume=run.teacher_dir / "resume.pt")
 
 
 def teacher_stage(run: Run) -> None:
@@ -77,7 +75,7 @@ def teacher_stage(run: Run) -> None:
     save_checkpoint(teacher.model, out / "model.pt", cfg.model, d.num_classes, in_channels=d.channels, image_size=d.image_size,
                     mean=d.mean, std=d.std)
     np_save(out / "correct_indices.npy", correct.astype(np.int64))
-    np_save(out / "true_logit.npy", true_class_logit(teacher.train_logits, d.train.labels).numpy())
+    np_save(out / "true_logit.npy", teacher.true_logit.numpy())
     if scores:
         save_scores(out / "scores.npz", scores)
     if "forgetting" in scores:

@@ -1,6 +1,6 @@
 """What each CCFS round chose, split into the coarse-to-fine picks and the shortfall fill.
 
-    python -m bench.rounds runs/fmnist-sweep/ipc550_a0.1 [--method ccfs]
+    python -m research.rounds runs/fmnist-sweep/ipc550_a0.1 [--method ccfs]
 
 For every selection under RUN/select/<method>/[seed*/] prints, per round: the filter's
 accuracy on the held-out sample, the images the coarse-to-fine rule picked and their mean

@@ -1,15 +1,15 @@
 """The Fashion-MNIST sweep as one table and one plot, rebuilt from what was recorded.
 
-    python -m bench.sweep_summary --extract bench/results/fmnist_sweep.md \
-        --records bench/results/fmnist_sweep_b_records.jsonl runs/sweep-donly/results.jsonl \
+    python -m research.sweep_summary --extract research/results/fmnist_sweep.md \
+        --records research/results/fmnist_sweep_b_records.jsonl runs/sweep-donly/results.jsonl \
         runs/sweep-donly/ipc275_a0.1/results.jsonl runs/sweep-donly/ipc1100_a0.1/results.jsonl \
-        --write bench/results/fmnist_sweep_records_filters4800.jsonl
-    python -m bench.sweep_summary --records runs/fs1600/ipc*_a0.1/results.jsonl \
-        --write bench/results/fmnist_sweep_filters1600_records.jsonl
-    python -m bench.sweep_summary --records bench/results/fmnist_sweep_records_filters4800.jsonl \
-        --supersede bench/results/fmnist_sweep_filters1600_records.jsonl \
-        --write bench/results/fmnist_sweep_records.jsonl \
-        --report bench/results/fmnist_sweep_summary.md --plot bench/results/plots/fmnist_sweep_accuracy_vs_ratio.png
+        --write research/results/fmnist_sweep_records_filters4800.jsonl
+    python -m research.sweep_summary --records runs/fs1600/ipc*_a0.1/results.jsonl \
+        --write research/results/fmnist_sweep_filters1600_records.jsonl
+    python -m research.sweep_summary --records research/results/fmnist_sweep_records_filters4800.jsonl \
+        --supersede research/results/fmnist_sweep_filters1600_records.jsonl \
+        --write research/results/fmnist_sweep_records.jsonl \
+        --report research/results/fmnist_sweep_summary.md --plot docs/figures/fmnist_sweep_accuracy_vs_ratio.png
 
 `fmnist-sweep` was run in parts over several sessions, into run directories that are not
 all kept. Every student's line in the recorded logs (`evaluate <method> <model> seed S:
@@ -24,6 +24,12 @@ report's own tables (`ccfs.report.tables`) and figure (`ccfs.report.plots`).
 `--supersede` takes result files of rows re-run after the preset's settings changed (the
 filters' length, 1 600 steps from 2026-12-06): their students replace the recorded ones, which
 stay in the logs.
+
+As these commands ran, the files lived under bench/results/. The last one's records
+(research/results/fmnist_sweep_records.jsonl then) are now docs/records/fmnist_sweep.jsonl,
+each with its provenance added by research/build_records.py; docs/results.md's sweep tables
+are made from that file by `python -m ccfs.report.results_page`, which replaces this
+script's tables. The figure docs/figures/fmnist_sweep_accuracy_vs_ratio.png is this script's.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Distilled images from a config: the one mapping from `distill.*` settings to the
 synthesis parameters, and the call that makes images of every class from a teacher.
 
-Used by the distill stage (the α part), the select stage (selmatch distils its own α
-part from its window) and the Python API, so they cannot drift apart.
+Called through `ccfs.api.distill_images` by the distill stage (the α part), by selmatch's
+selection (it distils its own α part from its window) and by API users.
 """
 from __future__ import annotations
 
@@ -17,17 +17,8 @@ from ccfs.distill.folder import quantize
 
 def synth_params(cfg) -> SynthParams:
     """`distill.*` (a DistillCfg) -> SynthParams for `synthesize`."""
-    return SynthParams(method=cfg.method, iterations=cfg.iterations, lr=cfg.lr, r_bn=cfg.r_bn,
-                       first_bn_multiplier=cfg.first_bn_multiplier, jitter=cfg.jitter, flip=True,
-                       batch_ipc=cfg.batch_ipc, cda_schedule=cfg.cda_schedule, init=cfg.init)
-
-
-def _random_real(data: Dataset, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """One random real image of each label's class (pixels in [0, 1]), for init=real."""
-    train = data.train
-    pick = [int(pool[torch.randint(len(pool), (1,), generator=gen)])
-            for pool in [(train.labels == int(c)).nonzero().flatten() for c in labels]]
-    return train.images[pick].float() / 255
+    return SynthParams(method=cfg.method, iterations=cfg.iterations, lr=cfg.lr, r_bn=cfg.r_bn, jitter=cfg.jitter,
+                       flip=True, batch_ipc=cfg.batch_ipc)
 
 
 def synthesize_classes(params: SynthParams, teacher: torch.nn.Module, data: Dataset, per_class: int, *,
@@ -35,11 +26,10 @@ def synthesize_classes(params: SynthParams, teacher: torch.nn.Module, data: Data
                    progress: bool = False, **resumable) -> tuple[torch.Tensor, torch.Tensor]:
     """`per_class` images of every class -> (uint8 [C·per_class, ch, H, W], labels), class by
     class. With `init_indices` (train rows, sorted by class) synthesis starts from those real
-    images; with params.init "real", from random real images of each class. `resumable`:
-    `resume` / `on_batch` of `synthesize`."""
+    images, else from noise. `resumable`: `resume` / `on_batch` of `synthesize`."""
     labels = torch.arange(data.num_classes).repeat_interleave(per_class)
     gen = torch.Generator().manual_seed(seed)
-    init = _random_real(data, labels, gen) if params.init == "real" else None
+    init = None
     if init_indices is not None:
         params = replace(params, init="real")
         init = data.train.images[torch.as_tensor(init_indices)].float() / 255

@@ -1,6 +1,6 @@
 """Choosing the student recipe on the validation split (the test set is never read here).
 
-    python -m bench.recipe RUN_DIR --preset fmnist-ipc50 --methods random ccfs --seeds 0 [--threads 2]
+    python -m research.recipe RUN_DIR --preset fmnist-ipc50 --methods random ccfs --seeds 0 [--threads 2]
 
 RUN_DIR is a finished `ccfs select` of PRESET (teacher, distilled images and the methods'
 selections for the given seeds; made with the preset's own recipe). For every variant below

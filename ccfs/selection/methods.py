@@ -56,7 +56,8 @@ class Selection:
     indices: torch.Tensor  # [M] train indices in selection order
     scores: Optional[torch.Tensor] = None  # [N] hardness the selector ranked by, if any
     log: dict = field(default_factory=dict)  # "rounds": CCFS round log; "distill_init": see selmatch
-    distilled: Optional[object] = None  # API only: the distilled Split that joins these images
+    distilled: Optional[object] = None  # set by ccfs.api.select: the distilled Split that joins these images
+    distilled_per_class: int = 0  # set by ccfs.api.select: distilled images per class in the set
 
 
 # ----------------------------------------------------------------------------- selectors
@@ -66,8 +67,7 @@ def select_ccfs(inp: SelectionInputs) -> Selection:
     the paper's self-evolved selection)."""
     c = inp.cfg
     opts = CCFSOptions(ipc_real=inp.real, rounds=c.curricula, coarse=c.coarse, fine=c.fine,
-                       balance=c.balance, shortfall=c.shortfall, score_name=inp.score_name, tie_break=c.tie_break,
-                       coarse_pass=c.coarse_pass, fill=c.fill, quota=c.quota)
+                       balance=c.balance, shortfall=c.shortfall, score_name=inp.score_name)
     pool = inp.teacher_correct if c.teacher_correct else torch.ones_like(inp.labels, dtype=torch.bool)
     state = ccfs_rounds(inp.labels, pool, hardness=inp.hardness, opts=opts, has_distilled=inp.cpc > 0,
                         train_filter=inp.train_filter, teacher_logit=inp.teacher_logit,
@@ -189,7 +189,8 @@ def parse(run_name: str) -> tuple[str, Method, float]:
             return base, METHODS[base], float(value)
         except ValueError:
             pass
-    raise ConfigError(f"{run_name!r} is not a method run name; methods: {', '.join(METHODS)}")
+    raise ConfigError(f"unknown select.method {run_name!r}; valid: {', '.join(METHODS)} (a swept method's run: "
+                      "<name>_b<value>, e.g. window_b0.3)")
 
 
 def is_sweep(run_name: str) -> bool:

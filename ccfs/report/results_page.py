@@ -1,0 +1,155 @@
+"""The accuracy tables of docs/results.md and README.md, generated from the committed records.
+
+    python -m ccfs.report.results_page            # rewrite the generated blocks of both pages
+    python -m ccfs.report.results_page --check    # exit 1, naming the blocks, where a page differs
+
+Run it from the repository root (or give --root). A generated block is everything between a
+line `<!-- generated: NAME -->` and the next `<!-- end generated -->`; the rest of a page is
+prose, kept as written. The records are plain JSON lines under docs/records/, one student
+each (method, model, ipc, alpha, seed, final_acc, val_acc, and where it came from: teacher,
+source, commit, date), read as they are and grouped by those fields. The tables are the run
+report's own (`ccfs.report.tables`); a difference is paired by seed and called a lead only
+where its 95 % interval excludes zero (`tables.lead`).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from ccfs.records import load
+from ccfs.report import tables
+
+RECORDS = Path("docs/records")
+PAGES = (Path("docs/results.md"), Path("README.md"))
+# Fashion-MNIST's 60 000 train images less the presets' 5 000-image validation split
+POOL, CLASSES = 55_000, 10
+BLOCK = re.compile(r"(?P<head>^<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(?P<end>^<!-- end generated -->)",
+                   re.S | re.M)
+
+
+def read(root: Path, name: str, model: str | None = None) -> list[dict]:
+    """The records of docs/records/NAME.jsonl (of one student model if given)."""
+    path = root / RECORDS / f"{name}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no records file {path}")
+    return [r for r in load(path) if model is None or r["model"] == model]
+
+
+def ratio(records: list[dict]) -> dict[int, float]:
+    """IPC -> its share of the train pool, in %."""
+    return {r["ipc"]: 100.0 * r["ipc"] * CLASSES / POOL for r in records}
+
+
+def _listing(values: list) -> str:
+    return ", ".join(map(str, values))
+
+
+def provenance(records: list[dict], name: str) -> str:
+    """One paragraph: which records, how many students of which methods and seeds, when and at
+    which commits they were recorded, with which teacher."""
+    # a swept method's runs (window_b0.1, ...) under its own name, as the report's order names them
+    methods = sorted({r["method"].rpartition("_b")[0] if tables.is_swept(r["method"]) else r["method"]
+                      for r in records})
+    seeds = sorted({r["seed"] for r in records})
+    dates = sorted({r.get("date", "?") for r in records})
+    commits = sorted({r.get("commit", "?") for r in records})
+    when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
+    at = (f"commit{'s' * (len(commits) > 1)} {_listing(commits)}" if len(commits) <= 3 else
+          f"{len(commits)} commits (each record names its own)")
+    teachers = sorted({r.get("teacher", "not recorded") for r in records})
+    return (f"Records: `{RECORDS / name}.jsonl`, {len(records)} students ({_listing(methods)}; "
+            f"seeds {_listing(seeds)}), recorded {when} at {at}. Teacher: {'; '.join(teachers)}.")
+
+
+def drop_empty_columns(table: str) -> str:
+    """A markdown table without the columns that are '–' in every row."""
+    rows = [line.strip("|").split("|") for line in table.splitlines()]
+    keep = [i for i in range(len(rows[0])) if any(row[i].strip() != "–" for row in rows[2:])]
+    return "\n".join("|" + "|".join(row[i] for i in keep) + "|" for row in rows)
+
+
+def _tables(records: list[dict], name: str) -> str:
+    return "\n\n".join([provenance(records, name), drop_empty_columns(tables.results_table(records)),
+                        tables.lead_table(records, ratio(records))])
+
+
+def ipc50(root: Path) -> str:
+    return _tables(read(root, "fmnist_ipc50", "convnet_w32"), "fmnist_ipc50")
+
+
+def dc_convnet(root: Path) -> str:
+    return _tables(read(root, "fmnist_ipc50", "convnet_dc"), "fmnist_ipc50")
+
+
+def sweep(root: Path) -> str:
+    records = read(root, "fmnist_sweep")
+    return "\n\n".join([provenance(records, "fmnist_sweep"), tables.ratio_table(records, ratio(records)),
+                        "CCFS minus each method, paired by seed (test points; mean ± half-width of the 95 % interval):",
+                        tables.lead_table(records, ratio(records))])
+
+
+def _row(label: str, records: list[dict], ipc: int) -> str:
+    """One line of the README's table: CCFS and random at one IPC, and their paired difference."""
+    finals = tables.group(records)
+    acc = {m: tables.mean_std(v) for (m, _, i, _), v in finals.items() if i == ipc}
+    diff = next(d for d in tables.paired_differences(records) if d[0] == "random" and d[2] == ipc)
+    return (f"| {label} | {acc['ccfs'][0]:.2f} ± {acc['ccfs'][1]:.2f} | {acc['random'][0]:.2f} ± "
+            f"{acc['random'][1]:.2f} | {tables.lead(*diff[4:])} |")
+
+
+def readme(root: Path) -> str:
+    at50 = read(root, "fmnist_ipc50", "convnet_w32")
+    swept = [r for r in read(root, "fmnist_sweep") if r["method"] in ("ccfs", "random")]
+    share = ratio(swept)
+    lines = ["| Fashion-MNIST, 3 seeds | CCFS % | random real % | CCFS − random (95 % interval) |",
+             "|---|---|---|---|", _row(f"IPC 50 ({100 * 50 * CLASSES / POOL:.1f} %), `fmnist-ipc50`", at50, 50)]
+    lines += [_row(f"IPC {i} ({share[i]:.1f} %), `fmnist-sweep`", swept, i) for i in sorted(share)]
+    return "\n".join(lines)
+
+
+BLOCKS = {"ipc50": ipc50, "sweep": sweep, "dc-convnet": dc_convnet, "readme-results": readme}
+
+
+def render(text: str, root: Path) -> str:
+    """The page with every generated block remade from the records."""
+    def fill(m: re.Match) -> str:
+        if m["name"] not in BLOCKS:
+            raise ValueError(f"unknown generated block {m['name']!r} (known: {', '.join(BLOCKS)})")
+        return m["head"] + BLOCKS[m["name"]](root) + "\n" + m["end"]
+    return BLOCK.sub(fill, text)
+
+
+def differing(text: str, root: Path) -> list[str]:
+    """The names of the blocks whose text differs from what the records give."""
+    now = {m["name"]: m["body"] for m in BLOCK.finditer(text)}
+    want = {m["name"]: m["body"] for m in BLOCK.finditer(render(text, root))}
+    return [name for name in now if now[name] != want[name]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="change nothing; exit 1 where a page differs")
+    ap.add_argument("--root", type=Path, default=Path("."), help="the repository root (default: here)")
+    args = ap.parse_args(argv)
+    stale = []
+    for page in PAGES:
+        path = args.root / page
+        text = path.read_text()
+        if not BLOCK.search(text):
+            raise SystemExit(f"{path}: no generated block")
+        if args.check:
+            stale += [f"{page}: {name}" for name in differing(text, args.root)]
+        elif render(text, args.root) != text:
+            path.write_text(render(text, args.root))
+            print(f"rewrote {path}")
+    if stale:
+        print("out of date with docs/records/ (run python -m ccfs.report.results_page): " + "; ".join(stale),
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
