@@ -6,6 +6,7 @@ that a resume would trust. A folder of files is built the same way (`atomic_dir`
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -13,12 +14,13 @@ import subprocess
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
 from ccfs.distributed import is_main
+from ccfs.errors import CCFSError, DataError
 
 
 def _sibling(path: Path, tag: str) -> Path:
@@ -54,8 +56,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         _fsync(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        raise _named(e, path) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _named(e: OSError, path: Path) -> OSError:
+    """A full disk or a read-only folder, naming the artifact (a write to a file object
+    names none)."""
+    return e if e.filename is not None or e.errno is None else OSError(e.errno, e.strerror, str(path))
 
 
 @contextmanager
@@ -79,6 +89,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         if path.exists():
             path.rename(old)
         tmp.rename(path)
+    except OSError as e:
+        raise _named(e, path) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
@@ -94,12 +106,32 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """A JSON artifact; a damaged one is a DataError saying how to make it again."""
+    return read_artifact(path, lambda p: json.loads(Path(p).read_text()))
+
+
+def read_artifact(path: str | Path, load: Callable[[Path], Any]) -> Any:
+    """`load(path)` of a file a stage wrote; a file that exists but cannot be read (cut short,
+    overwritten, not the format) is a one-line DataError naming it and the folder to delete
+    so that its stage makes it again. A missing file raises FileNotFoundError as usual."""
+    path = Path(path)
+    try:
+        return load(path)
+    except (CCFSError, FileNotFoundError):
+        raise
+    except Exception as e:  # noqa: BLE001 - torch, numpy and json raise many types for one cause
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise DataError(f"{path} is damaged ({reason}): delete the folder {path.parent} and run the same "
+                        "command again, and its stage makes it again") from None
 
 
 def torch_save(obj: Any, path: str | Path) -> None:
+    """torch.save, atomically. Serialised in memory first: torch reports a full disk as a
+    RuntimeError from its zip writer, a plain write as the OSError it is."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        tmp.write_bytes(buf.getbuffer())
 
 
 def append_jsonl(path: str | Path, record: dict) -> None:
@@ -109,8 +141,11 @@ def append_jsonl(path: str | Path, record: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cut = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
-    with open(path, "a") as f:
-        f.write(("\n" if cut else "") + json.dumps(record) + "\n")  # a cut line stays alone
+    try:
+        with open(path, "a") as f:
+            f.write(("\n" if cut else "") + json.dumps(record) + "\n")  # a cut line stays alone
+    except OSError as e:
+        raise _named(e, path) from None
 
 
 def git_commit() -> str:

@@ -5,6 +5,7 @@ User errors (`CCFSError`) print one line and exit 2; nothing else is caught.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -130,7 +131,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ccfs: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except OSError as e:  # the machine, not the input: a full disk, a read-only folder, a vanished mount
+        if os.environ.get("RANK", "0") == "0":
+            print(f"ccfs: error: {os_error_line(e)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an error of the file system: what, where, and what to do."""
+    where = f" ({e.filename})" if e.filename else ""
+    again = "run the same command again: finished steps are kept and it resumes"
+    if e.errno == errno.ENOSPC:
+        return f"no space left on the device{where}: free space (or use an out= on another disk) and {again}"
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"cannot write{where}: {e.strerror}; make the folder writable (or use another out=) and {again}"
+    return f"{e.strerror or type(e).__name__}{where}; fix it and {again}"
 
 
 if __name__ == "__main__":

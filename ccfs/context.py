@@ -16,20 +16,22 @@ import numpy as np
 import torch
 
 from ccfs import __version__, api
-from ccfs.artifacts import read_json, write_json
+from ccfs.artifacts import read_artifact, read_json, write_json
 from ccfs.config import Config
 from ccfs.data.cache import load_dataset
 from ccfs.data.datasets import Dataset, Split, carve_validation
 from ccfs.data.store import open_store
 from ccfs.device import resolve_device
 from ccfs.distributed import device_name
-from ccfs.errors import ConfigError
+from ccfs.errors import CheckpointError, ConfigError, DataError
 from ccfs.models import load_checkpoint
 from ccfs.records import check_selection_settings
 from ccfs.selection import methods
 
 
-FORMAT = 2  # the run-directory format this ccfs reads and writes (1: before OUT/format.json existed)
+# The run-directory format this ccfs reads and writes. 1: before OUT/format.json existed;
+# 2: the lean core; 3: official-format files index the dataset file's rows.
+FORMAT = 3
 FORMAT_FILE = "format.json"
 
 
@@ -54,6 +56,19 @@ def check_format(out: Path) -> None:
 
 def write_format(out: Path) -> None:
     write_json(Path(out) / FORMAT_FILE, {"format": FORMAT, "ccfs": __version__})
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _load_images(path: Path) -> dict:
+    """An images file {"images": uint8 [n, C, H, W], "labels": [n]}, loaded as data only."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or not {"images", "labels"} <= blob.keys():
+        raise ValueError("not an images file")
+    return blob
 
 
 class Run:
@@ -116,14 +131,18 @@ class Run:
         right (the pool), its true-class logit and the difficulty scores."""
         cfg, d = self.cfg.teacher, self.data
         model = api.new_model(cfg.model, d, 0)
-        load_checkpoint(model, self.teacher_file("model.pt"), arch=cfg.model, normalization=(d.mean, d.std))
+        path = self.teacher_file("model.pt")
+        try:
+            load_checkpoint(model, path, arch=cfg.model, normalization=(d.mean, d.std))
+        except CheckpointError as e:
+            raise DataError(f"{e}: delete the folder {self.teacher_dir} and run the same command again, "
+                            "and the teacher stage makes it again") from None
         correct = torch.zeros(len(d.train), dtype=torch.bool)
-        correct[torch.from_numpy(np.load(self.teacher_file("correct_indices.npy")))] = True
+        correct[torch.from_numpy(read_artifact(self.teacher_file("correct_indices.npy"), np.load))] = True
         scores = {}
         if (self.teacher_dir / "scores.npz").is_file():
-            with np.load(self.teacher_dir / "scores.npz") as z:
-                scores = {k: z[k] for k in z.files}
-        true_logit = torch.from_numpy(np.load(self.teacher_file("true_logit.npy")))
+            scores = read_artifact(self.teacher_dir / "scores.npz", _load_npz)
+        true_logit = torch.from_numpy(read_artifact(self.teacher_file("true_logit.npy"), np.load))
         return api.Teacher(model.to(self.device).eval().requires_grad_(False), correct, true_logit, scores)
 
     # ------------------------------------------------------------------ distilled images
@@ -134,7 +153,7 @@ class Run:
         if not path.is_file():
             return Split(torch.empty(0, *self.data.train.images.shape[1:], dtype=torch.uint8),
                          torch.empty(0, dtype=torch.long))
-        blob = torch.load(path, weights_only=True)
+        blob = read_artifact(path, _load_images)
         return Split(blob["images"], blob["labels"])
 
     # ------------------------------------------------------------------ selections
@@ -160,14 +179,16 @@ class Run:
         return read_json(path)
 
     def selection(self, run_name: str, seed: int | None = None) -> tuple[Split, dict, dict]:
-        """(the synthetic set, selected_indices.json, meta.json) of a finished selection."""
+        """(the synthetic set, selected_indices.json, meta.json) of a finished selection;
+        selected_indices.json holds rows of the dataset file (`Dataset.file_rows`)."""
         folder = self.selection_dir(run_name, seed)
         sel = self.selected_indices(run_name, seed)
         check_selection_settings(folder, self.cfg, run_name)
         meta = read_json(folder / "meta.json")
         if meta.get("distilled_file"):
-            blob = torch.load(folder / meta["distilled_file"], weights_only=True)
+            blob = read_artifact(folder / meta["distilled_file"], _load_images)
             part = Split(blob["images"], blob["labels"])
         else:
             part = api.first_per_class(self.distilled, meta["distilled_per_class"], self.data.num_classes)
-        return api.synthetic_set(self.data, part, sel["idx_selected"]), sel, meta
+        rows = self.data.pool_rows(sel["idx_selected"])  # the file's rows -> the rows ccfs trains on
+        return api.synthetic_set(self.data, part, rows), sel, meta

@@ -31,7 +31,7 @@ def export_one(run: Run, run_name: str) -> None:
     idx = sel["idx_selected"]
     n_dist = meta["distilled_per_class"] * run.data.num_classes
     sources = ["distilled"] * n_dist + ["real"] * len(idx)
-    train_idx = [-1] * n_dist + run.data.file_rows(idx)  # rows of the dataset file's train split
+    train_idx = [-1] * n_dist + list(idx)  # selected_indices.json holds the dataset file's rows
     export_png_folder(data.images, data.labels, run.data.num_classes, folder)
     write_text(folder / "labels.csv", labels_csv(data.labels.tolist(), sources, train_idx, run.data.classes))
     print(f"export {run_name}: {len(data)} images -> {folder}")

@@ -298,7 +298,13 @@ def _save_resume(path, epoch, model, opt, *, gen, hook, hist: History) -> None:
 
 
 def _load_resume(path, model, opt, gen, *, hook):
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    """The state after the last finished epoch; a resume file that cannot be read (cut short
+    by a crash or a full disk) is only a shortcut: training starts again from epoch 0."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # data only: no code runs
+    except Exception as e:  # noqa: BLE001 - any damage means the same: start again
+        print(f"train: {path} cannot be read ({type(e).__name__}); training from the first epoch")
+        return 0, History()
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
     gen.set_state(state["gen"])

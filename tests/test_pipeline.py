@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from ccfs.cli import main
+from ccfs.context import FORMAT
 from conftest import write_fake_fmnist
 
 ALL_METHODS = "[ccfs,self_evolved,random,random_distilled,forgetting,window,selmatch,herding,kcenter,distill_only,full]"
@@ -371,18 +372,48 @@ def test_validation_split_run_keeps_validation_rows_out_and_records_both_accurac
     val_rows = set(carve_validation(load_dataset("fashion-mnist", str(root)), 20).val_rows.tolist())
     metrics = json.loads((out / "teacher" / "metrics.json").read_text())
     assert metrics["val_acc"] is not None and (metrics["val_acc"] / 5) == pytest.approx(round(metrics["val_acc"] / 5))
-    assert np.load(out / "teacher" / "forgetting.npy").shape == (100,)
+    forgetting = np.load(out / "teacher" / "forgetting.npy")  # the official format: one value per file row
+    assert forgetting.shape == (120,) and (forgetting[sorted(val_rows)] == -1).all() and (np.delete(forgetting, sorted(val_rows)) >= 0).all()
+    train_rows = np.load(out / "teacher" / "train_rows.npy")
+    assert len(train_rows) == 100 and not val_rows & set(train_rows.tolist())
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert {r["method"] for r in records} == {"ccfs", "random"}
     for r in records:  # 20 validation images: multiples of 5 %
         assert (r["val_acc"] / 5) == pytest.approx(round(r["val_acc"] / 5))
     for method in ("ccfs", "random"):
         idx = json.loads((out / "select" / method / "seed0" / "selected_indices.json").read_text())["idx_selected"]
-        assert all(0 <= i < 100 for i in idx)
+        assert all(0 <= i < 120 for i in idx) and not val_rows & set(idx)  # the dataset file's rows
         with open(out / "export" / method / "labels.csv") as f:
             file_rows = [int(row["train_index"]) for row in csv.DictReader(f) if row["source"] == "real"]
-        assert len(file_rows) == len(idx) and not val_rows & set(file_rows)
+        assert file_rows == idx
+    rounds = json.loads((out / "select" / "ccfs" / "seed0" / "rounds.json").read_text())
+    chosen = json.loads((out / "select" / "ccfs" / "seed0" / "selected_indices.json").read_text())["idx_selected"]
+    assert sorted(i for r in rounds for i in r["indices"]) == sorted(chosen)
     assert "validation split" in (out / "report.md").read_text()
+
+
+def test_official_format_selection_indexes_the_dataset_file_under_a_validation_split(tmp_path, monkeypatch):
+    """An official-format score file and a validation split: the forgetting baseline's
+    selected_indices.json, read with the official indexing (rows of the dataset file), is
+    the per-class top-k by the file's scores among the rows not held out, ties by row."""
+    from ccfs.data.cache import load_dataset
+    from ccfs.data.datasets import carve_validation
+
+    monkeypatch.setenv("CCFS_CACHE", str(tmp_path / "cache"))
+    root = write_fake_fmnist(tmp_path / "fmnist")
+    scores = np.random.default_rng(0).integers(0, 4, 120).astype(np.float32)  # forgetting counts, many ties
+    np.save(tmp_path / "forgetting.npy", scores)
+    out = tmp_path / "run"
+    args = ("data.val_size=20", "select.method=[forgetting]", f"teacher.scores={tmp_path / 'forgetting.npy'}")
+    assert _run(root, out, *args, stage="teacher") == 0 and _run(root, out, *args, stage="select") == 0
+    chosen = json.loads((out / "select" / "forgetting" / "selected_indices.json").read_text())["idx_selected"]
+    data = load_dataset("fashion-mnist", str(root))
+    held_out = set(carve_validation(data, 20).val_rows.tolist())
+    labels = data.train.labels.tolist()
+    want = [r for c in range(10) for r in sorted((r for r in range(120) if labels[r] == c and r not in held_out),
+                                                  key=lambda r: (-scores[r], r))[:6]]
+    assert chosen == want
+    assert (np.load(out / "teacher" / "forgetting.npy") == np.where(np.isin(np.arange(120), list(held_out)), -1, scores)).all()
 
 
 def test_random_methods_select_once_per_evaluation_seed(tmp_path, monkeypatch):
@@ -501,7 +532,7 @@ def test_a_run_directory_of_another_format_is_refused_in_one_line(finished, tmp_
     root, src = finished
     out = tmp_path / "old"
     shutil.copytree(src, out)
-    assert json.loads((out / "format.json").read_text())["format"] == 2
+    assert json.loads((out / "format.json").read_text())["format"] == FORMAT
     assert _run(root, out, "select.method=[random]") == 0
     assert "done already" in capsys.readouterr().out
     (out / "config.yaml").write_text("select:\n  quota: equal\n")  # a key this version lacks: never parsed
@@ -509,9 +540,9 @@ def test_a_run_directory_of_another_format_is_refused_in_one_line(finished, tmp_
     assert _run(root, out, "select.method=[random]") == 2
     err = capsys.readouterr().err.strip()
     assert "older ccfs (run-directory format 1)" in err and "new out=" in err and len(err.splitlines()) == 1
-    (out / "format.json").write_text(json.dumps({"format": 3}))
+    (out / "format.json").write_text(json.dumps({"format": FORMAT + 1}))
     assert _run(root, out, "select.method=[random]") == 2
-    assert "newer ccfs (run-directory format 3)" in capsys.readouterr().err
+    assert f"newer ccfs (run-directory format {FORMAT + 1})" in capsys.readouterr().err
     (out / "format.json").write_text("{not json")
     assert _run(root, out, "select.method=[random]") == 2
     assert "format.json is damaged" in capsys.readouterr().err

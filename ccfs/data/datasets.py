@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable
 
+import numpy as np
 import torch
 
 from ccfs.data import readers
@@ -94,6 +95,39 @@ class Dataset:
         """Train rows -> their indices in the file's train split (what exports report)."""
         rows = torch.as_tensor(rows, dtype=torch.long)
         return (rows if self.train_rows is None else self.train_rows[rows]).tolist()
+
+    @property
+    def file_train_size(self) -> int:
+        """Images in the dataset file's train split (train and validation rows together)."""
+        return len(self.train) + (len(self.val) if self.val is not None else 0)
+
+    def pool_rows(self, file_rows) -> torch.Tensor:
+        """Rows of the dataset file's train split -> train rows (the inverse of `file_rows`);
+        a held-out (validation) or out-of-range row is a DataError."""
+        file_rows = torch.as_tensor(file_rows, dtype=torch.long)
+        if self.train_rows is None:
+            bad = (file_rows < 0) | (file_rows >= len(self.train))
+            if bad.any():
+                raise DataError(f"row {int(file_rows[bad][0])} is not a row of the {len(self.train)}-image train split")
+            return file_rows
+        inverse = torch.full((self.file_train_size,), -1, dtype=torch.long)
+        inverse[self.train_rows] = torch.arange(len(self.train_rows))
+        bad = (file_rows < 0) | (file_rows >= len(inverse))
+        rows = inverse[file_rows.clamp(0, len(inverse) - 1)]
+        bad |= rows < 0
+        if bad.any():
+            raise DataError(f"row {int(file_rows[bad][0])} of the dataset file is held out as validation "
+                            f"(data.val_size) or outside its {len(inverse)}-image train split")
+        return rows
+
+    def file_values(self, values: np.ndarray, fill: float) -> np.ndarray:
+        """A per-train-row array [N] spread over the dataset file's train split, held-out
+        (validation) rows set to `fill`."""
+        if self.train_rows is None:
+            return values
+        out = np.full(self.file_train_size, fill, dtype=values.dtype)
+        out[self.train_rows.numpy()] = values
+        return out
 
     @property
     def file_train_labels(self) -> torch.Tensor:

@@ -102,7 +102,8 @@ def _read(path) -> object:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a bad file; all mean the same
-        raise CheckpointError(f"cannot read checkpoint {path}: {_load_failure(e)}") from e
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is damaged or not a torch checkpoint "
+                              f"({_load_failure(e)})") from e
 
 
 def _load_failure(e: Exception) -> str:

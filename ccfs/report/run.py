@@ -26,6 +26,7 @@ def _teacher_section(run: Run) -> str:
 
 def _rounds_section(run: Run, method: str, rounds: list[dict]) -> str:
     d = run.data
+    rounds = [{**r, "indices": d.pool_rows(r["indices"]).tolist()} for r in rounds]  # file rows -> train rows
     plot_dir = run.out / "plots"
     parts = [f"## Round log: {method}\n", rounds_table(rounds, d.classes), ""]
     if any(r["filter_pool_acc"] is not None for r in rounds):

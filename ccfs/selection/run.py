@@ -5,6 +5,10 @@
     OUT/select/<run>[/seed<s>]/settings.json           the settings the selection was made with
     OUT/select/ccfs/seed<s>/rounds.json                the round log (and state.json while running)
 
+Indices in selected_indices.json and rounds.json are rows of the dataset file's train split,
+as the official code reads them, whatever ccfs holds out as validation; state.json (resume
+only) counts the train rows ccfs trains on.
+
 A method with a sweep runs once per value: `window` -> `window_b0.1`, `window_b0.3`, ...
 A method whose choice is random (random draws, filter initialisations) runs once per
 evaluation seed s, in `seed<s>/`: the student of seed s trains on the selection of seed s.
@@ -54,16 +58,18 @@ def _write(run: Run, folder, run_name: str, sel: methods.Selection, seconds: flo
     if len(set(idx)) != len(idx):
         raise RuntimeError(f"selector {run_name} returned duplicate indices")  # a bug, not user input
     if "rounds" in sel.log:
-        write_json(folder / "rounds.json", sel.log["rounds"])
+        write_json(folder / "rounds.json", [{**r, "indices": run.data.file_rows(r["indices"])} for r in sel.log["rounds"]])
     extra = {}
     if methods.parse(run_name)[1].distilled == "own" and sel.distilled is not None:
         torch_save({"images": sel.distilled.images, "labels": sel.distilled.labels}, folder / "distilled.pt")
         extra = {"distilled_file": "distilled.pt", "distill_init": sel.log["distill_init"]}
     write_json(folder / "meta.json", {**extra,
         "method": run_name, "distilled_per_class": cpc, "real": len(idx), "seconds": seconds,
+        "indices": "rows of the dataset file's train split",
         "real_per_class": torch.bincount(run.data.train.labels[sel.indices], minlength=n).tolist() if idx else [0] * n})
     ipc = run.cfg.select.ipc
-    write_json(folder / "selected_indices.json", {"ipc": ipc, "alpha": cpc / ipc, "idx_selected": idx})
+    write_json(folder / "selected_indices.json",
+               {"ipc": ipc, "alpha": cpc / ipc, "idx_selected": run.data.file_rows(idx)})  # the file's rows
 
 
 def select_stage(run: Run) -> None:

@@ -1,7 +1,13 @@
 """The teacher stage: train on the full train set with cross-entropy while recording
 per-sample training dynamics (or import a checkpoint and a score file), then write
 
-    OUT/teacher/model.pt  metrics.json  scores.npz  forgetting.npy  correct_indices.npy
+    OUT/teacher/model.pt  metrics.json  scores.npz  forgetting.npy  correct_indices.npy  true_logit.npy
+    OUT/teacher/train_rows.npy  (with a validation split) each train row's row in the dataset file
+
+forgetting.npy is the official format: one value per row of the dataset file's train split,
+HELD_OUT for rows held out as validation. scores.npz, correct_indices.npy and true_logit.npy
+are ccfs's own: they index the train rows ccfs trains on, which train_rows.npy maps to the
+file's rows where a validation split is carved out (metrics.json says which).
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from ccfs.models import has_batchnorm, load_checkpoint, save_checkpoint
 from ccfs.teacher.score_files import load_dataset_scores, save_forgetting_npy, save_scores
 
 DONE = "metrics.json"  # written last: its presence means the stage finished
+HELD_OUT = -1.0  # forgetting.npy's value at a held-out row: below every count, never among the most forgotten
 
 
 def _needs_batchnorm(run: Run) -> bool:
@@ -79,10 +86,14 @@ def teacher_stage(run: Run) -> None:
     if scores:
         save_scores(out / "scores.npz", scores)
     if "forgetting" in scores:
-        save_forgetting_npy(out / "forgetting.npy", scores["forgetting"])
+        save_forgetting_npy(out / "forgetting.npy", d.file_values(np.asarray(scores["forgetting"], np.float32), HELD_OUT))
+    if d.train_rows is not None:
+        np_save(out / "train_rows.npy", d.train_rows.numpy())
     metrics = {"test_acc": teacher.test_acc, "val_acc": teacher.val_acc, "train_acc": 100.0 * len(correct) / len(d.train),
                "seconds": teacher.seconds, "model": cfg.model, "imported": bool(cfg.checkpoint),
-               "scores": sorted(scores)}
+               "scores": sorted(scores),
+               "rows": "dataset file" if d.train_rows is None else
+               "train rows after the validation split (train_rows.npy: their rows in the dataset file)"}
     write_json(out / DONE, metrics)
     if distributed.is_main():
         (out / "resume.pt").unlink(missing_ok=True)
