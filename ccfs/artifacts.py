@@ -6,6 +6,7 @@ that a resume would trust. A folder of files is built the same way (`atomic_dir`
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -156,6 +157,26 @@ def git_commit() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def git_tree_clean() -> bool | None:
+    """Whether the ccfs source tree has no uncommitted change to tracked files (None: not a
+    git checkout)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=10)
+        return None if out.returncode else out.stdout.strip() == ""
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def file_sha1(path: str | Path) -> str:
+    """The sha1 of a file's bytes (12 hex digits: enough to tell two artifacts apart)."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:12]
 
 
 def np_save(path: str | Path, array) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ccfs import __version__, api
-from ccfs.artifacts import read_artifact, read_json, write_json
+from ccfs.artifacts import file_sha1, read_artifact, read_json, write_json
 from ccfs.config import Config
 from ccfs.data.cache import load_dataset
 from ccfs.data.datasets import Dataset, Split, carve_validation
@@ -75,7 +75,7 @@ class Run:
     """`shared`: the folder holding teacher/ and distill/ when several runs share them (the
     points of an IPC / α sweep); default the run's own `out`."""
 
-    SHARED = ("data", "teacher", "distilled")  # settings-free: siblings reuse them
+    SHARED = ("data", "teacher", "teacher_sha1", "distilled")  # settings-free: siblings reuse them
 
     def __init__(self, cfg: Config, shared: Path | None = None):
         self.cfg = cfg
@@ -144,6 +144,11 @@ class Run:
             scores = read_artifact(self.teacher_dir / "scores.npz", _load_npz)
         true_logit = torch.from_numpy(read_artifact(self.teacher_file("true_logit.npy"), np.load))
         return api.Teacher(model.to(self.device).eval().requires_grad_(False), correct, true_logit, scores)
+
+    @cached_property
+    def teacher_sha1(self) -> str:
+        """A hash of the teacher's weights file: records made over one teacher share it."""
+        return file_sha1(self.teacher_file("model.pt"))
 
     # ------------------------------------------------------------------ distilled images
     @cached_property

@@ -23,7 +23,7 @@ from ccfs.evaluate.run import evaluate_stage
 from ccfs.export import export_stage
 from ccfs.models import MODELS, load_checkpoint
 from ccfs.report.run import report_stage, sweep_report
-from ccfs.report.tables import summary_table
+from ccfs.report.tables import summary_table, verdict_lines
 from ccfs.scores import COMPUTED, RECORDED
 from ccfs.selection import methods
 from ccfs.selection.run import select_stage
@@ -79,7 +79,9 @@ def run_all(run: Run) -> None:
     if distributed.is_main():
         print(f"\n== {run.cfg.data.name}, IPC {run.cfg.select.ipc}: final-epoch test accuracy "
               f"(mean ± std over seeds) ==")
-        print(summary_table(records.current(run.out, run.cfg)))
+        found = records.current(run.out, run.cfg)
+        print(summary_table(found))
+        print("\n".join(verdict_lines(found)))
         print(f"total {time.perf_counter() - t0:.0f}s; report: {run.out / 'report.md'}")
 
 

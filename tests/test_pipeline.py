@@ -109,6 +109,14 @@ def test_results_records(finished):
         assert (r["final_acc"] / 2.5) == pytest.approx(round(r["final_acc"] / 2.5))
         assert list(r["test_acc_by_epoch"]) == [str(r["epochs"] - 1)]  # one test pass: the final epoch
         assert r["best_last20_acc"] is None
+    # what made each record: one teacher; the distilled part by hash, shared by the sets that use the same one
+    from ccfs.artifacts import file_sha1
+
+    assert {r["teacher_sha1"] for r in records} == {file_sha1(out / "teacher" / "model.pt")}
+    assert all(r["tree_clean"] in (True, False, None) for r in records)
+    by = {r["method"]: r["distilled_sha1"] for r in records}
+    assert by["random"] is None and by["full"] is None and by["ccfs"] == by["random_distilled"] is not None
+    assert by["distill_only"] not in (None, by["ccfs"]) and by["selmatch"] not in (None, by["ccfs"])
 
 
 def test_export_and_report(finished):

@@ -19,7 +19,8 @@ from ccfs.distill.folder import export_png_folder
 from ccfs.records import load as load_records, record_key
 from ccfs.export import labels_csv
 from ccfs.report import plots
-from ccfs.report.tables import (fmt, group, mean_std, oracle_picks, oracle_window, paired_differences, paired_table, ratio_curves, ratio_table,
+from ccfs.report.tables import (fmt, group, mean_std, oracle_picks, oracle_window, paired_differences, paired_table,
+                                verdict_lines, ratio_curves, ratio_table,
                                 results_table, rounds_table, summary_table)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -295,8 +296,23 @@ def test_paired_differences_pair_by_seed_ipc_and_alpha_and_full_with_every_ipc()
                     ("random_distilled", 10, 0.2): (11.0, 1),
                     ("full", 50, 0.1): (-2.0, 1)}
     table = paired_table(records)
-    assert "| random | c | 10 | 0.1 | +2.00 ± 1.41 | 2 |" in table
+    # diffs 1 and 3: mean 2, sd 1.414, half-width t(1) · 1.414 / √2 = 12.71; 5 seeds: 2.776 · 1.414 / √5 = 1.76 < 2
+    assert "| random | c | 10 | 0.1 | +2.00 ± 12.71, not resolved with 2 seeds | – | 2 | about 5 |" in table
     assert paired_table([rec("random", "c", 10, 0.0, 0, 1.0, None)]) == ""
+
+
+def test_verdicts_call_a_lead_only_where_the_interval_excludes_zero():
+    """diffs 1.0, 1.2, 0.8 (test) and 0.5, -0.5, 0.0 (validation): mean 1.00, sd 0.20, half-width
+    4.303 · 0.2 / √3 = 0.50 -> ahead on test; mean 0 on validation -> not resolved."""
+    records = []
+    for seed, (d, v) in enumerate([(1.0, 0.5), (1.2, -0.5), (0.8, 0.0)]):
+        records += [{**rec("ccfs", "c", 10, 0.2, seed, 80.0 + d, None), "val_acc": 70.0 + v},
+                    {**rec("random", "c", 10, 0.0, seed, 80.0, None), "val_acc": 70.0}]
+    assert verdict_lines(records) == ["ccfs − random (c, IPC 10): +1.00 ± 0.50, ahead (test, 95 % interval)"]
+    table = paired_table(records)
+    assert "| +1.00 ± 0.50, ahead | +0.00 ± 1.24, not resolved with 3 seeds | 3 | 3 (resolved) |" in table
+    assert verdict_lines([{**r, "final_acc": 80.0 - (r["method"] == "ccfs")} for r in records]) == \
+        ["ccfs − random (c, IPC 10): -1.00 ± 0.00, behind (test, 95 % interval)"]
 
 
 def test_ratio_table_has_a_column_per_ipc_and_full_in_every_column():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from ccfs.context import Run
 from ccfs.data import readers
 from ccfs.data import store as store_mod
 from ccfs.data.cache import ChannelStats, load_dataset
-from ccfs.data.datasets import RowsTo, Split
+from ccfs.data.datasets import RowsTo, Split, carve_validation
 from ccfs.data.store import StoreRows, open_store, prepare_store
 from ccfs.errors import DataError
 from ccfs.train import fit, predict_logits
@@ -271,3 +273,123 @@ def test_training_and_inference_from_a_store_match_in_memory(fake_fmnist, tmp_pa
                        predict_logits(nets["memory"], memory.train.images[rows], memory.mean, memory.std))
     moved = stored.train.batches_on("meta")  # a store on the host feeding a device: rows gathered on the host
     assert isinstance(moved.images, RowsTo) and moved.images[rows].device.type == "meta"
+
+
+
+# ----------------------------------------------------------------------------- validation splits of a store
+
+
+def counting_reads(monkeypatch) -> list[int]:
+    """Every read `StoreRows` makes from now on (rows per read), recorded."""
+    reads, real = [], StoreRows._read_into
+    monkeypatch.setattr(StoreRows, "_read_into", lambda self, first, out: reads.append(len(out)) or real(self, first, out))
+    return reads
+
+
+def test_a_view_reads_the_rows_of_its_map(fake_fmnist, tmp_path, monkeypatch):
+    """`StoreRows.take`: row i of the view is the store's row map[i], however it is read;
+    taking reads nothing, a view of a view composes, and a pickled view keeps its map."""
+    prepare_store("fashion-mnist", fake_fmnist, tmp_path / "store")
+    rows, whole = open_store(tmp_path / "store").train.images, load_dataset("fashion-mnist", str(fake_fmnist)).train.images
+    row_map = torch.tensor([100, 3, 4, 5, 6, 119, 0, 50, 51, 52, 7, 7])  # unsorted, runs, a repeat
+    reads = counting_reads(monkeypatch)
+    view = rows.take(row_map)
+    inner = view.take(torch.tensor([9, 0, 11]))  # a view of a view: the store's rows 52, 100, 7
+    heads = (view.head(4), view.head(50))
+    assert reads == []  # nothing read up front
+    want = whole[row_map]
+    assert (view.shape, len(view), view.dtype, view.device) == (want.shape, 12, torch.uint8, torch.device("cpu"))
+    idx = torch.tensor([7, 3, 4, 11, 3, 0, -1])
+    for index in (idx, idx.tolist(), idx.numpy(), slice(2, 9), slice(None), slice(4, 4), slice(1, 12, 3),
+                  torch.tensor([], dtype=torch.long), [], torch.arange(12) % 3 == 0):
+        got = view[index]
+        assert got.dtype == torch.uint8 and torch.equal(got, want[index]), index
+    assert torch.equal(view[5], want[5]) and torch.equal(view[torch.tensor(5)], want[5])
+    assert np.array_equal(view.numpy()[np.int64(2)], want[2].numpy()) and view.numpy().shape == tuple(want.shape)
+    assert torch.equal(inner.row_map, torch.tensor([52, 100, 7])) and torch.equal(inner[:], whole[[52, 100, 7]])
+    assert torch.equal(heads[0][:], want[:4]) and len(heads[1]) == 12
+    assert view.to("cpu") is view and view.to("meta").shape == want.shape
+    copy = pickle.loads(pickle.dumps(view))  # another process's copy: the file opened again, the map kept
+    assert torch.equal(copy.row_map, row_map) and copy.shape == view.shape and torch.equal(copy[idx], want[idx])
+    assert torch.equal(rows.take(slice(10, 20))[:], whole[10:20])
+    with pytest.raises(IndexError, match="out of range"):
+        view[torch.tensor([12])]
+    with pytest.raises(IndexError, match="out of range"):
+        rows.take([120])
+
+
+def test_carve_validation_of_a_store_matches_in_memory_and_reads_nothing(fake_fmnist, tmp_path, monkeypatch):
+    prepare_store("fashion-mnist", fake_fmnist, tmp_path / "store")
+    stored, memory = open_store(tmp_path / "store"), load_dataset("fashion-mnist", str(fake_fmnist))
+    reads = counting_reads(monkeypatch)
+    got, want = carve_validation(stored, 20), carve_validation(memory, 20)
+    assert reads == []  # the rows are chosen from the labels; the views read when indexed
+    assert torch.equal(got.train_rows, want.train_rows) and torch.equal(got.val_rows, want.val_rows)
+    for split in ("train", "val"):
+        g, w = getattr(got, split), getattr(want, split)
+        assert g.mapped and isinstance(g.images, StoreRows) and not w.mapped, split
+        assert torch.equal(g.images.row_map, getattr(got, f"{split}_rows")), split
+        assert torch.equal(g.labels, w.labels) and torch.equal(g.images[:], w.images), split
+    assert got.summary() == want.summary() and got.file_train_size == 120
+    assert torch.equal(got.file_train_labels, stored.train.labels)
+    assert torch.equal(got.val.subset([3, 0]).images, want.val.images[[3, 0]])  # a subset is still a copy
+    assert not got.val.subset([3, 0]).mapped
+
+
+VAL_RUN = ["data.val_size=20", "select.method=[ccfs,random]", "distill.iterations=2", "train.epochs=2",
+           "threads=1", "device=cpu"]
+
+
+def accuracies(out: Path) -> dict:
+    """The selections, the teacher's accuracies and every record's, of a run directory."""
+    recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    teacher = json.loads((out / "teacher" / "metrics.json").read_text())
+    return {"selected": {m: json.loads((out / "select" / m / "seed0" / "selected_indices.json").read_text())
+                         for m in ("ccfs", "random")},
+            "teacher": (teacher["test_acc"], teacher["val_acc"], teacher["train_acc"]),
+            "records": sorted((r["method"], r["model"], r["seed"], r["final_acc"], r["val_acc"]) for r in recs)}
+
+
+@pytest.fixture(scope="module")
+def val_runs(tmp_path_factory):
+    """`ccfs run tiny` with a validation split, from memory and from a store (one process each)."""
+    base = tmp_path_factory.mktemp("val-runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CCFS_CACHE", str(base / "cache"))
+        root = write_fake_fmnist(base / "fmnist")
+        prepare_store("fashion-mnist", root, base / "store")
+        outs = {"memory": base / "memory", "store": base / "from-store"}
+        assert main(["run", "tiny", f"data.root={root}", f"out={outs['memory']}", *VAL_RUN]) == 0
+        assert main(["run", "tiny", f"data.store={base / 'store'}", f"out={outs['store']}", *VAL_RUN]) == 0
+    return base, outs
+
+
+def test_run_from_a_store_with_a_validation_split_matches_in_memory(val_runs):
+    _, outs = val_runs
+    got, want = accuracies(outs["store"]), accuracies(outs["memory"])
+    assert got == want
+    assert all(r[4] is not None for r in got["records"]) and got["teacher"][1] is not None  # validation was used
+    held_out = set(np.load(outs["store"] / "teacher" / "train_rows.npy").tolist()) ^ set(range(120))
+    assert len(held_out) == 20
+    for sel in got["selected"].values():  # file rows, none of them held out
+        assert sel["idx_selected"] and not held_out & set(sel["idx_selected"])
+
+
+def test_two_rank_run_from_a_store_with_a_validation_split_selects_the_same(val_runs):
+    """torchrun, 2 ranks on the CPU, each reading the store's views: with the one-process
+    run's teacher and distilled images (a 2-rank teacher's BatchNorm differs, see
+    test_distributed), the selections and the students are the one-process run's."""
+    from test_distributed import run as launch  # its retry of a flaky launch
+
+    base, outs = val_runs
+    one, two = outs["store"], base / "two-ranks"
+    two.mkdir()
+    for part in ("teacher", "distill", "config.yaml", "format.json"):
+        (shutil.copytree if (one / part).is_dir() else shutil.copy)(one / part, two / part)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ccfs",
+           "run", "tiny", f"data.store={base / 'store'}", f"out={two}", *VAL_RUN]
+    p = launch(cmd, base / "cache")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "distributed: 2 ranks, gloo" in p.stdout.splitlines()[:3]
+    got, want = accuracies(two), accuracies(one)
+    assert got["selected"] == want["selected"] and got["records"] == want["records"]

@@ -4,7 +4,8 @@ A `Dataset` holds both splits as uint8 tensors `[N, C, H, W]` with int64 labels,
 class names and the normalisation mean/std. Rows of `train.images` are the identity of
 a sample everywhere in ccfs (scores are `[N]` arrays, selections are index lists). Read
 from a store (`data/store.py`), the images are a `StoreRows` (`Split.mapped`), indexed like
-a tensor: a batch reads its rows from the page cache or the disk.
+a tensor: a batch reads its rows from the page cache or the disk; a validation split of a
+store (`carve_validation`) is two row-map views over it (`StoreRows.take`).
 """
 from __future__ import annotations
 
@@ -31,6 +32,14 @@ class Split:
     def subset(self, indices) -> "Split":
         idx = torch.as_tensor(indices, dtype=torch.long)
         return Split(self.images[idx], self.labels[idx])  # a copy of those rows, in memory
+
+    def take(self, indices) -> "Split":
+        """Rows `indices` as a Split: of a mapped split a mapped view over the store (its rows
+        read in place when indexed, nothing read here), else `subset`'s in-memory copy."""
+        if not self.mapped:
+            return self.subset(indices)
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return Split(self.images.take(idx), self.labels[idx], mapped=True)
 
     def to(self, device) -> "Split":
         images = self.images.to(device)
@@ -160,15 +169,14 @@ def validation_rows(labels: torch.Tensor, size: int, seed: int = 0) -> torch.Ten
 
 def carve_validation(data: Dataset, size: int, seed: int = 0) -> Dataset:
     """`data` with a class-balanced validation split of `size` images taken out of its
-    train split: teacher, scores, selection pools and students never see those rows."""
-    if data.train.mapped:
-        raise DataError("data.val_size with data.store is not supported: a store is read in place; "
-                        "set data.val_size=0 or use the in-memory dataset")
+    train split: teacher, scores, selection pools and students never see those rows. The
+    rows are chosen from the labels alone, so a store (a mapped split) is split the same
+    way, into two views over it: the store is not copied, and nothing is read here."""
     val_rows = validation_rows(data.train.labels, size, seed)
     keep = torch.ones(len(data.train), dtype=torch.bool)
     keep[val_rows] = False
     train_rows = keep.nonzero().flatten()
-    return replace(data, train=data.train.subset(train_rows), val=data.train.subset(val_rows),
+    return replace(data, train=data.train.take(train_rows), val=data.train.take(val_rows),
                    train_rows=train_rows, val_rows=val_rows)
 
 

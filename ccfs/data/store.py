@@ -224,27 +224,43 @@ def _read_meta(folder: Path) -> dict:
     return meta
 
 
+class _Descriptor:
+    """An open store file, closed when the last reader holding it goes: one descriptor for
+    the life of a reader and of every view taken from it, so a store replaced by a new
+    prepare (renamed into place) does not change the rows under a running stage."""
+
+    def __init__(self, path: Path):
+        self.fd = os.open(path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self.fd)
+
+
 class StoreRows:
     """A store's images [N, C, H, W], read on demand: `rows[idx]` (an index tensor, list or
     array, in any order, with repeats) and `rows[a:b]` return an in-memory uint8 tensor of
     those rows, as indexing a tensor would; `shape`, `dtype`, `device` and `len` are the
     tensor's. Rows come in with `os.preadv` rather than through a memory map, so only the
-    batch being read counts in the process's RSS, however much of the store a pass reads."""
+    batch being read counts in the process's RSS, however much of the store a pass reads.
 
-    def __init__(self, path: Path, offset: int, shape: tuple[int, ...]):
-        self.path, self.offset, self.shape = Path(path), offset, torch.Size(shape)
+    With a `row_map` (int64 [M], rows of the file) it is a view of M rows: row i is the
+    file's row `row_map[i]`, for every way of reading it (indexing, `head`, `numpy()`, `to`,
+    pickling). `take(rows)` makes one; nothing is read until it is indexed."""
+
+    def __init__(self, path: Path, offset: int, shape: tuple[int, ...], row_map=None, *, _file=None):
+        self.path, self.offset, self.file_shape = Path(path), offset, torch.Size(shape)
         self.dtype, self.device = torch.uint8, torch.device("cpu")
         self.row_bytes = int(np.prod(shape[1:], dtype=np.int64))
-        # one descriptor for the reader's life: a store replaced by a new prepare (renamed
-        # into place) does not change the rows under a running stage, as with a map
-        self._fd = os.open(self.path, os.O_RDONLY)
-        weakref.finalize(self, os.close, self._fd)
+        self.row_map = None if row_map is None else _check_map(row_map, self.file_shape[0])
+        self._map = None if self.row_map is None else self.row_map.numpy()
+        self.shape = self.file_shape if self.row_map is None else \
+            torch.Size((len(self.row_map), *self.file_shape[1:]))
+        self._file = _file if _file is not None else _Descriptor(self.path)
 
-    def __reduce__(self):  # a copy in another process opens the file again
-        return StoreRows, (self.path, self.offset, tuple(self.shape))
+    def __reduce__(self):  # a copy in another process opens the file again (and keeps the map)
+        return StoreRows, (self.path, self.offset, tuple(self.file_shape), self.row_map)
 
     def __repr__(self) -> str:
-        return f"StoreRows({str(self.path)!r}, shape={list(self.shape)})"
+        view = "" if self.row_map is None else f", a view of {len(self)} of its {self.file_shape[0]} rows"
+        return f"StoreRows({str(self.path)!r}, shape={list(self.shape)}{view})"
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -252,9 +268,24 @@ class StoreRows:
     def __getitem__(self, idx) -> torch.Tensor:
         return torch.from_numpy(self.read(idx))
 
+    def _view(self, file_rows, file_shape=None) -> "StoreRows":
+        return StoreRows(self.path, self.offset, tuple(file_shape or self.file_shape), file_rows, _file=self._file)
+
+    def take(self, rows) -> "StoreRows":
+        """A view whose row i is this one's row `rows[i]` (a 1-d integer or bool index, or a
+        slice); nothing is read here. The file is not copied: its rows are read in place
+        when the view is indexed."""
+        picked = self._index(rows)
+        if picked.ndim != 1:
+            raise IndexError(f"take needs a 1-d index or a slice, not {type(rows).__name__} {rows!r}")
+        return self._view(torch.from_numpy(self._file_rows(picked)))
+
     def head(self, n: int) -> "StoreRows":
         """The first `n` rows, read as lazily (nothing is read here)."""
-        return StoreRows(self.path, self.offset, (max(0, min(n, len(self))), *self.shape[1:]))
+        n = max(0, min(n, len(self)))
+        if self.row_map is None:
+            return self._view(None, (n, *self.shape[1:]))
+        return self._view(self.row_map[:n])
 
     def numpy(self) -> "_NumpyRows":
         """A view whose indexing returns numpy arrays (what report plots index). Unlike a
@@ -274,9 +305,18 @@ class StoreRows:
                 out = np.empty((max(0, stop - start), *self.shape[1:]), np.uint8)
                 self._read_into(start, out)
                 return out
-            idx = range(start, stop, step)
+        rows = self._index(idx)
+        out = self._gather(self._file_rows(rows).reshape(-1))
+        return out[0] if rows.ndim == 0 else out
+
+    def _index(self, idx) -> np.ndarray:
+        """An index of this reader's rows as int64 row numbers (0 .. len - 1), checked."""
+        if isinstance(idx, slice):
+            return np.arange(*idx.indices(len(self)), dtype=np.int64)
         rows = np.asarray(idx.cpu() if isinstance(idx, torch.Tensor) else idx)
         if rows.dtype == np.bool_:
+            if rows.ndim != 1 or len(rows) != len(self):
+                raise IndexError(f"a mask of shape {list(rows.shape)} does not fit {len(self)} store rows")
             rows = np.flatnonzero(rows)  # a mask, as a tensor takes one
         if rows.ndim > 1 or (rows.size and not np.issubdtype(rows.dtype, np.integer)):
             raise IndexError(f"store rows take an int, a slice or a 1-d integer index, not {type(idx).__name__} "
@@ -285,14 +325,18 @@ class StoreRows:
         if rows.size and (rows.min() < -n or rows.max() >= n):
             raise IndexError(f"row index {int(rows.max() if rows.max() >= n else rows.min())} is out of range "
                              f"for {n} store rows")
-        out = self._gather(np.where(rows < 0, rows + n, rows).reshape(-1))
-        return out[0] if rows.ndim == 0 else out
+        return np.where(rows < 0, rows + n, rows)
+
+    def _file_rows(self, rows: np.ndarray) -> np.ndarray:
+        """This reader's rows -> the file's rows (through the map of a view)."""
+        return rows if self._map is None else self._map[rows]
 
     def _gather(self, rows: np.ndarray) -> np.ndarray:
         """Each distinct row read once, in file order, a run of consecutive rows in one read
         (sequential reads are what the page cache and the disk serve fastest); then put in
         the order asked."""
         distinct, where = np.unique(rows, return_inverse=True)
+        where = where.reshape(-1)
         out = np.empty((len(distinct), *self.shape[1:]), np.uint8)
         cuts = (np.flatnonzero(np.diff(distinct) != 1) + 1).tolist()
         for a, b in zip([0, *cuts], [*cuts, len(distinct)]):
@@ -301,14 +345,26 @@ class StoreRows:
         return out if len(distinct) == len(rows) and (where == np.arange(len(rows))).all() else out[where]
 
     def _read_into(self, first: int, out: np.ndarray) -> None:
-        """Rows first .. first + len(out) into `out` (C-contiguous); a read may return less
-        than asked (Linux caps one at ~2 GiB), so read until full."""
+        """File rows first .. first + len(out) into `out` (C-contiguous); a read may return
+        less than asked (Linux caps one at ~2 GiB), so read until full."""
         view, pos = memoryview(out.reshape(-1)), self.offset + first * self.row_bytes
         while view:
-            got = os.preadv(self._fd, [view], pos)
+            got = os.preadv(self._file.fd, [view], pos)
             if got == 0:
                 raise DataError(f"{self.path} ends before row {first + len(out)}; {_rerun(self.path.parent)}")
             view, pos = view[got:], pos + got
+
+
+def _check_map(row_map, file_rows: int) -> torch.Tensor:
+    """A view's row map as a 1-d int64 tensor of file rows in 0 .. file_rows - 1."""
+    rows = torch.as_tensor(np.asarray(row_map) if not isinstance(row_map, torch.Tensor) else row_map)
+    if rows.ndim != 1 or (rows.numel() and (rows.is_floating_point() or rows.dtype == torch.bool)):
+        raise IndexError(f"a row map is a 1-d integer index, not {rows.dtype} of shape {list(rows.shape)}")
+    rows = rows.to(torch.long).cpu().clone()  # its own copy: the caller's tensor may change
+    if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= file_rows):
+        raise IndexError(f"a row map names row {int(rows.min()) if int(rows.min()) < 0 else int(rows.max())}, "
+                         f"outside the store's {file_rows} rows")
+    return rows
 
 
 class _NumpyRows:

@@ -5,13 +5,14 @@ skipped, so the stage resumes.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import replace
 
 from ccfs import distributed, records
 from ccfs.selection import methods
 from ccfs.api import train_student
-from ccfs.artifacts import git_commit
+from ccfs.artifacts import git_commit, git_tree_clean
 from ccfs.config import to_dict
 from ccfs.context import Run
 from ccfs.data.datasets import Split
@@ -22,7 +23,20 @@ def best_last20(hist, recipe) -> float | None:
     return hist.best_last20(recipe.epochs) if len(hist.test_acc) > 1 else None
 
 
-def evaluate_one(run: Run, run_name: str, model_name: str, seed: int, *, alpha: float, data: Split) -> dict:
+def distilled_sha1(data: Split, n: int) -> str | None:
+    """A hash of the distilled images a synthetic set holds (its first `n` rows), so that
+    records of sets over one distilled part pair, and a grown distilled file does not
+    change it; None for a set without any."""
+    if n == 0:
+        return None
+    return hashlib.sha1(data.images[:n].numpy().tobytes() + data.labels[:n].numpy().tobytes()).hexdigest()[:12]
+
+
+def evaluate_one(run: Run, run_name: str, model_name: str, seed: int, *, alpha: float, data: Split,
+                 distilled: int = 0) -> dict:
+    """One student on `data` (its first `distilled` rows are distilled images) and its record:
+    the accuracies, and what made it (commit, whether the tree was clean, the teacher's
+    weights and the distilled images, by hash)."""
     cfg, d = run.cfg, run.data
     full = methods.parse(run_name)[1].full_data
     recipe = replace(cfg.train, epochs=cfg.eval.full_epochs) if full and cfg.train.steps <= 0 else cfg.train
@@ -35,7 +49,8 @@ def evaluate_one(run: Run, run_name: str, model_name: str, seed: int, *, alpha: 
             "test_acc_by_epoch": {str(k): v for k, v in sorted(hist.test_acc.items())},
             "images": len(data), "epochs": recipe.epochs, "train_seconds": time.perf_counter() - t0,
             "dataset": d.name, "settings": records.settings_hash(cfg), "config": to_dict(cfg),
-            "commit": git_commit()}
+            "commit": git_commit(), "tree_clean": git_tree_clean(), "teacher_sha1": run.teacher_sha1,
+            "distilled_sha1": distilled_sha1(data, distilled)}
 
 
 def sweep_picks(recs: list[dict], run_names: list[str], first: list[int]) -> dict[tuple, str]:
@@ -115,9 +130,10 @@ def _train(run: Run, todo: list[tuple[str, str, int]], world: int, rank: int, se
             which = (run_name, run.selection_seed(run_name, seed))
             if which not in sets:
                 sets[which] = run.selection(*which)
-            data, sel, _ = sets[which]
+            data, sel, meta = sets[which]
             with distributed.local():  # an independent student: no DDP, no sharded test pass
-                rec = evaluate_one(run, run_name, model_name, seed, alpha=sel["alpha"], data=data)
+                rec = evaluate_one(run, run_name, model_name, seed, alpha=sel["alpha"], data=data,
+                                   distilled=meta["distilled_per_class"] * run.data.num_classes)
         for r in distributed.gather(rec):
             if r is not None and distributed.is_main():
                 records.append(run.out, r)

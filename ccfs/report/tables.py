@@ -97,15 +97,42 @@ def paired_differences(records: list[dict], reference: str = "ccfs",
 
 
 def paired_table(records: list[dict], reference: str = "ccfs") -> str:
-    """Markdown table of `paired_differences` (test accuracy), or "" without pairs."""
-    rows = paired_differences(records, reference)
-    if not rows:
+    """Markdown table of `paired_differences` on test and on validation: each the mean with
+    its 95 % interval and the verdict (`lead`), and about how many seeds would resolve the
+    test difference at its spread; "" without pairs."""
+    test = paired_differences(records, reference)
+    if not test:
         return ""
-    lines = [f"| {reference} minus | model | IPC | {reference} α | mean paired difference, test points "
-             "(± std over seeds) | seeds |", "|---|---|---|---|---|---|"]
-    lines += [f"| {m} | {model} | {ipc} | {alpha:g} | {mean:+.2f} ± {std:.2f} | {n} |"
-              for m, model, ipc, alpha, mean, std, n in rows]
+    val = {row[:4]: row[4:] for row in paired_differences(records, reference, "val_acc")}
+    lines = [f"| {reference} minus | model | IPC | {reference} α | test, paired (95 % interval) | "
+             "validation, paired (95 % interval) | seeds | seeds to resolve the test difference |",
+             "|---|---|---|---|---|---|---|---|"]
+    for m, model, ipc, alpha, mean, std, n in test:
+        v = val.get((m, model, ipc, alpha))
+        lines.append(f"| {m} | {model} | {ipc} | {alpha:g} | {lead(mean, std, n)} | "
+                     f"{lead(*v) if v else '–'} | {n} | {seeds_to_resolve(mean, std, n)} |")
     return "\n".join(lines)
+
+
+def verdict_lines(records: list[dict], reference: str = "ccfs") -> list[str]:
+    """One line per comparison of `reference` with another method, paired by seed, on test:
+    what `ccfs run` prints under its table."""
+    return [f"{reference} − {m} ({model}, IPC {ipc}): {lead(mean, std, n)} (test, 95 % interval)"
+            for m, model, ipc, _, mean, std, n in paired_differences(oracle_only(records), reference)]
+
+
+def seeds_to_resolve(mean: float, std: float, n: int) -> str:
+    """About how many paired seeds would put a difference of `mean` with spread `std` clear
+    of zero at 95 % (a hint: the spread itself is estimated from n seeds)."""
+    half = interval95(mean, std, n)
+    if n >= 2 and (mean - half > 0 or mean + half < 0):
+        return f"{n} (resolved)"
+    if mean == 0 or std == 0:
+        return "–"
+    for k in range(2, 201):
+        if t975(k - 1) * std / k ** 0.5 < abs(mean):
+            return f"about {k}"
+    return "over 200"
 
 
 def _is_full(run_name: str) -> bool:
