@@ -299,7 +299,7 @@ class StoreRows:
 
     def read(self, idx) -> np.ndarray:
         """Rows `idx` (int, slice, or 1-d integer or bool index) as a uint8 array in memory."""
-        if isinstance(idx, slice):
+        if isinstance(idx, slice) and self._map is None:
             start, stop, step = idx.indices(len(self))
             if step == 1:  # one read
                 out = np.empty((max(0, stop - start), *self.shape[1:]), np.uint8)
