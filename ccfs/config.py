@@ -181,6 +181,11 @@ class EvalCfg:
                                               "a set is worth without the teacher)")
     full_epochs: int = doc(10, "epochs of the full-data student (method full) where train.steps is 0; under the steps "
                             "rule it trains train.steps")
+    hard_labels: bool | list[str] = doc(
+        False, "also train a hard-label (cross-entropy) student beside each KD student, of every method (true) or of "
+               "the methods listed: how much of a set's accuracy comes from the set and how much from the teacher "
+               "(DD-Ranking's IOR / HLR / LRS; needs random and full among them); selections and KD records are unchanged; "
+               "nothing to add under eval.objective=ce")
     sweep_seeds: int = doc(0, "swept methods (the window's β): 0 trains every value on every seed; N trains "
                            "every value on the first N seeds, then only the value picked on validation over "
                            "them on the other seeds (values + seeds - N students instead of values x seeds)")
@@ -395,6 +400,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"data.{key}={value} must list one {'positive ' if key == 'std' else ''}value per channel")
     if cfg.train.mix != "none" and cfg.eval.objective != "kd":
         raise ConfigError(f"train.mix={cfg.train.mix} mixes images, not labels: it needs eval.objective=kd")
+    if cfg.train.mix != "none" and cfg.eval.hard_labels not in (False, []):
+        raise ConfigError(f"train.mix={cfg.train.mix} mixes images, not labels: the hard-label students of "
+                          "eval.hard_labels cannot share it; set eval.hard_labels=false or train.mix=none")
     if cfg.data.val_size < 0 or cfg.train.steps < 0:
         raise ConfigError("data.val_size and train.steps must be 0 or more")
     if s.filter_steps is not None and s.filter_steps < 1:

@@ -178,7 +178,8 @@ def run_sweep(stage: str, cfg: Config, points: list[Config]) -> None:
 
 
 def run_stage(stage: str, cfg: Config) -> None:
-    for name in cfg.select.method:
+    hard = cfg.eval.hard_labels if isinstance(cfg.eval.hard_labels, list) else []
+    for name in [*cfg.select.method, *hard]:
         methods.get(name)  # an unknown method fails before anything is loaded
     points = sweep_points(cfg)
     if is_sweep(cfg):

@@ -1,10 +1,13 @@
 """Evaluation records: one JSON line per student in OUT/results.jsonl.
 
-A record's key is (method, model, IPC, α, seed, settings), where `settings` is a hash of
-everything a selection or a student depends on besides the pinned data / teacher / distill
-sections of the run (those cannot change within a run directory). Records made with other
-settings stay in the file but are never mixed with the current ones. Each selection folder
-keeps the settings it was made with (`settings.json`), checked before it is reused.
+A record's key is (method, model, IPC, α, seed, objective, settings), where `settings` is a
+hash of everything a selection or a student depends on besides the pinned data / teacher /
+distill sections of the run (those cannot change within a run directory), and `objective`
+the student's loss: the run's eval.objective, or "ce" for the hard-label students that
+eval.hard_labels adds beside the KD ones (same settings hash: adding them changes no KD
+record). Records made with other settings stay in the file but are never mixed with the
+current ones, and the tables compare one objective only (`main_protocol`). Each selection
+folder keeps the settings it was made with (`settings.json`), checked before it is reused.
 """
 from __future__ import annotations
 
@@ -31,7 +34,9 @@ def selection_settings(cfg: Config, run_name: str | None = None) -> dict:
     """What a selection of `run_name` depends on besides the run directory's pinned data,
     teacher and distilled images: the select.* options, and for a method that trains
     filters, the filters' resolved recipe, objective and architecture. With run_name None,
-    what an evaluation record depends on: every select.* option and the students' recipe."""
+    what an evaluation record depends on: every select.* option and the students' recipe
+    (not eval.hard_labels: its students are told apart by their objective, so a run's KD
+    records are the same records with and without it)."""
     select = {k: v for k, v in to_dict(cfg.select).items() if k != "method"}
     filter_model = cfg.select.filter_model or cfg.eval.models[0]
     if run_name is None:
@@ -86,12 +91,30 @@ def settings_hash(cfg: Config) -> str:
     return hashlib.sha1(json.dumps(selection_settings(cfg), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def key(method: str, model: str, ipc: int, alpha: float, *, seed: int, settings: str | None) -> tuple:
-    return (method, model, ipc, round(float(alpha), 4), seed, settings)
+def key(method: str, model: str, ipc: int, alpha: float, *, seed: int, settings: str | None,
+        objective: str = "kd") -> tuple:
+    return (method, model, ipc, round(float(alpha), 4), seed, objective, settings)
 
 
 def record_key(r: dict) -> tuple:
-    return key(r["method"], r["model"], r["ipc"], r["alpha"], seed=r["seed"], settings=r.get("settings"))
+    return key(r["method"], r["model"], r["ipc"], r["alpha"], seed=r["seed"], settings=r.get("settings"),
+               objective=objective_of(r))
+
+
+def objective_of(r: dict) -> str:
+    """A record's student loss, "kd" or "ce": its `objective` field; a record from before the
+    field, its run's eval.objective (from its `config`), and KD where it holds neither (the
+    committed records under docs/records/ are all KD students)."""
+    return r.get("objective") or ((r.get("config") or {}).get("eval") or {}).get("objective") or "kd"
+
+
+def main_protocol(found: list[dict]) -> list[dict]:
+    """The records every table and choice compares: the KD students where any record is one,
+    so that the hard-label students of eval.hard_labels never mix into a KD mean, pair or
+    pick; all of them where none is (a run with eval.objective ce). Only the label-robust
+    table (`ccfs.report.tables.label_robust_rows`) reads both."""
+    kd = [r for r in found if objective_of(r) == "kd"]
+    return kd if kd else list(found)
 
 
 def load(path: Path) -> list[dict]:
@@ -120,10 +143,12 @@ def unique(found: list[dict]) -> list[dict]:
     return out
 
 
-def current(out: Path, cfg: Config) -> list[dict]:
-    """The records of the run directory made with the config's present settings, one per key."""
-    h = settings_hash(cfg)
-    return unique([r for r in load(Path(out) / FILE) if r.get("settings") == h])
+def current(out: Path, cfg: Config, objectives: tuple[str, ...] | None = None) -> list[dict]:
+    """The records of the run directory made with the config's present settings, one per key,
+    of the run's own objective (eval.objective), or of each of `objectives` (("kd", "ce"):
+    with the hard-label students of eval.hard_labels)."""
+    h, keep = settings_hash(cfg), objectives or (cfg.eval.objective,)
+    return unique([r for r in load(Path(out) / FILE) if r.get("settings") == h and objective_of(r) in keep])
 
 
 def done_keys(out: Path) -> set[tuple]:
@@ -148,6 +173,7 @@ def oracle_picks(records: list[dict]) -> dict[tuple, tuple[str, list[int]]]:
     them unless eval.sweep_seeds trained the others on fewer); on the test set, as SelMatch's
     oracle, for runs without a validation split (the report says which). Ties: the first in
     record order."""
+    records = main_protocol(records)  # a pick of the KD students, never of the hard-label ones
     field = choice_field(records)
     runs: dict[tuple, dict[str, dict[int, float]]] = defaultdict(dict)
     for r in records:

@@ -39,3 +39,35 @@ def test_every_seed_without_sweep_seeds_or_for_unswept_methods():
     assert seeds_of("window_b0.9", "c", [0, 1, 2], 0, {}) == [0, 1, 2]
     assert seeds_of("window_b0.9", "c", [0, 1], 2, {}) == [0, 1]  # N >= seeds: nothing to save
     assert seeds_of("ccfs", "c", [0, 1, 2], 1, {}) == [0, 1, 2]
+
+
+def test_hard_label_students_take_no_part_in_the_pick():
+    """Hard-label students (eval.hard_labels) of every value, with other validation orders:
+    neither counted as a value's record nor compared."""
+    recs = [rec("window_b0.1", 0, 80.0), rec("window_b0.5", 0, 90.0)]
+    hard = [{**rec(m, 0, v), "objective": "ce"} for m, v in (("window_b0.1", 99.0), ("window_b0.5", 10.0),
+                                                             ("window_b0.9", 99.0))]
+    assert sweep_picks(recs + hard, NAMES, [0]) == {}  # b0.9 has only a hard-label student: no pick yet
+    full = recs + [rec("window_b0.9", 0, 85.0)]
+    assert sweep_picks(full + hard, NAMES, [0]) == sweep_picks(full, NAMES, [0]) == {("window", "c"): "window_b0.5"}
+
+
+def test_which_runs_get_a_hard_label_student():
+    import pytest
+
+    from ccfs.config import load_config
+    from ccfs.errors import ConfigError
+    from ccfs.evaluate.run import hard_label_runs
+
+    names = ["ccfs", "random", "window_b0.1", "window_b0.5", "full"]
+    assert hard_label_runs(load_config(None), names) == set()  # off by default
+    assert hard_label_runs(load_config(None, ["eval.hard_labels=true"]), names) == set(names)
+    assert hard_label_runs(load_config(None, ["eval.hard_labels=[window,full]"]), names) == {
+        "window_b0.1", "window_b0.5", "full"}
+    assert load_config("fmnist-sweep").eval.hard_labels == ["ccfs", "self_evolved", "random", "full"]
+    # under eval.objective=ce every student is a hard-label one: nothing to add
+    assert hard_label_runs(load_config(None, ["eval.hard_labels=true", "eval.objective=ce"]), names) == set()
+    with pytest.raises(ConfigError, match="random"):  # an unknown method, with the valid ones
+        hard_label_runs(load_config(None, ["eval.hard_labels=[ranodm]"]), names)
+    with pytest.raises(ConfigError, match="eval.hard_labels"):  # mixing is KD only
+        load_config(None, ["eval.hard_labels=true", "train.mix=cutmix"])

@@ -554,3 +554,40 @@ def test_a_run_directory_of_another_format_is_refused_in_one_line(finished, tmp_
     (out / "format.json").write_text("{not json")
     assert _run(root, out, "select.method=[random]") == 2
     assert "format.json is damaged" in capsys.readouterr().err
+
+
+def test_hard_label_students_beside_the_kd_ones_leave_the_kd_records_alone(tmp_path, monkeypatch, capsys):
+    """eval.hard_labels: one KD and one hard-label record per method and seed, the KD ones the
+    same as a run without it, the report's IOR / HLR / LRS table; switched on later over the
+    same out=, it trains only the hard-label students."""
+    monkeypatch.setenv("CCFS_CACHE", str(tmp_path / "cache"))
+    root = write_fake_fmnist(tmp_path / "fmnist")
+    args = ["select.method=[random,random_distilled,full]", "eval.seeds=[0,1]"]
+    fields = ("method", "model", "ipc", "alpha", "seed", "settings", "final_acc", "test_acc_by_epoch", "epochs")
+
+    def recs(out):
+        return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+    assert _run(root, tmp_path / "plain", *args) == 0
+    assert _run(root, tmp_path / "both", *args, "eval.hard_labels=true") == 0
+    plain, both = recs(tmp_path / "plain"), recs(tmp_path / "both")
+    assert sorted((r["method"], r["seed"], r["objective"]) for r in both) == sorted(
+        (m, s, o) for m in ("random", "random_distilled", "full") for s in (0, 1) for o in ("kd", "ce"))
+    same = [{k: r[k] for k in fields} for r in plain]
+    assert [{k: r[k] for k in fields} for r in both if r["objective"] == "kd"] == same
+    assert [r["objective"] for r in both] == ["kd"] * 6 + ["ce"] * 6  # the KD students first
+    report = (tmp_path / "both" / "report.md").read_text()
+    assert "hard-label students (DD-Ranking's IOR, HLR, LRS)" not in (tmp_path / "plain" / "report.md").read_text()
+    table = report.split("DD-Ranking's IOR, HLR, LRS)")[1]
+    rows = [line for line in table.splitlines() if line.startswith("| random")]
+    assert [r.split("|")[1].strip() for r in rows] == ["random", "random_distilled"]
+    assert "0 (the reference)" in rows[0] and "(n=2)" in rows[1].split("|")[-2]  # LRS of random + distilled
+    assert "The full-data students train `eval.full_epochs` = 1 epoch (train.steps is 0)" in table
+    # the KD results table counts the KD students only
+    assert "| random | convnet_w32 | 6 | 0 | " in report and "(n=2)" in report.split("## Results")[1].split("\n\n")[1]
+    capsys.readouterr()
+    assert _run(root, tmp_path / "plain", *args, "eval.hard_labels=true") == 0  # switched on later
+    later = recs(tmp_path / "plain")
+    assert later[:6] == plain and [r["objective"] for r in later[6:]] == ["ce"] * 6
+    assert [r["final_acc"] for r in later[6:]] == [r["final_acc"] for r in both[6:]]
+    assert capsys.readouterr().out.count("(hard labels): ") == 6

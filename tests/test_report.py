@@ -17,11 +17,12 @@ from PIL import Image
 from ccfs.artifacts import append_jsonl
 from ccfs.distill.folder import export_png_folder
 from ccfs.records import load as load_records, record_key
+from ccfs.records import main_protocol, objective_of, unique
 from ccfs.export import labels_csv
 from ccfs.report import plots
-from ccfs.report.tables import (fmt, group, mean_std, oracle_picks, oracle_window, paired_differences, paired_table,
-                                verdict_lines, ratio_curves, ratio_table,
-                                results_table, rounds_table, summary_table)
+from ccfs.report.tables import (fmt, group, label_robust_rows, label_robust_table, lead_table, lrs, mean_std,
+                                oracle_picks, oracle_window, paired_differences, paired_table, verdict_lines,
+                                ratio_curves, ratio_table, results_table, rounds_table, summary_table)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ORACLE = " ← oracle window (β picked on TEST acc (no validation split))"
@@ -268,12 +269,15 @@ def test_record_appended_after_a_truncated_line_survives(tmp_path):
 
 def test_record_key():
     r = dict(rec("ccfs", "convnet", 10, 0.2 + 1e-12, 1, 80.0, 81.0), settings="abc")
-    assert record_key(r) == ("ccfs", "convnet", 10, 0.2, 1, "abc")
+    assert record_key(r) == ("ccfs", "convnet", 10, 0.2, 1, "kd", "abc")
     assert record_key(dict(r, alpha=0)) == record_key(dict(r, alpha=0.0))
     assert record_key({k: v for k, v in r.items() if k != "settings"})[-1] is None
     for field, other in (("method", "random"), ("model", "resnet"), ("ipc", 50), ("alpha", 0.3),
-                         ("seed", 2), ("settings", "xyz")):
+                         ("seed", 2), ("settings", "xyz"), ("objective", "ce")):
         assert record_key(dict(r, **{field: other})) != record_key(r), field
+    # a record from before the objective field is its run's eval.objective, KD without a config
+    assert record_key(dict(r, objective="kd")) == record_key(r)
+    assert record_key(dict(r, config={"eval": {"objective": "ce"}})) == record_key(dict(r, objective="ce"))
 
 
 def test_paired_differences_pair_by_seed_ipc_and_alpha_and_full_with_every_ipc():
@@ -360,3 +364,99 @@ def test_sweep_plot_axis_is_logarithmic_only_over_a_factor_of_ten():
     assert not log_axis([1.0, 5.0])  # less than 10x: linear
     assert not log_axis([0.0, 0.1, 0.5])  # α from 0: no log
     assert not log_axis([])
+
+
+# ---------------------------------------------------------------- hard-label students (DD-Ranking's IOR, HLR, LRS)
+
+def ce(r: dict, final: float) -> dict:
+    """The hard-label student beside KD record `r`: the same key but its objective."""
+    return {**r, "objective": "ce", "final_acc": final, "best_last20_acc": None,
+            **({"val_acc": r["val_acc"] - 30} if r.get("val_acc") is not None else {})}
+
+
+def test_objective_of_and_the_main_protocol():
+    kd, old = {**RECORDS[0], "objective": "kd"}, RECORDS[1]  # a record from before the field: its run's, else KD
+    hard = ce(RECORDS[1], 10.0)
+    assert [objective_of(r) for r in (kd, old, hard)] == ["kd", "kd", "ce"]
+    assert objective_of({**old, "config": {"eval": {"objective": "ce"}}}) == "ce"
+    assert main_protocol([kd, hard, old]) == [kd, old]
+    assert main_protocol([hard]) == [hard]  # a run with eval.objective ce: its own students
+    assert unique([old, hard, {**old}]) == [old, hard]  # a KD and a hard-label student are two students
+
+
+def test_no_table_mixes_hard_label_students_into_the_kd_ones():
+    """Hard-label students far below (and, for the oracle, with other validation orders) the
+    KD ones: every KD table, pair, verdict and pick is what it is without them."""
+    val = {"window_b0.1": 70.0, "window_b0.5": 60.0, "window_b0.9": 65.0}
+    kd = [{**r, "val_acc": val.get(r["method"], 50.0) + r["seed"]} for r in RECORDS]
+    hard = [ce(r, r["final_acc"] - 40.0) for r in kd]
+    hard = [{**h, "val_acc": 200.0 - h["val_acc"]} for h in hard]  # the hard-label students would pick another β
+    both = kd + hard
+    assert group(both) == group(kd) and group(both, "val_acc") == group(kd, "val_acc")
+    assert oracle_picks(both) == oracle_picks(kd) and oracle_window(both) == oracle_window(kd)
+    assert paired_differences(both) == paired_differences(kd)
+    assert paired_differences(both, field="val_acc") == paired_differences(kd, field="val_acc")
+    assert paired_table(both) == paired_table(kd) and verdict_lines(both) == verdict_lines(kd)
+    assert results_table(both) == results_table(kd) and summary_table(both) == summary_table(kd)
+    ratio = {10: 1.0, 50: 5.0}
+    assert ratio_table(both, ratio) == ratio_table(kd, ratio) and ratio_curves(both, ratio) == ratio_curves(kd, ratio)
+    assert lead_table(both, ratio) == lead_table(kd, ratio)
+    assert "81.00 ± 1.41 (n=2)" in results_table(both)  # ccfs: KD 80, 82, not with the hard-label 40, 42
+
+
+def _lr(method, ipc, alpha, seed, final, objective):
+    return {**rec(method, "c", ipc, alpha, seed, final, None), "objective": objective}
+
+
+# Seeds 0, 1. KD: ccfs 80, 82; random 78, 79. Hard labels: ccfs 70, 72; random 65, 69; full 90, 91
+# (and a KD full-data student that HLR must not read); window β 0.5 is the KD oracle's pick.
+LR = [_lr("ccfs", 10, 0.1, 0, 80.0, "kd"), _lr("ccfs", 10, 0.1, 1, 82.0, "kd"),
+      _lr("random", 10, 0.0, 0, 78.0, "kd"), _lr("random", 10, 0.0, 1, 79.0, "kd"),
+      _lr("ccfs", 10, 0.1, 0, 70.0, "ce"), _lr("ccfs", 10, 0.1, 1, 72.0, "ce"),
+      _lr("random", 10, 0.0, 0, 65.0, "ce"), _lr("random", 10, 0.0, 1, 69.0, "ce"),
+      _lr("full", 10, 0.0, 0, 90.0, "ce"), _lr("full", 10, 0.0, 1, 91.0, "ce"), _lr("full", 10, 0.0, 0, 50.0, "kd"),
+      _lr("window_b0.1", 10, 0.0, 0, 70.0, "kd"), _lr("window_b0.5", 10, 0.0, 0, 77.0, "kd"),
+      _lr("window_b0.1", 10, 0.0, 0, 99.0, "ce"), _lr("window_b0.5", 10, 0.0, 0, 60.0, "ce")]
+
+
+def test_lrs_is_dd_rankings_normalised_exponential():
+    e = 2.718281828459045
+    assert lrs(0.0, 0.0) == pytest.approx((1 - 1 / e) / (e - 1 / e))  # 0.2689
+    assert lrs(1.0, -1.0) == pytest.approx(1.0) and lrs(-1.0, 1.0) == pytest.approx(0.0)
+    # IOR 0.02, HLR 0.20: a = 0.01 - 0.10 = -0.09, e^-0.09 = 0.913931, (0.913931 - 0.367879) / 2.350402 = 0.232323
+    assert lrs(0.02, 0.20) == pytest.approx(0.232323, abs=1e-6)
+
+
+def test_label_robust_rows_by_hand():
+    rows = {r["method"]: r for r in label_robust_rows(LR)}
+    assert set(rows) == {"ccfs", "random", "oracle window"}  # the full data is the reference, not a row
+    c = rows["ccfs"]
+    assert (c["ipc"], c["alpha"], c["kd"], c["ce"]) == (10, 0.1, [80.0, 82.0], [70.0, 72.0])
+    # IOR KD: 80 - 78 = 2, 82 - 79 = 3 -> 2.5, sd 0.7071; hard labels: 70 - 65 = 5, 72 - 69 = 3 -> 4, sd 1.4142
+    assert c["ior_kd"] == pytest.approx((2.5, 0.5 ** 0.5, 2)) and c["ior_ce"] == pytest.approx((4.0, 2 ** 0.5, 2))
+    # HLR against the hard-label full data: 90 - 70 = 20, 91 - 72 = 19 -> 19.5 (never the KD full-data student's 50)
+    assert c["hlr"] == pytest.approx((19.5, 0.5 ** 0.5, 2))
+    # LRS per seed: a = 0.01 - 0.10 = -0.09 -> 0.232323; a = 0.015 - 0.095 = -0.08 -> 0.236231; mean 0.234277
+    assert c["lrs"][0] == pytest.approx(0.234277, abs=1e-6) and c["lrs"][2] == 2
+    r = rows["random"]
+    assert r["ior_kd"] is None and r["ior_ce"] is None  # 0 by definition
+    # HLR 25, 22 -> 23.5; LRS with IOR 0: a = -0.125 -> 0.218949, a = -0.11 -> 0.224623
+    assert r["hlr"] == pytest.approx((23.5, 4.5 ** 0.5, 2)) and r["lrs"][0] == pytest.approx(0.221786, abs=1e-6)
+    w = rows["oracle window"]  # β 0.5, the KD pick (77 > 70), with its own hard-label student, not β 0.1's 99
+    assert (w["kd"], w["ce"]) == ([77.0], [60.0])
+    assert w["ior_kd"] == (-1.0, 0.0, 1) and w["ior_ce"] == (-5.0, 0.0, 1) and w["hlr"] == (30.0, 0.0, 1)
+
+
+def test_label_robust_table():
+    lines = label_robust_table(LR).splitlines()
+    assert lines[0].startswith("| method | model | IPC | α | KD acc % | hard-label acc % | IOR, KD")
+    # 95 % half-widths: IOR KD t(1) · 0.7071 / √2 = 6.35; hard labels 12.71; HLR 6.35;
+    # LRS t(1) · 0.002763 / √2 = 2.48 %
+    assert lines[2] == ("| ccfs | c | 10 | 0.1 | 81.00 ± 1.41 (n=2) | 71.00 ± 1.41 (n=2) | "
+                        "+2.50 ± 6.35, not resolved with 2 seeds | +4.00 ± 12.71, not resolved with 2 seeds | "
+                        "+19.50 ± 6.35 (n=2) | 23.43 ± 2.48 (n=2) |")
+    assert lines[3].startswith("| random | c | 10 | 0 | 78.50 ± 0.71 (n=2) | 67.00 ± 2.83 (n=2) | "
+                               "0 (the reference) | 0 (the reference) | +23.50 ± 19.06 (n=2) | 22.18 ± ")
+    assert lines[4].startswith("| oracle window | c | 10 | 0 | 77.00 ± 0.00 (n=1) | 60.00 ± 0.00 (n=1) | "
+                               "-1.00 ± inf")
+    assert label_robust_table([r for r in LR if r["objective"] == "kd"]) == ""  # no hard-label students: no table

@@ -1,7 +1,8 @@
 """The evaluate stage: fresh students trained by the shared recipe (KD from the teacher)
-on each synthetic set, for every model in eval.models and seed in eval.seeds. Each
-result is one JSON line in OUT/results.jsonl (`ccfs.records`); finished students are
-skipped, so the stage resumes.
+on each synthetic set, for every model in eval.models and seed in eval.seeds, and under
+eval.hard_labels a hard-label (cross-entropy) student beside each, the same recipe
+otherwise. Each result is one JSON line in OUT/results.jsonl (`ccfs.records`), with its
+objective; finished students are skipped, so the stage resumes.
 """
 from __future__ import annotations
 
@@ -33,18 +34,22 @@ def distilled_sha1(data: Split, n: int) -> str | None:
 
 
 def evaluate_one(run: Run, run_name: str, model_name: str, seed: int, *, alpha: float, data: Split,
-                 distilled: int = 0) -> dict:
-    """One student on `data` (its first `distilled` rows are distilled images) and its record:
-    the accuracies, and what made it (commit, whether the tree was clean, the teacher's
-    weights and the distilled images, by hash)."""
+                 distilled: int = 0, objective: str | None = None) -> dict:
+    """One student on `data` (its first `distilled` rows are distilled images) trained with
+    `objective` (default eval.objective; "ce" for a hard-label student of eval.hard_labels)
+    and its record: the accuracies, and what made it (commit, whether the tree was clean, the
+    teacher's weights and the distilled images, by hash)."""
     cfg, d = run.cfg, run.data
+    objective = objective or cfg.eval.objective
     full = methods.parse(run_name)[1].full_data
     recipe = replace(cfg.train, epochs=cfg.eval.full_epochs) if full and cfg.train.steps <= 0 else cfg.train
     recipe = replace(recipe, epochs=recipe.epochs_for(len(data)), steps=0)  # the compute rule, resolved
     t0 = time.perf_counter()
-    hist = train_student(d, data, run.teacher, model=model_name, recipe=recipe, seed=seed, objective=cfg.eval.objective,
-                         device=run.device, progress=cfg.progress, desc=f"eval {run_name} {model_name} s{seed}")
+    hist = train_student(d, data, run.teacher, model=model_name, recipe=recipe, seed=seed, objective=objective,
+                         device=run.device, progress=cfg.progress,
+                         desc=f"eval {run_name} {model_name} s{seed} {objective}")
     return {"method": run_name, "model": model_name, "ipc": cfg.select.ipc, "alpha": alpha, "seed": seed,
+            "objective": objective,
             "final_acc": hist.final_acc, "val_acc": hist.val_acc, "best_last20_acc": best_last20(hist, recipe),
             "test_acc_by_epoch": {str(k): v for k, v in sorted(hist.test_acc.items())},
             "images": len(data), "epochs": recipe.epochs, "train_seconds": time.perf_counter() - t0,
@@ -55,8 +60,10 @@ def evaluate_one(run: Run, run_name: str, model_name: str, seed: int, *, alpha: 
 
 def sweep_picks(recs: list[dict], run_names: list[str], first: list[int]) -> dict[tuple, str]:
     """(swept method, model) -> the value's run picked on validation over the seeds
-    `first`, once every value of that method has a record on each of them (none before)."""
-    out = {}
+    `first`, once every value of that method has a record on each of them (none before).
+    Picked on the KD students (`records.main_protocol`): a hard-label student neither counts
+    as a value's record nor takes part in the pick."""
+    out, recs = {}, records.main_protocol(recs)
     for base in {methods.parse(n)[0] for n in run_names if methods.is_sweep(n)}:
         values = {n for n in run_names if methods.is_sweep(n) and methods.parse(n)[0] == base}
         mine = [r for r in recs if r["method"] in values and r["seed"] in first]
@@ -77,8 +84,22 @@ def seeds_of(run_name: str, model: str, seeds: list[int], sweep_seeds: int, pick
     return list(seeds) if picks.get((methods.parse(run_name)[0], model)) == run_name else list(seeds[:sweep_seeds])
 
 
+def hard_label_runs(cfg, run_names: list[str]) -> set[str]:
+    """The run names that also get a hard-label student (eval.hard_labels: true, every one;
+    a list, the runs of the methods it names; none under eval.objective=ce, whose students
+    are hard-label ones already). A name that is no method is a ConfigError."""
+    asked = cfg.eval.hard_labels
+    if cfg.eval.objective != "kd" or asked in (False, []):
+        return set()
+    if asked is True:
+        return set(run_names)
+    for name in asked:
+        methods.get(name)  # an unknown name fails, listing the methods
+    return {n for n in run_names if methods.parse(n)[0] in asked}
+
+
 def _records(run: Run) -> list[dict]:
-    """This run's records: its IPC and its selection settings."""
+    """This run's records (of every objective): its IPC and its selection settings."""
     settings = records.settings_hash(run.cfg)
     return [r for r in records.load(run.out / records.FILE)
             if r.get("settings") == settings and r["ipc"] == run.cfg.select.ipc]
@@ -86,23 +107,32 @@ def _records(run: Run) -> list[dict]:
 
 def _picks(run: Run, recs: list[dict]) -> dict[tuple, str]:
     ev = run.cfg.eval
-    return sweep_picks(recs, methods.run_names(run.cfg.select), list(ev.seeds[:ev.sweep_seeds])) if ev.sweep_seeds > 0 else {}
+    if ev.sweep_seeds <= 0:
+        return {}
+    own = [r for r in recs if records.objective_of(r) == ev.objective]  # the run's own students pick
+    return sweep_picks(own, methods.run_names(run.cfg.select), list(ev.seeds[:ev.sweep_seeds]))
 
 
-def _todo(run: Run) -> list[tuple[str, str, int]]:
-    """(run name, model, seed) of every student not recorded yet, in a fixed order."""
+def _todo(run: Run) -> list[tuple[str, str, int, str]]:
+    """(run name, model, seed, objective) of every student not recorded yet, in a fixed
+    order: the run's own (KD) students first, then the hard-label ones of eval.hard_labels
+    (the same seeds: under eval.sweep_seeds, the KD pick's)."""
     names, ev, ipc = methods.run_names(run.cfg.select), run.cfg.eval, run.cfg.select.ipc
     recs = _records(run)
     done = {records.record_key(r) for r in recs}
     picks, settings = _picks(run, recs), records.settings_hash(run.cfg)
     alpha = {n: run.selected_indices(n, run.selection_seeds(n)[0])["alpha"] for n in names}
-    return [(n, m, s) for n in names for m in ev.models for s in seeds_of(n, m, ev.seeds, ev.sweep_seeds, picks)
-            if records.key(n, m, ipc, alpha[n], seed=s, settings=settings) not in done]
+    hard = hard_label_runs(run.cfg, names)  # empty under eval.objective=ce
+    runs = [(n, ev.objective) for n in names] + [(n, "ce") for n in names if n in hard]
+    return [(n, m, s, obj) for n, obj in runs for m in ev.models
+            for s in seeds_of(n, m, ev.seeds, ev.sweep_seeds, picks)
+            if records.key(n, m, ipc, alpha[n], seed=s, settings=settings, objective=obj) not in done]
 
 
 def evaluate_stage(run: Run) -> None:
     """Every missing student; under torchrun one student per rank at a time (waves of
     world-size students), rank 0 appending the wave's records in a fixed order."""
+    hard_label_runs(run.cfg, methods.run_names(run.cfg.select))  # a misnamed method fails before any student
     world, rank = distributed.world_size(), distributed.rank()
     sets: dict[tuple, tuple] = {}  # (run name, selection seed) -> its synthetic set, built once
     # two passes: under eval.sweep_seeds the picked value's other seeds are known only after the first
@@ -121,22 +151,24 @@ def _say_picks(run: Run) -> None:
               f"{', '.join(map(str, first))} ({model}); only it trains on the other seeds")
 
 
-def _train(run: Run, todo: list[tuple[str, str, int]], world: int, rank: int, sets: dict) -> None:
+def _train(run: Run, todo: list[tuple[str, str, int, str]], world: int, rank: int, sets: dict) -> None:
     for start in range(0, len(todo), world):
         wave = todo[start:start + world]
         rec = None
         if rank < len(wave):
-            run_name, model_name, seed = wave[rank]
+            run_name, model_name, seed, objective = wave[rank]
             which = (run_name, run.selection_seed(run_name, seed))
             if which not in sets:
                 sets[which] = run.selection(*which)
             data, sel, meta = sets[which]
             with distributed.local():  # an independent student: no DDP, no sharded test pass
                 rec = evaluate_one(run, run_name, model_name, seed, alpha=sel["alpha"], data=data,
-                                   distilled=meta["distilled_per_class"] * run.data.num_classes)
+                                   distilled=meta["distilled_per_class"] * run.data.num_classes, objective=objective)
         for r in distributed.gather(rec):
             if r is not None and distributed.is_main():
                 records.append(run.out, r)
                 val = f"val {r['val_acc']:.2f}%, " if r.get("val_acc") is not None else ""
-                print(f"evaluate {r['method']:>14} {r['model']:>14} seed {r['seed']}: {val}test {r['final_acc']:.2f}% "
-                      f"({r['images']} images, {r['train_seconds']:.0f}s)")
+                # a hard-label student says so before the colon: log readers of KD lines skip it
+                hard = " (hard labels)" if r["objective"] != run.cfg.eval.objective else ""
+                print(f"evaluate {r['method']:>14} {r['model']:>14} seed {r['seed']}{hard}: {val}test "
+                      f"{r['final_acc']:.2f}% ({r['images']} images, {r['train_seconds']:.0f}s)")

@@ -1,11 +1,13 @@
 """Result tables as pure functions of the records in results.jsonl (no training here)."""
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 
 from ccfs.selection import methods
-from ccfs.records import choice_field, is_swept, method_entry, oracle_picks, oracle_window  # noqa: F401 (re-exported)
+from ccfs.records import (choice_field, is_swept, main_protocol, method_entry, objective_of,  # noqa: F401 (re-exported)
+                          oracle_picks, oracle_window)
 
 
 def mean_std(values: list[float]) -> tuple[float, float, int]:
@@ -21,9 +23,10 @@ def fmt(values: list[float]) -> str:
 
 
 def group(records: list[dict], field: str = "final_acc") -> dict[tuple, list[float]]:
-    """(method, model, ipc, alpha) -> values of `field` over seeds."""
+    """(method, model, ipc, alpha) -> values of `field` over seeds, of one objective: the KD
+    students, never mixed with the hard-label ones of eval.hard_labels (`main_protocol`)."""
     out: dict[tuple, list[float]] = defaultdict(list)
-    for r in records:
+    for r in main_protocol(records):
         if r.get(field) is not None:  # best_last20_acc is None where only the final epoch was tested
             out[(r["method"], r["model"], r["ipc"], round(r["alpha"], 4))].append(r[field])
     return out
@@ -80,9 +83,10 @@ def paired_differences(records: list[dict], reference: str = "ccfs",
     """(method, model, ipc, α, mean, std, n) of `reference` minus each other method, paired
     by seed: the same student seed and model, the same IPC (the full-data student pairs
     with every IPC), and for methods with a distilled part the same α; the reference at
-    several α (an α sweep) gets rows for each. Only seeds both have count."""
+    several α (an α sweep) gets rows for each. Only seeds both have count. KD students only
+    where there are any (`main_protocol`): a hard-label student never pairs with a KD one."""
     by: dict[tuple, dict[int, float]] = defaultdict(dict)
-    for r in records:
+    for r in main_protocol(records):
         if r.get(field) is not None:
             by[(r["method"], r["model"], r["ipc"], round(r["alpha"], 4))][r["seed"]] = r[field]
     out = []
@@ -303,4 +307,93 @@ def lead_table(records: list[dict], ratio: dict[int, float], reference: str = "c
              "|---|---|" + "---|" * len(ipcs)]
     for method, model in sorted(cells, key=lambda k: (_rank(k[0].removeprefix("oracle ")), k[1])):
         lines.append(f"| {method} | {model} | " + " | ".join(cells[(method, model)].get(i, "–") for i in ipcs) + " |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- set against teacher (DD-Ranking)
+
+def lrs(ior: float, hlr: float, w: float = 0.5) -> float:
+    """DD-Ranking's label-robust score of one evaluation from IOR and HLR as fractions (not
+    percent): a = w·IOR − (1 − w)·HLR, LRS = (e^a − e^−1) / (e − e^−1), in [0, 1] for
+    a in [−1, 1]; w = ½ as on DD-Ranking's leaderboard."""
+    a = w * ior - (1 - w) * hlr
+    return (math.exp(a) - math.exp(-1)) / (math.e - math.exp(-1))
+
+
+def _stats(values: list[float]) -> tuple[float, float, int] | None:
+    return mean_std(values) if values else None
+
+
+def label_robust_rows(records: list[dict], field: str = "final_acc") -> list[dict]:
+    """How much of a set's accuracy comes from the set and how much from the teacher, after
+    DD-Ranking (2025), one row per (model, IPC, α, method) of the sets (not the full data):
+    `kd`, `ce`: the KD and hard-label (cross-entropy) students' accuracies (lists over seeds,
+    %); `ior_kd`, `ior_ce`: IOR, the set's accuracy minus random real images' at the same IPC
+    under the same protocol, paired by seed (mean, std, n; points); `hlr`: HLR, the full-data
+    hard-label student's accuracy minus the set's, paired by seed; `lrs`: the label-robust
+    score per seed from IOR under the set's own protocol (KD) and HLR as fractions, then
+    averaged, as DD-Ranking does (mean, std, n; a fraction in [0, 1]). Each is None where a
+    side is missing; random's own IOR is 0 by definition (None here, 0 in its LRS). Swept
+    methods are reduced to the KD oracle's pick (`oracle_only`); the full-data student (it
+    has no IPC) pairs with every IPC."""
+    by: dict[tuple, dict[int, float]] = defaultdict(dict)  # (objective, method, model, ipc, α) -> seed -> acc
+    full: dict[tuple, dict[int, float]] = defaultdict(dict)  # (objective, model) -> seed -> acc
+    for r in oracle_only(records):
+        if r.get(field) is None:
+            continue
+        obj = objective_of(r)
+        if _is_full(r["method"]):
+            full[(obj, r["model"])][r["seed"]] = r[field]
+        else:
+            by[(obj, r["method"], r["model"], r["ipc"], round(r["alpha"], 4))][r["seed"]] = r[field]
+    random = {(obj, model, ipc): accs for (obj, m, model, ipc, _), accs in by.items() if m == "random"}
+
+    def paired(a: dict[int, float], b: dict[int, float] | None) -> dict[int, float]:
+        return {s: a[s] - b[s] for s in sorted(set(a) & set(b or {}))}
+
+    rows = []
+    sets = sorted({k[1:] for k in by}, key=lambda k: (k[1], k[2], _rank(k[0].removeprefix("oracle ")), k[3]))
+    for method, model, ipc, alpha in sets:
+        kd, ce = by.get(("kd", method, model, ipc, alpha), {}), by.get(("ce", method, model, ipc, alpha), {})
+        is_random = method == "random"
+        ior_kd = {s: 0.0 for s in kd} if is_random else paired(kd, random.get(("kd", model, ipc)))
+        ior_ce = {} if is_random else paired(ce, random.get(("ce", model, ipc)))
+        hlr = paired(full.get(("ce", model), {}), ce)
+        score = [lrs(ior_kd[s] / 100, hlr[s] / 100) for s in sorted(set(ior_kd) & set(hlr))]
+        rows.append({"method": method, "model": model, "ipc": ipc, "alpha": alpha,
+                     "kd": list(kd.values()), "ce": list(ce.values()),
+                     "ior_kd": None if is_random else _stats(list(ior_kd.values())),
+                     "ior_ce": _stats(list(ior_ce.values())), "hlr": _stats(list(hlr.values())),
+                     "lrs": _stats(score)})
+    return rows
+
+
+def _spread(stats: tuple[float, float, int] | None, *, percent: bool = False) -> str:
+    """mean ± half-width of its 95 % interval (n), no verdict: HLR in points (signed), or a
+    fraction such as LRS in % (`percent`)."""
+    if stats is None:
+        return "–"
+    mean, std, n = stats
+    half = interval95(mean, std, n)
+    if percent:
+        return f"{100 * mean:.2f} ± {100 * half:.2f} (n={n})"
+    return f"{mean:+.2f} ± {half:.2f} (n={n})"
+
+
+def label_robust_table(records: list[dict], field: str = "final_acc") -> str:
+    """Markdown table of `label_robust_rows`: accuracies in %, IOR and HLR in points with
+    their 95 % intervals (IOR with its verdict against random), LRS in % as DD-Ranking
+    reports it; "" where no set has both a KD and a hard-label student."""
+    rows = label_robust_rows(records, field)
+    if not any(r["kd"] and r["ce"] for r in rows):
+        return ""
+    lines = ["| method | model | IPC | α | KD acc % | hard-label acc % | IOR, KD (95 % interval) | "
+             "IOR, hard labels (95 % interval) | HLR (95 % interval) | LRS % (95 % interval) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ref = "0 (the reference)"
+        ior_kd = ref if r["method"] == "random" else (lead(*r["ior_kd"]) if r["ior_kd"] else "–")
+        ior_ce = ref if r["method"] == "random" and r["ce"] else (lead(*r["ior_ce"]) if r["ior_ce"] else "–")
+        lines.append(f"| {r['method']} | {r['model']} | {r['ipc']} | {r['alpha']:g} | {fmt(r['kd'])} | {fmt(r['ce'])} "
+                     f"| {ior_kd} | {ior_ce} | {_spread(r['hlr'])} | {_spread(r['lrs'], percent=True)} |")
     return "\n".join(lines)
