@@ -25,7 +25,8 @@ from ccfs.api import new_model
 from ccfs.config import load_config
 from ccfs.context import Run
 from ccfs.objectives import CrossEntropy
-from ccfs.teacher.difficulty import DynamicsRecorder, ease
+from ccfs.scores import to_hardness
+from ccfs.teacher.difficulty import DynamicsRecorder
 from ccfs.train import fit
 
 
@@ -62,7 +63,7 @@ def main() -> None:
     scores = {k: torch.from_numpy(v).float() for k, v in run.teacher.scores.items()}
     names = sorted(scores)
     print("\nSpearman correlation of the 'hardness' keys (higher = harder for every score):")
-    hard = {k: -ease(scores[k], k).numpy() for k in names}
+    hard = {k: to_hardness(scores[k], k).numpy() for k in names}
     print("| | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
     for a in names:
         print(f"| {a} | " + " | ".join(f"{spearmanr(hard[a], hard[b])[0]:+.2f}" for b in names) + " |")

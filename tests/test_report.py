@@ -22,7 +22,7 @@ from ccfs.export import labels_csv
 from ccfs.report import plots
 from ccfs.report.tables import (fmt, group, label_robust_rows, label_robust_table, lead_table, lrs, mean_std,
                                 oracle_picks, oracle_window, paired_differences, paired_table, verdict_lines,
-                                ratio_curves, ratio_table, results_table, rounds_table, summary_table)
+                                ratio_curves, ratio_table, results_table, rounds_table, summary_table, unpaired)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ORACLE = " ← oracle window (β picked on TEST acc (no validation split))"
@@ -460,3 +460,16 @@ def test_label_robust_table():
     assert lines[4].startswith("| oracle window | c | 10 | 0 | 77.00 ± 0.00 (n=1) | 60.00 ± 0.00 (n=1) | "
                                "-1.00 ± inf")
     assert label_robust_table([r for r in LR if r["objective"] == "kd"]) == ""  # no hard-label students: no table
+
+
+def test_students_pair_only_over_one_teacher_and_the_report_says_which_were_refused():
+    """Seed 0's students share a teacher and pair; seed 1's had different teachers and do not;
+    records without the hash (recorded before it existed) pair."""
+    records = [{**rec("ccfs", "c", 10, 0.2, 0, 81.0, None), "teacher_sha1": "aaa"},
+               {**rec("random", "c", 10, 0.0, 0, 80.0, None), "teacher_sha1": "aaa"},
+               {**rec("ccfs", "c", 10, 0.2, 1, 90.0, None), "teacher_sha1": "aaa"},
+               {**rec("random", "c", 10, 0.0, 1, 70.0, None), "teacher_sha1": "bbb"},
+               rec("ccfs", "c", 10, 0.2, 2, 83.0, None), {**rec("random", "c", 10, 0.0, 2, 80.0, None), "teacher_sha1": "bbb"}]
+    assert [(m, round(mean, 6), n) for m, _, _, _, mean, _, n in paired_differences(records)] == [("random", 2.0, 2)]
+    assert unpaired(records) == ["ccfs − random (c, IPC 10): seed 1 not paired: the two students had different teachers"]
+    assert unpaired(records[:2]) == []

@@ -12,7 +12,7 @@ from ccfs.config import Config
 from ccfs.context import Run
 from ccfs.report import plots
 from ccfs.report.tables import (choice_field, label_robust_table, paired_table, ratio_curves, ratio_table,
-                                results_table, rounds_table)
+                                results_table, rounds_table, unpaired)
 from ccfs.scores import hardness_label
 
 
@@ -113,7 +113,7 @@ def sweep_report(out, points: list[Run]) -> None:
              "The full-data student (the whole train pool, recorded at the first point) fills its row. "
              "Pairs below compare it with CCFS at every IPC.\n",
              "## Results\n", results_table(found) if found else "no results yet", "",
-             *(["## CCFS against each method, paired by seed\n", paired, ""] if paired else []),
+             *(["## CCFS against each method, paired by seed\n", paired, *unpaired(found), ""] if paired else []),
              *label_robust_section(both, points[0].cfg),
              "![accuracy against the data ratio](plots/accuracy_vs_ratio.png)", ""]
     write_text(Path(out) / "report.md", "\n".join(parts))
@@ -137,7 +137,7 @@ def report_stage(run: Run) -> None:
              "test accuracy over the evaluated epochs in the last 20 % of training) selects epochs on the "
              f"test set. {where}\n",
              _teacher_section(run), "## Results\n", results_table(found) if found else "no results yet", "",
-             *(["## CCFS against each method, paired by seed\n", paired, ""] if paired else []),
+             *(["## CCFS against each method, paired by seed\n", paired, *unpaired(found), ""] if paired else []),
              *label_robust_section(records.current(run.out, cfg, BOTH), cfg)]
     for path in sorted([*(run.out / "select").glob("*/rounds.json"), *(run.out / "select").glob("*/seed*/rounds.json")]):
         folder = path.parent

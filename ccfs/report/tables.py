@@ -78,26 +78,51 @@ def _pairs_with(run_name: str, ipc: int, alpha: float, other: tuple) -> bool:
     return entry is None or entry.distilled not in ("alpha", "own") or o_alpha == alpha
 
 
+def _seed_pairs(records: list[dict], reference: str, field: str):
+    """(other's key, reference's (model, ipc, α), the seeds that pair, the seeds refused) for
+    every comparison of `reference` with another record group (see `paired_differences`)."""
+    by: dict[tuple, dict[int, dict]] = defaultdict(dict)
+    for r in main_protocol(records):
+        if r.get(field) is not None:
+            by[(r["method"], r["model"], r["ipc"], round(r["alpha"], 4))][r["seed"]] = r
+    for (_, model, ipc, alpha), ref in sorted(((k, v) for k, v in by.items() if k[0] == reference),
+                                              key=lambda kv: kv[0]):
+        for key, other in sorted(by.items(), key=lambda kv: (_rank(kv[0][0]), *kv[0][1:])):
+            if key[0] == reference or key[1] != model or not _pairs_with(key[0], ipc, alpha, key):
+                continue
+            shared = sorted(set(ref) & set(other))
+            same = [s for s in shared if same_teacher(ref[s], other[s])]
+            yield key, (model, ipc, alpha), [(ref[s][field], other[s][field]) for s in same], \
+                [s for s in shared if s not in same]
+
+
+def same_teacher(a: dict, b: dict) -> bool:
+    """Two students pair only over one teacher: the same `teacher_sha1` (records from before
+    the hash was recorded carry none and pair)."""
+    return a.get("teacher_sha1") is None or b.get("teacher_sha1") is None or a["teacher_sha1"] == b["teacher_sha1"]
+
+
 def paired_differences(records: list[dict], reference: str = "ccfs",
                        field: str = "final_acc") -> list[tuple[str, str, int, float, float, float, int]]:
     """(method, model, ipc, α, mean, std, n) of `reference` minus each other method, paired
     by seed: the same student seed and model, the same IPC (the full-data student pairs
     with every IPC), and for methods with a distilled part the same α; the reference at
-    several α (an α sweep) gets rows for each. Only seeds both have count. KD students only
-    where there are any (`main_protocol`): a hard-label student never pairs with a KD one."""
-    by: dict[tuple, dict[int, float]] = defaultdict(dict)
-    for r in main_protocol(records):
-        if r.get(field) is not None:
-            by[(r["method"], r["model"], r["ipc"], round(r["alpha"], 4))][r["seed"]] = r[field]
+    several α (an α sweep) gets rows for each. Only seeds both have count, and only over one
+    teacher (`same_teacher`; `unpaired` lists what is refused). KD students only where there
+    are any (`main_protocol`): a hard-label student never pairs with a KD one."""
     out = []
-    for (_, model, ipc, alpha), ref in sorted((k, v) for k, v in by.items() if k[0] == reference):
-        for key, accs in sorted(by.items(), key=lambda kv: (_rank(kv[0][0]), *kv[0][1:])):
-            if key[0] == reference or key[1] != model or not _pairs_with(key[0], ipc, alpha, key):
-                continue
-            diffs = [ref[s] - accs[s] for s in sorted(set(ref) & set(accs))]
-            if diffs:
-                out.append((key[0], model, ipc, alpha, *mean_std(diffs)))
+    for key, (model, ipc, alpha), pairs, _ in _seed_pairs(records, reference, field):
+        if pairs:
+            out.append((key[0], model, ipc, alpha, *mean_std([a - b for a, b in pairs])))
     return out
+
+
+def unpaired(records: list[dict], reference: str = "ccfs") -> list[str]:
+    """One line per comparison whose seeds were refused as pairs: the two students of a seed
+    were made over different teachers."""
+    return [f"{reference} − {key[0]} ({model}, IPC {ipc}): seed{'s' * (len(refused) > 1)} "
+            f"{', '.join(map(str, refused))} not paired: the two students had different teachers"
+            for key, (model, ipc, _), _, refused in _seed_pairs(records, reference, "final_acc") if refused]
 
 
 def paired_table(records: list[dict], reference: str = "ccfs") -> str:
