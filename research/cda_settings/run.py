@@ -12,7 +12,7 @@ from dataclasses import replace
 import torch
 
 from ccfs import api
-from ccfs.config import load_config
+from ccfs.config import STUDENT_RECIPE, load_config
 from ccfs.context import Run
 
 
@@ -24,7 +24,7 @@ def main() -> None:
             images = api.distill_images(run.teacher, run.data, 10, replace(run.cfg.distill, lr=lr, r_bn=r_bn),
                                         seed=0, device=run.device)
             for seed in (0, 1, 2):
-                hist = api.train_student(run.data, images, run.teacher, model="convnet_w32", recipe=run.cfg.train,
+                hist = api.train_student(run.data, images, run.teacher, model="convnet_w32", recipe=STUDENT_RECIPE,
                                          seed=seed, device=run.device)
                 print(json.dumps({"lr": lr, "r_bn": r_bn, "seed": seed, "val_acc": hist.val_acc,
                                   "final_acc": hist.final_acc}), flush=True)
