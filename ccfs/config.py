@@ -143,7 +143,9 @@ class SelectCfg:
     alpha: float | list[float] = doc(0.2, "distilled portion α in [0, 1): int(ipc · α) distilled images per class; "
                                      "a list: a sweep, as for ipc")
     curricula: int = doc(3, "J, the number of CCFS rounds")
-    score: Literal[SCORE_NAMES] = doc("aum", "difficulty score of the fine stage and the score baselines")
+    score: Literal[SCORE_NAMES] = doc("forgetting", "difficulty score of the fine stage and the score baselines "
+                                      "(forgetting: validation's pick with the 15-epoch Fashion-MNIST teacher, "
+                                      "research/score_choice)")
     coarse: Literal["misclassified", "correct"] = doc("misclassified", "coarse stage keeps what the filter gets wrong | right "
                                                         "(the paper's ablation)")
     fine: Literal["simple", "hard", "random"] = doc("simple", "fine-stage order: easiest first | hardest first | random "

@@ -26,11 +26,12 @@ def test_defaults_load():
 def test_defaults_are_the_recommended_fashion_mnist_settings_and_the_main_job_only_shortens_them():
     """The defaults are the recommended Fashion-MNIST settings; the main job's preset sets its
     run directory and the three lengths chosen on validation to fit in 10 minutes (the
-    teacher's epochs, the filters' and the students' steps), and nothing else."""
+    teacher's epochs, the filters' and the students' steps) and the score its study used
+    (AUM), and nothing else."""
     main_job = to_dict(load_config("fmnist-quick"))
     defaults = to_dict(Config())
     assert main_job["out"] == "runs/fmnist-quick"
-    for section, key in (("select", "filter_steps"), ("train", "steps")):
+    for section, key in (("select", "filter_steps"), ("select", "score"), ("train", "steps")):
         assert main_job[section][key] != defaults[section][key]
         main_job[section][key] = defaults[section][key]
     assert main_job["teacher"]["train"]["epochs"] < defaults["teacher"]["train"]["epochs"]
