@@ -36,7 +36,7 @@ from ccfs.selection import methods
 from ccfs.selection.baselines import random_balanced
 from ccfs.selection.ccfs import Filter, RoundState
 from ccfs.teacher.difficulty import DynamicsRecorder
-from ccfs.train import History, accuracy, fit, predict_logits
+from ccfs.train import History, accuracy, fit, fit_group, predict_logits
 
 __all__ = ["Dataset", "Recipe", "SelectCfg", "Split", "Teacher", "distill_images", "from_tensors",
            "load_dataset", "new_model", "select", "synthetic_set", "train_student", "train_teacher"]
@@ -266,9 +266,28 @@ def train_student(data: Dataset, synthetic: Split, teacher: Teacher | torch.nn.M
     """Train a fresh student on `synthetic` (KD from the teacher, or CE) and return its
     History; `History.final_acc` is the test accuracy after the last epoch, `History.val_acc`
     the validation accuracy (where `data` has a validation split), on which choices are made."""
+    return train_students(data, [synthetic], teacher, model=model, recipe=recipe, seeds=[seed], objective=objective,
+                          device=device, progress=progress, desc=desc)[0]
+
+
+def train_students(data: Dataset, sets: list[Split], teacher: Teacher | torch.nn.Module | None, *,
+                   model: str = "convnet_w32", recipe: Recipe | None = None, seeds: list[int],
+                   objective: str = "kd", device="auto", progress: bool = False, desc: str = "eval") -> list[History]:
+    """Fresh students, one per (set, seed), of one architecture and objective, trained at once
+    as one stacked model (`ccfs.train.fit_group`; sets of one size); one student is
+    `train_student`. Each student is initialised from its seed as `train_student` does."""
     recipe = recipe or STUDENT_RECIPE
     net = teacher.model if isinstance(teacher, Teacher) else teacher
     objective_fn = make_objective(objective, net if objective == "kd" else None, recipe.temperature)
-    student = new_model(model, data, seed)
-    return fit(student, synthetic, recipe, objective_fn, mean=data.mean, std=data.std, device=_device(device),
-               seed=seed, test=data.test, val=data.val, progress=progress, desc=desc)
+    students = [new_model(model, data, seed) for seed in seeds]
+    return fit_group(students, sets, recipe, objective_fn, mean=data.mean, std=data.std, device=_device(device),
+                     seeds=seeds, test=data.test, val=data.val, progress=progress, desc=desc)
+
+
+def member_bytes(model: str, data: Dataset, recipe: Recipe, size: int) -> int:
+    """A rough size of one member of a training group: its weights, gradients and momentum,
+    and its batch's activations (about 64 floats per input value for the registry's small
+    nets), for the automatic group size."""
+    net = new_model(model, data, 0)
+    weights = sum(p.numel() for p in net.parameters()) * 4 * 3
+    return weights + recipe.batch_for(size) * data.channels * data.image_size ** 2 * 4 * 64

@@ -188,6 +188,10 @@ class EvalCfg:
                "the methods listed: how much of a set's accuracy comes from the set and how much from the teacher "
                "(DD-Ranking's IOR / HLR / LRS; needs random and full among them); selections and KD records are unchanged; "
                "nothing to add under eval.objective=ce")
+    group: int = doc(0, "students trained at once as one stacked model where they share a model, objective and "
+                        "set size: 0 = automatic (one at a time on the CPU, where stacking measured slower; on "
+                        "CUDA as many as a quarter of the free memory holds, up to 64) | 1 = one at a time | N = "
+                        "up to N")
     sweep_seeds: int = doc(0, "swept methods (the window's β): 0 trains every value on every seed; N trains "
                            "every value on the first N seeds, then only the value picked on validation over "
                            "them on the other seeds (values + seeds - N students instead of values x seeds)")
@@ -411,6 +415,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("select.filter_steps must be at least 1 (or unset: as train.steps)")
     if not cfg.eval.seeds or not cfg.eval.models:
         raise ConfigError("eval.seeds and eval.models must each name at least one entry")
+    if cfg.eval.group < 0:
+        raise ConfigError(f"eval.group must be 0 (automatic) or more, not {cfg.eval.group}")
     if cfg.eval.sweep_seeds < 0:
         raise ConfigError(f"eval.sweep_seeds must be 0 (every seed) or more, not {cfg.eval.sweep_seeds}")
 

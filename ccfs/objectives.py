@@ -17,6 +17,13 @@ class CrossEntropy:
         logits = model(x)  # [B, K]
         return F.cross_entropy(logits, y), logits
 
+    def members(self, forward, x: torch.Tensor, y: torch.Tensor):
+        """A group's step: x [G, B, C, H, W], y [G, B] -> each member's loss [G] and logits
+        [G, B, K], `forward` mapping the G batches through the G members."""
+        logits = forward(x)
+        g, b = y.shape
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(g, b).mean(1), logits
+
 
 class KD:
     """Pure knowledge distillation: KL(softmax(t/T) || softmax(s/T)) * T^2, with the
@@ -31,6 +38,18 @@ class KD:
             t_logits = self.teacher(x)  # [B, K]
         logits = model(x)
         return kd_loss(logits, t_logits, self.temperature), logits
+
+    def members(self, forward, x: torch.Tensor, y: torch.Tensor):
+        """A group's step: x [G, B, C, H, W] -> each member's loss [G] and logits [G, B, K];
+        the teacher labels the G·B images in one call."""
+        g, b = x.shape[:2]
+        with torch.no_grad():
+            t_logits = self.teacher(x.flatten(0, 1)).view(g, b, -1)
+        logits = forward(x)
+        t = self.temperature
+        log_p = F.log_softmax(logits.float() / t, dim=2)
+        log_q = F.log_softmax(t_logits.float() / t, dim=2)
+        return F.kl_div(log_p, log_q, reduction="none", log_target=True).sum((1, 2)) / b * (t * t), logits
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

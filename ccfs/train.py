@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ccfs import distributed
 from ccfs.artifacts import torch_save
 from ccfs.config import Recipe  # noqa: F401  (defined with the config: loading one needs no torch)
-from ccfs.data.augment import AugmentPolicy, augment, normalize, to_float
+from ccfs.data.augment import AugmentPolicy, Draw, apply, draw, normalize, to_float
 from ccfs.data.datasets import Split
 from ccfs.errors import ConfigError
 from ccfs.models import batchnorm_layers
@@ -69,6 +69,27 @@ def batch_indices(n: int, batch: int, generator: torch.Generator, shuffle: bool 
     return chunks
 
 
+@dataclass
+class Step:
+    """One training step's batch: its rows [B] and augmentation draws, on the device."""
+    rows: torch.Tensor
+    aug: Draw | None
+
+
+def plan_epoch(n: int, batch: int, policy: AugmentPolicy, size: int, generator: torch.Generator, *,
+               device, min_last: int = 2) -> list[Step]:
+    """An epoch's batches and augmentation draws, drawn up front from `generator` in the order
+    the steps use them (so exactly what drawing step by step gives), then moved to the
+    device together: no step waits on the host for its indices or crop boxes."""
+    chunks = batch_indices(n, batch, generator, min_last=min_last)
+    draws = [draw(len(c), size, policy, generator) for c in chunks]
+    device = torch.device(device)
+    if device.type != "cpu":
+        rows = torch.cat(chunks).to(device, non_blocking=True).split([len(c) for c in chunks])
+        return [Step(r, d.to(device) if d is not None else None) for r, d in zip(rows, draws)]
+    return [Step(c, d) for c, d in zip(chunks, draws)]
+
+
 class Normalizer:
     """uint8 batch -> (augmented) normalised float batch on the device."""
 
@@ -77,10 +98,10 @@ class Normalizer:
         self.std = torch.tensor(std, device=device)
         self.channels_last = channels_last
 
-    def __call__(self, x_u8: torch.Tensor, policy: AugmentPolicy | None, gen: torch.Generator | None):
+    def __call__(self, x_u8: torch.Tensor, policy: AugmentPolicy | None, aug: Draw | None):
         x = to_float(x_u8)
         if policy is not None:
-            x = augment(x, policy, gen)
+            x = apply(x, policy, aug)
         x = normalize(x, self.mean, self.std)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
@@ -177,18 +198,19 @@ def _train_epoch(model, opt, objective, data: Split, *, norm: Normalizer, recipe
     world = distributed.world_size()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    for idx in batch_indices(len(data), recipe.batch_for(len(data)), gen, min_last=2 * world):
-        idx_d = idx.to(device, non_blocking=True)
-        x = norm(data.images[idx_d], policy, gen)  # [B, C, H, W], the global batch
+    for step in plan_epoch(len(data), recipe.batch_for(len(data)), policy, data.images.shape[-1], gen,
+                           device=device, min_last=2 * world):
+        idx_d = step.rows
+        x = norm(data.images[idx_d], policy, step.aug)  # [B, C, H, W], the global batch
         y = data.labels[idx_d]
-        a, b = distributed.shard(len(idx))
+        a, b = distributed.shard(len(idx_d))
         with _autocast(device, recipe.amp):
             loss, logits = objective(model, x[a:b], y[a:b])
         opt.zero_grad(set_to_none=True)
-        scaler.scale(loss * ((b - a) * world / len(idx)) if world > 1 else loss).backward()
+        scaler.scale(loss * ((b - a) * world / len(idx_d)) if world > 1 else loss).backward()
         scaler.step(opt)
         scaler.update()
-        logits = distributed.gather_rows(logits.detach().float(), len(idx))  # [B, K]
+        logits = distributed.gather_rows(logits.detach().float(), len(idx_d))  # [B, K]
         if hook is not None:
             hook(epoch, idx_d, logits, y)
         loss_sum += loss.detach() * (b - a)
@@ -246,6 +268,107 @@ def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, 
         if resume is not None:
             _save_resume(resume, epoch + 1, model, opt, gen=gen, hook=hook, hist=hist)
     return hist
+
+
+def fit_group(models: list[nn.Module], sets: list[Split], recipe: Recipe, objective, *, mean, std,
+              seeds: list[int], device="cpu", test: Split | None = None, val: Split | None = None,
+              progress: bool = True, desc: str = "train") -> list[History]:
+    """Train G models of one architecture, each on its own set (all of one size) with its own
+    seed (its rows and augmentation), and return their Histories. A group of one is `fit`.
+    More are one stacked model (torch.func: the members' parameters and buffers stacked, the
+    forward vmapped), one optimizer over the stacked tensors (SGD is elementwise, so each
+    member follows its own trajectory), the KD teacher one call over the G batches; BatchNorm
+    members keep their own running statistics. The same training as `fit` up to float
+    rounding: a member's loss is summed with the others' before the backward pass and its
+    convolutions run as one grouped kernel. Each History's `seconds` is the group's time over
+    G. No resume: a group that is stopped trains again from its start."""
+    if len(models) != len(sets) or len(models) != len(seeds) or not models:
+        raise ValueError("fit_group needs one set and one seed per model")
+    if len(models) == 1:
+        return [fit(models[0], sets[0], recipe, objective, mean=mean, std=std, device=device, seed=seeds[0],
+                    test=test, val=val, progress=progress, desc=desc)]
+    if len({len(d) for d in sets}) > 1:
+        raise ValueError(f"a group trains sets of one size, not {sorted({len(d) for d in sets})}")
+    if recipe.mix != "none" and not hasattr(objective, "teacher"):
+        raise ValueError("train.mix mixes images without mixing labels: it needs a KD objective (a teacher)")
+    n, g = len(sets[0]), len(models)
+    recipe = replace(recipe, epochs=recipe.epochs_for(n), steps=0)
+    device = torch.device(device)
+    for m in models:
+        m.to(device, memory_format=torch.contiguous_format)
+    _place_teacher(objective, device)
+    params, buffers = torch.func.stack_module_state(models)  # {name: [G, ...]}
+    base = copy.deepcopy(models[0]).to("meta")
+    forward = torch.vmap(lambda p, b, x: torch.func.functional_call(base, (p, b), (x,)))
+    images = torch.stack([d.images for d in sets]).to(device)  # [G, N, C, H, W] uint8
+    labels = torch.stack([d.labels for d in sets]).to(device)  # [G, N]
+    member = torch.arange(g, device=device)[:, None]
+    norm = Normalizer(mean, std, device, False)
+    policy = augment_policy(recipe)
+    opt = torch.optim.SGD(list(params.values()), lr=recipe.lr, momentum=MOMENTUM, weight_decay=recipe.weight_decay)
+    use_scaler = device.type == "cuda" and recipe.amp and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    hists = [History() for _ in models]
+    evals = eval_epochs(recipe.epochs, recipe.eval_last) if test is not None else set()
+    bar = tqdm(range(recipe.epochs), desc=desc, disable=None if progress else True, leave=False, unit="ep")
+    for epoch in bar:
+        t0 = time.perf_counter()
+        for group in opt.param_groups:
+            group["lr"] = recipe.lr * lr_factor(epoch, recipe.epochs, recipe.warmup_epochs)
+        base.train()
+        plans = [plan_epoch(n, recipe.batch_for(n), policy, images.shape[-1], gen, device=device) for gen in gens]
+        loss_sum = torch.zeros(g, device=device)
+        correct = torch.zeros(g, device=device, dtype=torch.long)
+        for steps in zip(*plans):
+            rows = torch.stack([st.rows for st in steps])  # [G, B]
+            x = _group_batch(images, member, rows, steps, norm, policy)  # [G, B, C, H, W]
+            y = labels[member, rows]
+            with _autocast(device, recipe.amp):
+                losses, logits = objective.members(lambda xs: forward(params, buffers, xs), x, y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(losses.sum()).backward()
+            scaler.step(opt)
+            scaler.update()
+            loss_sum += losses.detach() * rows.shape[1]
+            correct += (logits.detach().argmax(2) == y).sum(1)
+        seconds = (time.perf_counter() - t0) / g
+        losses_, accs = (loss_sum / n).tolist(), (100.0 * correct / n).tolist()
+        last = epoch == recipe.epochs - 1
+        if epoch in evals or (val is not None and last):
+            _unstack(params, buffers, models)
+        for k, (m, h) in enumerate(zip(models, hists)):
+            h.train_loss.append(losses_[k])
+            h.train_acc.append(accs[k])
+            h.seconds += seconds
+            if epoch in evals:
+                h.test_acc[epoch] = accuracy(m, test, mean, std, device=device)
+            if val is not None and last:
+                h.val_acc = accuracy(m, val, mean, std, device=device)
+        bar.set_postfix(loss=f"{sum(losses_) / g:.3f}", acc=f"{sum(accs) / g:.1f}")
+    _unstack(params, buffers, models)
+    return hists
+
+
+def _group_batch(images, member, rows, steps: tuple[Step, ...], norm: Normalizer, policy: AugmentPolicy):
+    """The G members' batches, each augmented by its own draws: one warp over all G·B images
+    (a mix permutes within each member's batch, so it runs per member)."""
+    g, b = rows.shape
+    if policy.mix != "none":
+        return torch.stack([norm(images[k, st.rows], policy, st.aug) for k, st in enumerate(steps)])
+    aug = None if steps[0].aug is None else Draw(theta=torch.cat([st.aug.theta for st in steps]))
+    x = norm(images[member, rows].flatten(0, 1), policy, aug)
+    return x.view(g, b, *x.shape[1:])
+
+
+@torch.no_grad()
+def _unstack(params: dict, buffers: dict, models: list[nn.Module]) -> None:
+    """Copy member k's slice of the stacked parameters and buffers into models[k]."""
+    for k, m in enumerate(models):
+        for name, t in params.items():
+            m.get_parameter(name).copy_(t[k])
+        for name, t in buffers.items():
+            m.get_buffer(name).copy_(t[k])
 
 
 def has_cxx_compiler() -> bool:

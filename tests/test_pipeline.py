@@ -591,3 +591,33 @@ def test_hard_label_students_beside_the_kd_ones_leave_the_kd_records_alone(tmp_p
     assert later[:6] == plain and [r["objective"] for r in later[6:]] == ["ce"] * 6
     assert [r["final_acc"] for r in later[6:]] == [r["final_acc"] for r in both[6:]]
     assert capsys.readouterr().out.count("(hard labels): ") == 6
+
+
+def test_grouped_students_record_what_one_by_one_students_record(tmp_path, monkeypatch):
+    """eval.group=2: the students of a method train two at a time as one stacked model; their
+    records carry the group's size and the accuracies of the same students trained one by one
+    within 3 points (float rounding over a short run on a few dozen test images); sets of other
+    sizes (random and the full data) never share a group."""
+    from ccfs.config import load_config
+    from ccfs.context import Run
+    from ccfs.evaluate.run import groups
+
+    monkeypatch.setenv("CCFS_CACHE", str(tmp_path / "cache"))
+    root = write_fake_fmnist(tmp_path / "fmnist")
+    args = ["select.method=[random,full]", "eval.seeds=[0,1,2]"]
+    assert _run(root, tmp_path / "one", *args, "eval.group=1") == 0
+    assert _run(root, tmp_path / "two", *args, "eval.group=2") == 0
+
+    def recs(out):
+        return {(r["method"], r["seed"]): r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+
+    one, two = recs(tmp_path / "one"), recs(tmp_path / "two")
+    assert one.keys() == two.keys() and len(one) == 6
+    assert [two[("random", s)]["group"] for s in (0, 1, 2)] == [2, 2, 1]
+    assert {one[k]["group"] for k in one} == {1}
+    for k in one:
+        assert abs(one[k]["final_acc"] - two[k]["final_acc"]) <= 3.0, k
+    cfg = load_config("tiny", [f"data.root={root}", f"out={tmp_path / 'two'}", *args, "eval.group=4"])
+    todo = [(m, "convnet_w32", s, "kd") for m in ("random", "full") for s in (0, 1, 2)]
+    assert [[(m, s) for m, _, s, _ in g] for g in groups(Run(cfg), todo)] == [
+        [("random", 0), ("random", 1), ("random", 2)], [("full", 0), ("full", 1), ("full", 2)]]

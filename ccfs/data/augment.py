@@ -89,33 +89,77 @@ def warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def mix_batch(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+@dataclass
+class Draw:
+    """One batch's random augmentation, drawn ahead of the batch (an epoch's draws can then
+    move to the device at once): the affine maps `theta` [B, 2, 3] (None: no warp), and for
+    the mix the batch permutation, λ and cutmix's box centre (cy, cx)."""
+    theta: torch.Tensor | None = None
+    perm: torch.Tensor | None = None
+    lam: float = 0.0
+    centre: tuple[int, int] = (0, 0)
+
+    def to(self, device) -> "Draw":
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return Draw(move(self.theta), move(self.perm), self.lam, self.centre)
+
+
+def draw(n: int, size: int, policy: AugmentPolicy, generator: torch.Generator) -> Draw | None:
+    """The random draws `apply` needs for a batch of n images, from `generator` in the order
+    the batch uses them (warp, then the mix's permutation, λ, cutmix's centre); None where
+    the policy changes nothing."""
+    warps = not (policy.kind == "none" and not policy.flip)
+    if not warps and policy.mix == "none":
+        return None
+    d = Draw(theta=sample_theta(n, size, policy, generator) if warps else None)
+    if policy.mix != "none":
+        if policy.mix not in ("mixup", "cutmix"):
+            raise ValueError(f"unknown mix {policy.mix!r}")
+        d.perm = torch.randperm(n, generator=generator)
+        d.lam = float(torch.rand(1, generator=generator))
+        if policy.mix == "cutmix":
+            cy, cx = (int(v) for v in torch.randint(0, size, (1,), generator=generator).tolist() +
+                      torch.randint(0, size, (1,), generator=generator).tolist())
+            d.centre = (cy, cx)
+    return d
+
+
+def apply(x: torch.Tensor, policy: AugmentPolicy, d: Draw | None) -> torch.Tensor:
+    """x [B, C, H, W] float pixels in [0, 1] -> the batch augmented by the draws `d`."""
+    if d is None:
+        return x
+    if d.theta is not None:
+        x = warp(x, d.theta)
+    return mix(x, policy.mix, d) if policy.mix != "none" else x
+
+
+def mix(x: torch.Tensor, kind: str, d: Draw) -> torch.Tensor:
     """Mix every image with another of the batch (one random permutation), with a mixing
     weight λ ~ U(0, 1) = Beta(1, 1) per batch, as the SRe2L / RDED evaluation protocols do:
     "mixup" blends whole images, "cutmix" pastes a box of area 1 - λ. Labels are not mixed:
     under KD the teacher labels the mixed image itself."""
     n, _, h, w = x.shape
-    perm = torch.randperm(n, generator=generator).to(x.device)
-    lam = float(torch.rand(1, generator=generator))
+    perm, lam = d.perm.to(x.device), d.lam
     if kind == "mixup":
         return lam * x + (1 - lam) * x[perm]
-    if kind != "cutmix":
-        raise ValueError(f"unknown mix {kind!r}")
     cut = math.sqrt(1 - lam)
     ch, cw = int(h * cut), int(w * cut)
-    cy, cx = (int(v) for v in torch.randint(0, h, (1,), generator=generator).tolist() +
-              torch.randint(0, w, (1,), generator=generator).tolist())
+    cy, cx = d.centre
     y0, y1, x0, x1 = max(cy - ch // 2, 0), min(cy + ch // 2, h), max(cx - cw // 2, 0), min(cx + cw // 2, w)
     out = x.clone()
     out[:, :, y0:y1, x0:x1] = x[perm][:, :, y0:y1, x0:x1]
     return out
 
 
+def mix_batch(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """`mix` with fresh draws from `generator`."""
+    return apply(x, AugmentPolicy(kind="none", flip=False, mix=kind), draw(x.shape[0], x.shape[-1],
+                 AugmentPolicy(kind="none", flip=False, mix=kind), generator))
+
+
 def augment(x: torch.Tensor, policy: AugmentPolicy, generator: torch.Generator) -> torch.Tensor:
     """x [B, C, H, W] float pixels in [0, 1] -> augmented batch of the same shape."""
-    if not (policy.kind == "none" and not policy.flip):
-        x = warp(x, sample_theta(x.shape[0], x.shape[-1], policy, generator))
-    return mix_batch(x, policy.mix, generator) if policy.mix != "none" else x
+    return apply(x, policy, draw(x.shape[0], x.shape[-1], policy, generator))
 
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

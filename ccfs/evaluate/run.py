@@ -10,13 +10,13 @@ import hashlib
 import time
 from dataclasses import replace
 
-from ccfs import distributed, records
 from ccfs.selection import methods
-from ccfs.api import train_student
-from ccfs.artifacts import git_commit, git_tree_clean
+from ccfs import api, distributed, records
+from ccfs.artifacts import git_commit, git_tree_clean, read_json
 from ccfs.config import to_dict
 from ccfs.context import Run
 from ccfs.data.datasets import Split
+from ccfs.device import group_size
 
 
 def best_last20(hist, recipe) -> float | None:
@@ -33,29 +33,71 @@ def distilled_sha1(data: Split, n: int) -> str | None:
     return hashlib.sha1(data.images[:n].numpy().tobytes() + data.labels[:n].numpy().tobytes()).hexdigest()[:12]
 
 
-def evaluate_one(run: Run, run_name: str, model_name: str, seed: int, *, alpha: float, data: Split,
-                 distilled: int = 0, objective: str | None = None) -> dict:
-    """One student on `data` (its first `distilled` rows are distilled images) trained with
-    `objective` (default eval.objective; "ce" for a hard-label student of eval.hard_labels)
-    and its record: the accuracies, and what made it (commit, whether the tree was clean, the
-    teacher's weights and the distilled images, by hash)."""
+def evaluate_group(run: Run, items: list[tuple[str, str, int, str]], sets: dict) -> list[dict]:
+    """Students of one model, objective and set size, trained at once as one stacked model
+    (one student: as always), and their records: the accuracies, and what made them (commit,
+    whether the tree was clean, the teacher's weights and the distilled images, by hash; the
+    group's size). `items` are (run name, model, seed, objective) of `_todo`; `sets` caches
+    each selection's synthetic set."""
     cfg, d = run.cfg, run.data
-    objective = objective or cfg.eval.objective
+    run_name, model_name, _, objective = items[0]
+    chosen = [_synthetic(run, name, seed, sets) for name, _, seed, _ in items]
     full = methods.parse(run_name)[1].full_data
     recipe = replace(cfg.train, epochs=cfg.eval.full_epochs) if full and cfg.train.steps <= 0 else cfg.train
-    recipe = replace(recipe, epochs=recipe.epochs_for(len(data)), steps=0)  # the compute rule, resolved
+    recipe = replace(recipe, epochs=recipe.epochs_for(len(chosen[0][0])), steps=0)  # the compute rule, resolved
     t0 = time.perf_counter()
-    hist = train_student(d, data, run.teacher, model=model_name, recipe=recipe, seed=seed, objective=objective,
-                         device=run.device, progress=cfg.progress,
-                         desc=f"eval {run_name} {model_name} s{seed} {objective}")
-    return {"method": run_name, "model": model_name, "ipc": cfg.select.ipc, "alpha": alpha, "seed": seed,
-            "objective": objective,
-            "final_acc": hist.final_acc, "val_acc": hist.val_acc, "best_last20_acc": best_last20(hist, recipe),
-            "test_acc_by_epoch": {str(k): v for k, v in sorted(hist.test_acc.items())},
-            "images": len(data), "epochs": recipe.epochs, "train_seconds": time.perf_counter() - t0,
-            "dataset": d.name, "settings": records.settings_hash(cfg), "config": to_dict(cfg),
+    seeds = [seed for _, _, seed, _ in items]
+    names = ", ".join(sorted({name for name, *_ in items}))
+    hists = api.train_students(d, [data for data, _, _ in chosen], run.teacher, model=model_name, recipe=recipe,
+                           seeds=seeds, objective=objective, device=run.device, progress=cfg.progress,
+                           desc=f"eval {names} {model_name} s{','.join(map(str, seeds))} {objective}")
+    seconds = (time.perf_counter() - t0) / len(items)
+    made = {"dataset": d.name, "settings": records.settings_hash(cfg), "config": to_dict(cfg),
             "commit": git_commit(), "tree_clean": git_tree_clean(), "teacher_sha1": run.teacher_sha1,
-            "distilled_sha1": distilled_sha1(data, distilled)}
+            "group": len(items)}
+    return [{"method": name, "model": model_name, "ipc": cfg.select.ipc, "alpha": sel["alpha"], "seed": seed,
+             "objective": objective,
+             "final_acc": hist.final_acc, "val_acc": hist.val_acc, "best_last20_acc": best_last20(hist, recipe),
+             "test_acc_by_epoch": {str(k): v for k, v in sorted(hist.test_acc.items())},
+             "images": len(data), "epochs": recipe.epochs, "train_seconds": seconds, **made,
+             "distilled_sha1": distilled_sha1(data, meta["distilled_per_class"] * d.num_classes)}
+            for (name, _, seed, _), (data, sel, meta), hist in zip(items, chosen, hists)]
+
+
+def _synthetic(run: Run, run_name: str, seed: int, sets: dict) -> tuple[Split, dict, dict]:
+    which = (run_name, run.selection_seed(run_name, seed))
+    if which not in sets:
+        sets[which] = run.selection(*which)
+    return sets[which]
+
+
+def _set_size(run: Run, run_name: str, seed: int) -> int:
+    """The size of a student's synthetic set, from its selection's files (no images read)."""
+    sel_seed = run.selection_seed(run_name, seed)
+    meta = read_json(run.selection_dir(run_name, sel_seed) / "meta.json")
+    return len(run.selected_indices(run_name, sel_seed)["idx_selected"]) + meta["distilled_per_class"] * run.data.num_classes
+
+
+def groups(run: Run, todo: list[tuple[str, str, int, str]]) -> list[list[tuple[str, str, int, str]]]:
+    """The students of `todo`, in its order, as training groups: consecutive students of one
+    model, objective, kind (full data or not) and set size, at most `eval.group` (automatic:
+    `ccfs.device.group_size`) in a group. Sets of other sizes never share a group (each member
+    would need its own number of steps)."""
+    out: list[list] = []
+    last = None
+    for item in todo:
+        name, model, seed, objective = item
+        k = (model, objective, methods.parse(name)[1].full_data, _set_size(run, name, seed))
+        if out and k == last and len(out[-1]) < _limit(run, model, k[3]):
+            out[-1].append(item)
+        else:
+            out.append([item])
+        last = k
+    return out
+
+
+def _limit(run: Run, model: str, size: int) -> int:
+    return group_size(run.cfg.eval.group, run.device, api.member_bytes(model, run.data, run.cfg.train, size))
 
 
 def sweep_picks(recs: list[dict], run_names: list[str], first: list[int]) -> dict[tuple, str]:
@@ -152,20 +194,17 @@ def _say_picks(run: Run) -> None:
 
 
 def _train(run: Run, todo: list[tuple[str, str, int, str]], world: int, rank: int, sets: dict) -> None:
-    for start in range(0, len(todo), world):
-        wave = todo[start:start + world]
-        rec = None
+    """The groups of `todo` (`groups`), under torchrun one group per rank at a time (waves of
+    world-size groups), rank 0 appending each wave's records in `todo`'s order."""
+    todo_groups = groups(run, todo)
+    for start in range(0, len(todo_groups), world):
+        wave = todo_groups[start:start + world]
+        recs = None
         if rank < len(wave):
-            run_name, model_name, seed, objective = wave[rank]
-            which = (run_name, run.selection_seed(run_name, seed))
-            if which not in sets:
-                sets[which] = run.selection(*which)
-            data, sel, meta = sets[which]
-            with distributed.local():  # an independent student: no DDP, no sharded test pass
-                rec = evaluate_one(run, run_name, model_name, seed, alpha=sel["alpha"], data=data,
-                                   distilled=meta["distilled_per_class"] * run.data.num_classes, objective=objective)
-        for r in distributed.gather(rec):
-            if r is not None and distributed.is_main():
+            with distributed.local():  # independent students: no DDP, no sharded test pass
+                recs = evaluate_group(run, wave[rank], sets)
+        for r in [r for got in distributed.gather(recs) if got is not None for r in got]:
+            if distributed.is_main():
                 records.append(run.out, r)
                 val = f"val {r['val_acc']:.2f}%, " if r.get("val_acc") is not None else ""
                 # a hard-label student says so before the colon: log readers of KD lines skip it
