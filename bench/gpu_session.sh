@@ -1,45 +1,74 @@
 #!/usr/bin/env bash
-# One prepared GPU check (a lent machine's time is short): run from the repository root on a
-# CUDA machine that has PyTorch, with Fashion-MNIST's four .gz files in $FMNIST (default
-# .devdata/fashion-mnist). Every step has its own time limit and a failed step does not stop
-# the next; logs go to $OUT (default /tmp/gpu_session). Results: bench/results/gpu_h200.md.
-#   1. the device and torch; tests/test_cuda.py (repeatable training, CUDA inference = CPU);
-#      bench/cuda_determinism.py (what deterministic kernels cost);
-#   2. bench/gpu.py: teacher epoch / coarse pass / KD student with AMP and channels-last on and off,
-#      and the KD student with train.compile (cold and warm);
-#   3. the issue-9 timing command, `ccfs run fmnist-ipc50 select.method=[random,ccfs]
-#      eval.seeds=[0]` from an empty run directory, one stage at a time with wall-clock times;
-#   4. the test suite on that machine (CUDA visible), in parallel if pytest-xdist is there.
+# One prepared GPU session (a lent machine's time is short, about 10 minutes of it here): run
+# from the repository root on a CUDA machine that has PyTorch, with Fashion-MNIST's four .gz
+# files in $FMNIST (default .devdata/fashion-mnist; the machine may have no network). Every
+# step has its own time limit and a failed step does not stop the next; logs go to $OUT
+# (default /tmp/gpu_session); the figures to $OUT/gpu_engine.json, to be copied to
+# bench/results/gpu_engine.json with a table for readers.
+#   1. the device and torch; tests/test_cuda.py (repeatable training, CUDA inference = CPU,
+#      a group on CUDA = its members on the CPU)                                     ~1 min
+#   2. bench/engine.py: ms per student-step of one student and of groups of 8, 32 and 128,
+#      convnet_w32 KD at batch 32; resnet18_modified at 32 px, batch 64, groups 1, 8, 32   ~2 min
+#   3. `ccfs run fmnist-ipc50 select.method=[random,ccfs] eval.seeds=[0] train.steps=4800`
+#      from an empty run directory, stage by stage (issue 9's 232 s command)           ~3 min
+#   4. the Fashion-MNIST sweep's CCFS, self-evolved, random and random + distilled rows at 5 %
+#      and 20 %, seeds 0-2 (KD only)                                                    ~3 min
 set -u
 OUT=${OUT:-/tmp/gpu_session}; mkdir -p "$OUT"
 FMNIST=${FMNIST:-.devdata/fashion-mnist}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 MPLBACKEND=Agg CCFS_CACHE=/tmp/ccfs-cache
 PY=${PY:-python3}
 STEPS=${STEPS:-}          # e.g. STEPS="train.steps=50 teacher.train.epochs=1" for a dry run
-T_BENCH=${T_BENCH:-120}; T_RUN=${T_RUN:-300}; T_TEST=${T_TEST:-150}
+T_ENGINE=${T_ENGINE:-150}; T_RUN=${T_RUN:-200}; T_SWEEP=${T_SWEEP:-200}
+GROUPS_SMALL=${GROUPS_SMALL:-1,8,32,128}; GROUPS_RESNET=${GROUPS_RESNET:-1,8,32}
 
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
   $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
-torch.cuda.get_device_name() if torch.cuda.is_available() else "")'; nproc; } >"$OUT/env.txt" 2>&1
+torch.cuda.get_device_name() if torch.cuda.is_available() else "")'; nproc; git rev-parse --short HEAD; } >"$OUT/env.txt" 2>&1
 
-timeout 60 $PY -m pytest -q -rf -p no:cacheprovider tests/test_cuda.py >"$OUT/test_cuda.log" 2>&1
-timeout 90 $PY bench/cuda_determinism.py --root "$FMNIST" >"$OUT/determinism.log" 2>&1
-timeout "$T_BENCH" $PY bench/gpu.py --root "$FMNIST" >"$OUT/gpu_bench.log" 2>&1; echo "rc $?" >>"$OUT/gpu_bench.log"
+timeout 90 $PY -m pytest -q -rf -p no:cacheprovider tests/test_cuda.py >"$OUT/test_cuda.log" 2>&1
 
-RUN=/tmp/gpu-ipc50; rm -rf "$RUN"
-args=(fmnist-ipc50 "select.method=[random,ccfs]" "eval.seeds=[0]" "out=$RUN" "data.root=$FMNIST" $STEPS)
-end=$(( $(date +%s) + T_RUN ))
-{ for stage in teacher distill select evaluate export report; do
+rm -f "$OUT/engine.jsonl"
+{ timeout "$T_ENGINE" $PY bench/engine.py --root "$FMNIST" --groups "$GROUPS_SMALL" --json "$OUT/engine.jsonl"
+  timeout "$T_ENGINE" $PY bench/engine.py --root "$FMNIST" --model resnet18_modified --size 32 --channels 3 \
+    --batch 64 --groups "$GROUPS_RESNET" --steps 150 --json "$OUT/engine.jsonl"; } >"$OUT/engine.log" 2>&1
+
+# $1 log name, $2 time limit, then the ccfs arguments: every stage in turn, its wall-clock seconds
+stages() {
+  local name=$1 limit=$2; shift 2
+  local end=$(( $(date +%s) + limit ))
+  for stage in teacher distill select evaluate export report; do
     left=$(( end - $(date +%s) )); [ "$left" -gt 5 ] || { echo "out of time before $stage"; break; }
     t0=$EPOCHREALTIME
-    timeout "$left" $PY -m ccfs "$stage" "${args[@]}" 2>&1 | tr '\r' '\n' | grep -v '^ *$' | tail -n 25
+    timeout "$left" $PY -m ccfs "$stage" "$@" progress=false 2>&1 | tail -n 25
     rc=${PIPESTATUS[0]}
-    printf "STAGE %s rc %s %s s\n" "$stage" "$rc" "$(python3 -c "print(round($EPOCHREALTIME - $t0, 1))")"
+    printf "STAGE %s rc %s %s s\n" "$stage" "$rc" "$($PY -c "print(round($EPOCHREALTIME - $t0, 1))")"
     [ "$rc" = 0 ] || break
-  done; } >"$OUT/run_ipc50.log" 2>&1
-cp "$RUN/report.md" "$OUT/ipc50_report.md" 2>/dev/null
-cp "$RUN/results.jsonl" "$OUT/ipc50_results.jsonl" 2>/dev/null
+  done >"$OUT/$name.log" 2>&1
+}
+rm -rf /tmp/gpu-ipc50 /tmp/gpu-sweep
+stages run_ipc50 "$T_RUN" fmnist-ipc50 "select.method=[random,ccfs]" "eval.seeds=[0]" train.steps=4800 \
+  out=/tmp/gpu-ipc50 "data.root=$FMNIST" $STEPS
+stages sweep_rows "$T_SWEEP" fmnist-sweep "select.ipc=[275,1100]" "select.method=[ccfs,self_evolved,random,random_distilled]" \
+  "eval.seeds=[0,1,2]" eval.hard_labels=false out=/tmp/gpu-sweep "data.root=$FMNIST" $STEPS
+cp /tmp/gpu-ipc50/results.jsonl "$OUT/ipc50_results.jsonl" 2>/dev/null
+cat /tmp/gpu-sweep/ipc*/results.jsonl >"$OUT/sweep_results.jsonl" 2>/dev/null
 
-xd=""; $PY -c 'import xdist' 2>/dev/null && xd="-n 14 -p no:benchmark"
-timeout "$T_TEST" $PY -m pytest -q -rf $xd -p no:cacheprovider tests >"$OUT/pytest.log" 2>&1; echo "rc $?" >>"$OUT/pytest.log"
+$PY - "$OUT" <<'PY'
+import json, re, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+env = (out / "env.txt").read_text().splitlines()
+def stages(name):
+    p = out / f"{name}.log"
+    found = re.findall(r"STAGE (\w+) rc (\d+) ([\d.]+) s", p.read_text()) if p.is_file() else []
+    return {s: {"rc": int(rc), "seconds": float(t)} for s, rc, t in found}
+rows = [json.loads(l) for l in (out / "engine.jsonl").read_text().splitlines()] if (out / "engine.jsonl").is_file() else []
+ipc50, sweep = stages("run_ipc50"), stages("sweep_rows")
+doc = {"device": next((l for l in env if "torch" in l), ""), "date": env[0] if env else "", "commit": env[-1] if env else "",
+       "student_steps": rows,
+       "ipc50_command": {"stages": ipc50, "total_s": round(sum(v["seconds"] for v in ipc50.values()), 1)},
+       "sweep_rows_5_and_20_percent": {"stages": sweep, "total_s": round(sum(v["seconds"] for v in sweep.values()), 1)}}
+(out / "gpu_engine.json").write_text(json.dumps(doc, indent=1) + "\n")
+print(json.dumps({k: v for k, v in doc.items() if k != "student_steps"}, indent=1))
+PY
 ls -la "$OUT"

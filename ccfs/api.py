@@ -15,6 +15,7 @@ are uint8 `[N, C, H, W]`, labels int64 `[N]`; every per-sample array is indexed 
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -171,12 +172,64 @@ def eval_sample(split: Split, size: int, seed: int = 0) -> Split | None:
 FILTER_SEEDS = 1000  # filters of selection seed s are seeded (1000 + s) · 1000 + round: never a student's seed
 
 
+class FilterGroups:
+    """CCFS selections of several seeds in lockstep: each selection runs in its own thread and
+    hands its round's filter here (`fit`); once every selection still running has handed one
+    in, the filters are trained as groups (`fit_group`) of one set size, at most `limit` each,
+    in seed order, and every thread goes on with its trained filter. The groups are fixed by
+    the rounds, not by timing: a seed's round j waits for the other seeds' round j."""
+
+    def __init__(self, parties: int, limit: int):
+        self.parties, self.limit = parties, limit
+        self.waiting: list[dict] = []
+        self.cond = threading.Condition()
+
+    def fit(self, model, data: Split, recipe: Recipe, objective, *, seed: int, order: int, **how) -> None:
+        """Train `model` on `data` (seed `seed`) with the round's other filters; `order` (the
+        selection's seed) fixes its place in a group."""
+        request = {"model": model, "data": data, "seed": seed, "order": order, "done": False, "error": None,
+                   "how": {"recipe": recipe, "objective": objective, **how}}
+        with self.cond:
+            self.waiting.append(request)
+            self._train_when_all_wait()
+            while not request["done"]:
+                self.cond.wait()
+        if request["error"] is not None:
+            raise request["error"]
+
+    def leave(self) -> None:
+        """A selection has finished (or failed): the others no longer wait for it."""
+        with self.cond:
+            self.parties -= 1
+            self._train_when_all_wait()
+
+    def _train_when_all_wait(self) -> None:
+        if not self.waiting or len(self.waiting) < self.parties:
+            return
+        batch, self.waiting = sorted(self.waiting, key=lambda r: r["order"]), []
+        try:
+            for size in sorted({len(r["data"]) for r in batch}):  # sets of other sizes never share a group
+                same = [r for r in batch if len(r["data"]) == size]
+                for k in range(0, len(same), self.limit):
+                    part = same[k:k + self.limit]
+                    fit_group([r["model"] for r in part], [r["data"] for r in part], seeds=[r["seed"] for r in part],
+                              **part[0]["how"])
+        except Exception as e:  # noqa: BLE001 - every selection of the batch raises it
+            for r in batch:
+                r["error"] = e
+        for r in batch:
+            r["done"] = True
+        self.cond.notify_all()
+
+
 def filter_trainer(data: Dataset, distilled: Split | None, objective, *, arch: str, recipe: Recipe,
                    seed: int, device, progress: bool = False, desc: str = "filter",
-                   eval_set: Split | None = None) -> Callable[[int, list[int], torch.Tensor], Filter]:
+                   eval_set: Split | None = None,
+                   groups: FilterGroups | None = None) -> Callable[[int, list[int], torch.Tensor], Filter]:
     """`train_filter(j, selected, rows)`: a fresh filter (seed·1000 + j) trained on
     distilled ∪ train[selected]; its logits on the train rows `rows` (bool [N], the coarse
-    pass over the eligible pool; other rows stay zero) and its accuracy on `eval_set`."""
+    pass over the eligible pool; other rows stay zero) and its accuracy on `eval_set`. With
+    `groups`, the filter trains in a group with other selections' filters of its round."""
     # Filters train eager whatever `recipe.compile` says: their fits are short and each round's
     # set size brings new batch shapes to compile, so on 2 CPU cores compiled selections took
     # 1.5-2.3x as long as eager ones (bench/results/compile.md).
@@ -186,8 +239,11 @@ def filter_trainer(data: Dataset, distilled: Split | None, objective, *, arch: s
         s = seed * 1000 + j
         model = new_model(arch, data, s)
         t0 = time.perf_counter()
-        fit(model, synthetic_set(data, distilled, selected), recipe, objective, mean=data.mean, std=data.std,
-            device=device, seed=s, progress=progress, desc=f"{desc} {j + 1}")
+        how = dict(mean=data.mean, std=data.std, device=device, progress=progress, desc=f"{desc} {j + 1}")
+        if groups is None:
+            fit(model, synthetic_set(data, distilled, selected), recipe, objective, seed=s, **how)
+        else:
+            groups.fit(model, synthetic_set(data, distilled, selected), recipe, objective, seed=s, order=seed, **how)
         t1 = time.perf_counter()
         idx = rows.nonzero().flatten()
         logits = torch.zeros(len(data.train), data.num_classes)
@@ -208,7 +264,7 @@ def select(method: str, data: Dataset, teacher: Teacher, *, ipc: int, alpha: flo
            filter_model: str = "convnet_w32", recipe: Recipe | None = None, objective: str = "kd",
            seed: int = 0, device="auto", progress: bool = False, state: RoundState | None = None,
            on_round: Callable[[RoundState], None] | None = None,
-           distill_settings: DistillCfg | None = None) -> methods.Selection:
+           distill_settings: DistillCfg | None = None, filter_groups: FilterGroups | None = None) -> methods.Selection:
     """Run one selection method and return its chosen train indices. `method`: a name of
     `ccfs.selection.methods.METHODS`, or a swept method's run name (`window_b0.3`).
     `distilled` holds at least int(ipc · alpha) images per class (the first of each class
@@ -217,7 +273,8 @@ def select(method: str, data: Dataset, teacher: Teacher, *, ipc: int, alpha: flo
     `state` resumes a CCFS selection after its last finished round; `on_round` is called
     after every round. A method that distils its own α part (selmatch) does so from its
     chosen real images with `distill_settings` (default DistillCfg()). The distilled images
-    that join the chosen ones are `Selection.distilled`."""
+    that join the chosen ones are `Selection.distilled`. `filter_groups`: this selection's
+    filters train in groups with other selections' (`FilterGroups`, several seeds at once)."""
     base, entry, param = methods.parse(method)
     settings = replace(settings or SelectCfg(), ipc=ipc, alpha=alpha, score=score)
     cpc = entry.distilled_per_class(ipc, int(ipc * alpha))
@@ -233,7 +290,8 @@ def select(method: str, data: Dataset, teacher: Teacher, *, ipc: int, alpha: flo
                                         features=True).cpu(),
         train_filter=filter_trainer(data, part, obj, arch=filter_model, recipe=recipe, seed=FILTER_SEEDS + seed,
                                     device=device, progress=progress, desc=f"{method} filter",
-                                    eval_set=eval_sample(held_out(data), settings.filter_eval_size)),
+                                    eval_set=eval_sample(held_out(data), settings.filter_eval_size),
+                                    groups=filter_groups),
         cfg=settings, seed=seed, param=param, state=state, on_round=on_round)
     sel = entry.select(inputs)
     sel.distilled, sel.distilled_per_class = part, cpc

@@ -301,21 +301,72 @@ def interval95(mean: float, std: float, n: int) -> float:
     return float("inf") if n < 2 else t975(n - 1) * std / n ** 0.5
 
 
-def verdict(mean: float, half: float, n: int) -> str:
+def verdict(mean: float, half: float, n: int, unit: str = "seed") -> str:
     """'ahead' / 'behind' where the interval mean ± half excludes zero, else 'not resolved
-    with n seeds'."""
+    with n seeds' (or n of another `unit`: teachers)."""
     if mean - half > 0:
         return "ahead"
     if mean + half < 0:
         return "behind"
-    return f"not resolved with {n} seed{'s' * (n != 1)}"
+    return f"not resolved with {n} {unit}{'s' * (n != 1)}"
 
 
-def lead(mean: float, std: float, n: int) -> str:
+def lead(mean: float, std: float, n: int, unit: str = "seed") -> str:
     """A paired difference as `+0.59 ± 1.79, not resolved with 3 seeds`: its mean, the
     half-width of its 95 % interval, and the verdict."""
     half = interval95(mean, std, n)
-    return f"{mean:+.2f} ± {half:.2f}, {verdict(mean, half, n)}"
+    return f"{mean:+.2f} ± {half:.2f}, {verdict(mean, half, n, unit)}"
+
+
+# ----------------------------------------------------------------------------- over several teachers
+
+def across_teachers(records: list[dict], a: str, b: str, field: str = "final_acc") -> list[dict]:
+    """`a` minus `b` at each (model, IPC) over several teachers, pooled where this says so:
+    students pair by teacher (`teacher_sha1`) and seed; each teacher's mean difference over
+    its pairs; the mean of the teacher means with its 95 % interval over them (n = teachers:
+    the teacher is the unit that repeats) and the verdict; and, for reference only, every
+    pair pooled as if independent (which ignores that a teacher's pairs share it). KD
+    students only where there are any (`main_protocol`)."""
+    by: dict[tuple, dict[tuple, float]] = defaultdict(dict)
+    for r in main_protocol(records):
+        if r["method"] in (a, b) and r.get(field) is not None and r.get("teacher_sha1"):
+            by[(r["model"], r["ipc"], r["method"])][(r["teacher_sha1"], r["seed"])] = r[field]
+    rows = []
+    for model, ipc in sorted({(m, i) for m, i, _ in by}):
+        x, y = by.get((model, ipc, a), {}), by.get((model, ipc, b), {})
+        pairs = sorted(set(x) & set(y))
+        if not pairs:
+            continue
+        per: dict[str, list[float]] = defaultdict(list)
+        for teacher, seed in pairs:
+            per[teacher].append(x[(teacher, seed)] - y[(teacher, seed)])
+        means = [statistics.fmean(v) for v in per.values()]
+        rows.append({"model": model, "ipc": ipc, "teachers": len(per), "pairs": len(pairs),
+                     "per_teacher": [(t, statistics.fmean(v), len(v)) for t, v in sorted(per.items())],
+                     "over_teachers": mean_std(means),
+                     "pooled": mean_std([x[k] - y[k] for k in pairs])})
+    return rows
+
+
+def teacher_table(records: list[dict], a: str, b: str, ratio: dict[int, float] | None = None) -> str:
+    """Markdown table of `across_teachers` on test and validation: each teacher's mean
+    difference, the mean over teachers with its interval and verdict (the answer), and the
+    pairs pooled as if independent (for reference); "" without pairs."""
+    test = across_teachers(records, a, b)
+    if not test:
+        return ""
+    val = {(r["model"], r["ipc"]): r for r in across_teachers(records, a, b, "val_acc")}
+    lines = [f"| IPC | {a} − {b}, per teacher (test) | over teachers, test (95 % interval) | "
+             "over teachers, validation | all pairs pooled as if independent, test |",
+             "|---|---|---|---|---|"]
+    for r in test:
+        share = f" ({ratio[r['ipc']]:.0f} %)" if ratio and r["ipc"] in ratio else ""
+        per = ", ".join(f"{d:+.2f} (n={n})" for _, d, n in r["per_teacher"])
+        v = val.get((r["model"], r["ipc"]))
+        lines.append(f"| {r['ipc']}{share} | {per} | {lead(*r['over_teachers'], unit='teacher')} | "
+                     f"{lead(*v['over_teachers'], unit='teacher') if v else '–'} | "
+                     f"{lead(*r['pooled'], unit='pair')} |")
+    return "\n".join(lines)
 
 
 def lead_table(records: list[dict], ratio: dict[int, float], reference: str = "ccfs") -> str:

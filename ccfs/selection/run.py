@@ -16,20 +16,23 @@ Filters of seed s are seeded (FILTER_SEEDS + s) · 1000 + round, never a student
 """
 from __future__ import annotations
 
+import threading
 import time
 
 import torch
 
 from ccfs import api, distributed, records
 from ccfs.artifacts import read_json, torch_save, write_json
+from ccfs.device import group_size
 from ccfs.config import filter_recipe
 from ccfs.context import Run
 from ccfs.selection import methods
 from ccfs.selection.ccfs import RoundState
 
 
-def select_one(run: Run, run_name: str, seed: int | None = None) -> None:
-    """One selection; `seed` None: a method whose choice needs no seed (made once)."""
+def select_one(run: Run, run_name: str, seed: int | None = None, groups: api.FilterGroups | None = None) -> None:
+    """One selection; `seed` None: a method whose choice needs no seed (made once). With
+    `groups`, its filters train with other seeds' (`lockstep`)."""
     cfg, folder = run.cfg, run.selection_dir(run_name, seed)
     label = run_name if seed is None else f"{run_name} seed {seed}"
     records.check_selection_settings(folder, cfg, run_name, write=True)
@@ -44,7 +47,7 @@ def select_one(run: Run, run_name: str, seed: int | None = None) -> None:
                      filter_model=cfg.select.filter_model or cfg.eval.models[0], recipe=filter_recipe(cfg),
                      objective=cfg.eval.objective, seed=cfg.seed if seed is None else seed, device=run.device,
                      progress=cfg.progress, state=state, on_round=lambda s: write_json(state_path, s.__dict__),
-                     distill_settings=cfg.distill)
+                     distill_settings=cfg.distill, filter_groups=groups)
     seconds = time.perf_counter() - t0
     _write(run, folder, run_name, sel, seconds)
     if distributed.is_main():
@@ -75,5 +78,42 @@ def _write(run: Run, folder, run_name: str, sel: methods.Selection, seconds: flo
 def select_stage(run: Run) -> None:
     api.check_budget(run.data, run.cfg.select.ipc)
     for name in methods.run_names(run.cfg.select):
-        for seed in run.selection_seeds(name):
-            select_one(run, name, seed)
+        seeds = run.selection_seeds(name)
+        limit = _filter_group_limit(run)
+        if limit > 1 and len(seeds) > 1 and methods.parse(name)[1].trains_filters and distributed.world_size() == 1:
+            lockstep(run, name, seeds, limit)
+        else:
+            for seed in seeds:
+                select_one(run, name, seed)
+
+
+def _filter_group_limit(run: Run) -> int:
+    """How many filters train at once (`eval.group`; automatic: one on the CPU)."""
+    cfg = run.cfg
+    size = cfg.select.ipc * run.data.num_classes
+    return group_size(cfg.eval.group, run.device,
+                      api.member_bytes(cfg.select.filter_model or cfg.eval.models[0], run.data, filter_recipe(cfg), size))
+
+
+def lockstep(run: Run, run_name: str, seeds: list[int], limit: int) -> None:
+    """The selections of `seeds` at once, one thread each, their round-j filters trained as
+    groups (`api.FilterGroups`); a failure in one stops it alone, and is raised after the
+    others end. The selections' files are each seed's, as one at a time."""
+    groups = api.FilterGroups(len(seeds), limit)
+    errors: dict[int, BaseException] = {}
+
+    def one(seed: int) -> None:
+        try:
+            select_one(run, run_name, seed, groups)
+        except BaseException as e:  # noqa: BLE001 - raised by the stage below, after the others
+            errors[seed] = e
+        finally:
+            groups.leave()
+
+    threads = [threading.Thread(target=one, args=(s,), name=f"select {run_name} seed {s}") for s in seeds]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[min(errors)]
