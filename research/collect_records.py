@@ -47,8 +47,11 @@ def collect(runs: list[Path], methods: set[str] | None, seeds: set[int] | None) 
             for r in current(point, cfg, ("kd", "ce")):
                 if (methods and r["method"] not in methods) or (seeds is not None and r["seed"] not in seeds):
                     continue
-                out.append({**{k: r.get(k) for k in FIELDS}, "teacher": teacher, "teacher_seed": cfg.seed,
-                            "source": str(point), "date": str(date.today())})
+                rec = {k: r[k] for k in FIELDS if r.get(k) is not None}
+                rec["commit"] = rec.get("commit", "?")[:7]
+                alpha_set = 0.0 if r["alpha"] == 0 else cfg.select.alpha  # α as asked (the tables' curves)
+                out.append({**rec, "alpha_set": alpha_set, "teacher": teacher, "teacher_seed": cfg.seed,
+                            "source": str(Path(top.name) / point.relative_to(top)), "date": str(date.today())})
     return out
 
 

@@ -640,7 +640,9 @@ def test_ccfs_seeds_in_lockstep_select_what_one_at_a_time_selects_up_to_rounding
     assert _run(root, tmp_path / "one", *args, "eval.group=1") == 0
     assert set(sizes) == {1}  # one at a time: every filter and student alone
     assert _run(root, tmp_path / "three", *args, "eval.group=3") == 0
-    assert sizes.count(3) == 3  # the 2 CCFS rounds, each one group of the three seeds' filters; the students
+    grouped = sizes[3:]  # 2 CCFS rounds x 3 seeds' filters, then the 3 students; a round's group splits where
+    assert sum(grouped) == 2 * 3 + 3 and grouped[0] == 3 and grouped[-1] == 3  # carried shortfalls made its sets
+    assert len(grouped) <= 4  # differ in size (it depends on rounding: torch's thread count, for one)
 
     def chosen(out, s):
         return set(json.loads((out / "select" / "ccfs" / f"seed{s}" / "selected_indices.json").read_text())["idx_selected"])

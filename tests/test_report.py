@@ -341,6 +341,9 @@ def test_ratio_curves_follow_the_alpha_asked_for():
     assert full == 90.0
     two = records + [{**rec("ccfs", "c", 55, 0.2, 0, 86.0, None), "alpha_set": 0.2}]
     assert set(ratio_curves(two, {55: 1.0, 550: 10.0})[0]) == {"ccfs c α 0.1", "ccfs c α 0.2", "random c"}
+    seeds = records + [{**rec("random", "c", 55, 0.0, 1, 89.0, None), "alpha_set": 0.0}]
+    (x, mean, half), = ratio_curves(seeds, {55: 1.0, 550: 10.0})[0]["random c"]  # the band: the 95 % interval
+    assert (x, mean) == (1.0, 88.0) and half == pytest.approx(12.706 * 2 ** 0.5 / 2 ** 0.5)
 
 
 def test_the_sweep_table_shows_one_oracle_window_row_with_the_beta_picked_on_validation():

@@ -26,14 +26,17 @@ def log_axis(xs: list[float]) -> bool:
 
 def accuracy_vs_ratio(curves: dict[str, list[tuple[float, float, float]]], full: float | None,
                       path: Path, *, xlabel: str = "synthetic set size, % of the train set") -> None:
-    """The sweep's headline figure: mean ± std accuracy per method against the data ratio
-    (or α), `curves[method] = [(x, mean, std), ...]`, the full-data student as a line; the x
-    axis is logarithmic where the points span a factor of 10 or more."""
+    """The sweep's headline figure: each method's mean accuracy against the data ratio (or α)
+    with its 95 % confidence band over seeds, `curves[method] = [(x, mean, half-width), ...]`,
+    the full-data student as a line; the x axis is logarithmic where the points span a factor
+    of 10 or more."""
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for name, pts in sorted(curves.items()):
         pts = sorted(pts)
-        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o",
-                    capsize=3, label=name)
+        xs, ys, half = [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]
+        line, = ax.plot(xs, ys, marker="o", ms=4, label=name)
+        ax.fill_between(xs, [y - h for y, h in zip(ys, half)], [y + h for y, h in zip(ys, half)],
+                        color=line.get_color(), alpha=0.15, lw=0)
     if full is not None:
         ax.axhline(full, color="k", ls="--", lw=1, label="full data")
     xs = sorted({p[0] for pts in curves.values() for p in pts})
@@ -42,7 +45,7 @@ def accuracy_vs_ratio(curves: dict[str, list[tuple[float, float, float]]], full:
         ax.set_xticks(xs, [f"{x:.2g}" for x in xs])
         ax.minorticks_off()
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("final-epoch test accuracy %")
+    ax.set_ylabel("final-epoch test accuracy % (band: 95 % interval)")
     if ax.get_legend_handles_labels()[0]:  # a sweep's report before its first result has none
         ax.legend(fontsize=7)
     ax.grid(alpha=0.3)

@@ -90,6 +90,26 @@ def sweep(root: Path) -> str:
                         tables.lead_table(records, ratio(records))])
 
 
+def headline(root: Path) -> str:
+    """The sweep from one command and one commit: KD results with leads, and the hard-label
+    students' IOR / HLR / LRS (the set against the teacher)."""
+    records = read(root, "fmnist_headline")
+    share = ratio(records)
+    robust = tables.label_robust_table(records)
+    return "\n\n".join([provenance(records, "fmnist_headline"), tables.ratio_table(records, share),
+                        "CCFS minus each method, paired by seed (test; mean ± half-width of the 95 % interval):",
+                        tables.lead_table(records, share)] +
+                       (["The set against the teacher: hard-label students beside the KD ones (docs/method.md §3):",
+                         robust] if robust else []))
+
+
+def distilled_part(root: Path) -> str:
+    """CCFS against self-evolved selection over several teachers (docs/method.md's rule)."""
+    records = read(root, "distilled_part")
+    return "\n\n".join([provenance(records, "distilled_part"),
+                        tables.teacher_table(records, "ccfs", "self_evolved", ratio(records))])
+
+
 def _row(label: str, records: list[dict], ipc: int) -> str:
     """One line of the README's table: CCFS and random at one IPC, and their paired difference."""
     finals = tables.group(records)
@@ -109,7 +129,8 @@ def readme(root: Path) -> str:
     return "\n".join(lines)
 
 
-BLOCKS = {"ipc50": ipc50, "sweep": sweep, "dc-convnet": dc_convnet, "readme-results": readme}
+BLOCKS = {"ipc50": ipc50, "sweep": sweep, "dc-convnet": dc_convnet, "readme-results": readme,
+          "headline": headline, "distilled-part": distilled_part}
 
 
 def render(text: str, root: Path) -> str:

@@ -222,9 +222,9 @@ def ratio_table(records: list[dict], ratio: dict[int, float]) -> str:
 
 
 def ratio_curves(records: list[dict], ratio: dict[int, float]) -> tuple[dict[str, list], float | None]:
-    """The sweep plot's data: {curve name: [(data %, mean, std), ...]} per (method, model,
-    α asked for, `alpha_set`), α in the name only where several are asked for; and the
-    full-data student's mean (None without one)."""
+    """The sweep plot's data: {curve name: [(data %, mean, half-width of the mean's 95 %
+    interval (0 for one seed)), ...]} per (method, model, α asked for, `alpha_set`), α in the
+    name only where several are asked for; and the full-data student's mean (None without one)."""
     finals = _group_by_asked_alpha(oracle_only(records))
     full = next((mean_std(v)[0] for (m, *_), v in finals.items() if _is_full(m)), None)
     asked = {k[3] for k in finals if 0 < k[3] < 1}
@@ -232,7 +232,8 @@ def ratio_curves(records: list[dict], ratio: dict[int, float]) -> tuple[dict[str
     for (method, model, ipc, alpha), vals in sorted(finals.items()):
         if not _is_full(method):
             name = f"{method} {model}" + (f" α {alpha:g}" if len(asked) > 1 and 0 < alpha < 1 else "")
-            curves.setdefault(name, []).append((ratio[ipc], *mean_std(vals)[:2]))
+            mean, std, n = mean_std(vals)
+            curves.setdefault(name, []).append((ratio[ipc], mean, interval95(mean, std, n) if n > 1 else 0.0))
     return curves, full
 
 
