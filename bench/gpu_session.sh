@@ -13,23 +13,26 @@
 #      from an empty run directory, stage by stage (issue 9's 232 s command)           ~3 min
 #   4. the Fashion-MNIST sweep's CCFS, self-evolved, random and random + distilled rows at 5 %
 #      and 20 %, seeds 0-2 (KD only)                                                    ~3 min
+# One device call runs at most 600 s: run it in two, PARTS="1 2" then PARTS="3 4" (the JSON is
+# rebuilt from the logs $OUT holds after each; keep $OUT between the calls or merge the two).
 set -u
+PARTS=${PARTS:-1 2 3 4}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 OUT=${OUT:-/tmp/gpu_session}; mkdir -p "$OUT"
 FMNIST=${FMNIST:-.devdata/fashion-mnist}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 MPLBACKEND=Agg CCFS_CACHE=/tmp/ccfs-cache
 PY=${PY:-python3}
 STEPS=${STEPS:-}          # e.g. STEPS="train.steps=50 teacher.train.epochs=1" for a dry run
-T_ENGINE=${T_ENGINE:-150}; T_RUN=${T_RUN:-200}; T_SWEEP=${T_SWEEP:-200}
+T_ENGINE=${T_ENGINE:-150}; T_RUN=${T_RUN:-280}; T_SWEEP=${T_SWEEP:-280}
 GROUPS_SMALL=${GROUPS_SMALL:-1,8,32,128}; GROUPS_RESNET=${GROUPS_RESNET:-1,8,32}
 
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
   $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
 torch.cuda.get_device_name() if torch.cuda.is_available() else "")'; nproc; git rev-parse --short HEAD; } >"$OUT/env.txt" 2>&1
 
-timeout 90 $PY -m pytest -q -rf -p no:cacheprovider tests/test_cuda.py >"$OUT/test_cuda.log" 2>&1
+part 1 && timeout 90 $PY -m pytest -q -rf -p no:cacheprovider tests/test_cuda.py >"$OUT/test_cuda.log" 2>&1
 
-rm -f "$OUT/engine.jsonl"
-{ timeout "$T_ENGINE" $PY bench/engine.py --root "$FMNIST" --groups "$GROUPS_SMALL" --json "$OUT/engine.jsonl"
+part 2 && rm -f "$OUT/engine.jsonl" && { timeout "$T_ENGINE" $PY bench/engine.py --root "$FMNIST" --groups "$GROUPS_SMALL" --json "$OUT/engine.jsonl"
   timeout "$T_ENGINE" $PY bench/engine.py --root "$FMNIST" --model resnet18_modified --size 32 --channels 3 \
     --batch 64 --groups "$GROUPS_RESNET" --steps 150 --json "$OUT/engine.jsonl"; } >"$OUT/engine.log" 2>&1
 
@@ -46,10 +49,9 @@ stages() {
     [ "$rc" = 0 ] || break
   done >"$OUT/$name.log" 2>&1
 }
-rm -rf /tmp/gpu-ipc50 /tmp/gpu-sweep
-stages run_ipc50 "$T_RUN" fmnist-ipc50 "select.method=[random,ccfs]" "eval.seeds=[0]" train.steps=4800 \
+part 3 && rm -rf /tmp/gpu-ipc50 && stages run_ipc50 "$T_RUN" fmnist-ipc50 "select.method=[random,ccfs]" "eval.seeds=[0]" train.steps=4800 \
   out=/tmp/gpu-ipc50 "data.root=$FMNIST" $STEPS
-stages sweep_rows "$T_SWEEP" fmnist-sweep "select.ipc=[275,1100]" "select.method=[ccfs,self_evolved,random,random_distilled]" \
+part 4 && rm -rf /tmp/gpu-sweep && stages sweep_rows "$T_SWEEP" fmnist-sweep "select.ipc=[275,1100]" "select.method=[ccfs,self_evolved,random,random_distilled]" \
   "eval.seeds=[0,1,2]" eval.hard_labels=false out=/tmp/gpu-sweep "data.root=$FMNIST" $STEPS
 cp /tmp/gpu-ipc50/results.jsonl "$OUT/ipc50_results.jsonl" 2>/dev/null
 cat /tmp/gpu-sweep/ipc*/results.jsonl >"$OUT/sweep_results.jsonl" 2>/dev/null

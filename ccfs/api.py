@@ -56,10 +56,15 @@ def from_tensors(train_images: torch.Tensor, train_labels: torch.Tensor, test_im
                    classes or [str(c) for c in range(k)], tuple(mean), tuple(std))
 
 
+_INIT = threading.Lock()  # the global generator a model's initialisation draws from is one for all threads
+
+
 def new_model(name: str, data: Dataset, seed: int) -> torch.nn.Module:
-    """A fresh model of the registry, initialised from `seed`."""
-    torch.manual_seed(seed)
-    return create_model(name, data.num_classes, data.channels, data.image_size)
+    """A fresh model of the registry, initialised from `seed` (also where selections of
+    several seeds build their filters at once, in threads: one at a time)."""
+    with _INIT:
+        torch.manual_seed(seed)
+        return create_model(name, data.num_classes, data.channels, data.image_size)
 
 
 def _device(device) -> torch.device:
@@ -184,11 +189,12 @@ class FilterGroups:
         self.waiting: list[dict] = []
         self.cond = threading.Condition()
 
-    def fit(self, model, data: Split, recipe: Recipe, objective, *, seed: int, order: int, **how) -> None:
+    def fit(self, model, data: Split, recipe: Recipe, objective, *, seed: int, order: int, **how) -> float:
         """Train `model` on `data` (seed `seed`) with the round's other filters; `order` (the
-        selection's seed) fixes its place in a group."""
+        selection's seed) fixes its place in a group. Returns its share of the group's
+        training time (the group's seconds over its size)."""
         request = {"model": model, "data": data, "seed": seed, "order": order, "done": False, "error": None,
-                   "how": {"recipe": recipe, "objective": objective, **how}}
+                   "seconds": 0.0, "how": {"recipe": recipe, "objective": objective, **how}}
         with self.cond:
             self.waiting.append(request)
             self._train_when_all_wait()
@@ -196,6 +202,7 @@ class FilterGroups:
                 self.cond.wait()
         if request["error"] is not None:
             raise request["error"]
+        return request["seconds"]
 
     def leave(self) -> None:
         """A selection has finished (or failed): the others no longer wait for it."""
@@ -212,14 +219,18 @@ class FilterGroups:
                 same = [r for r in batch if len(r["data"]) == size]
                 for k in range(0, len(same), self.limit):
                     part = same[k:k + self.limit]
+                    t0 = time.perf_counter()
                     fit_group([r["model"] for r in part], [r["data"] for r in part], seeds=[r["seed"] for r in part],
                               **part[0]["how"])
-        except Exception as e:  # noqa: BLE001 - every selection of the batch raises it
+                    for r in part:
+                        r["seconds"] = (time.perf_counter() - t0) / len(part)
+        except BaseException as e:  # noqa: BLE001 - every selection of the batch raises it
             for r in batch:
                 r["error"] = e
-        for r in batch:
-            r["done"] = True
-        self.cond.notify_all()
+        finally:
+            for r in batch:
+                r["done"] = True
+            self.cond.notify_all()
 
 
 def filter_trainer(data: Dataset, distilled: Split | None, objective, *, arch: str, recipe: Recipe,
@@ -242,8 +253,10 @@ def filter_trainer(data: Dataset, distilled: Split | None, objective, *, arch: s
         how = dict(mean=data.mean, std=data.std, device=device, progress=progress, desc=f"{desc} {j + 1}")
         if groups is None:
             fit(model, synthetic_set(data, distilled, selected), recipe, objective, seed=s, **how)
-        else:
-            groups.fit(model, synthetic_set(data, distilled, selected), recipe, objective, seed=s, order=seed, **how)
+            train_s = time.perf_counter() - t0
+        else:  # its share of the group's time, not the wait for the other seeds
+            train_s = groups.fit(model, synthetic_set(data, distilled, selected), recipe, objective, seed=s,
+                                 order=seed, **how)
         t1 = time.perf_counter()
         idx = rows.nonzero().flatten()
         logits = torch.zeros(len(data.train), data.num_classes)
@@ -254,7 +267,7 @@ def filter_trainer(data: Dataset, distilled: Split | None, objective, *, arch: s
         acc = accuracy(model, eval_set, data.mean, data.std, device=device) if eval_set is not None else None
         more = lambda rows: predict_logits(model, data.train.images, data.mean, data.std,  # noqa: E731
                                            device=device, rows=rows).cpu()
-        return Filter(logits, acc, t1 - t0, t2 - t1, infer=more)
+        return Filter(logits, acc, train_s, t2 - t1, infer=more)
 
     return train_filter
 
@@ -343,9 +356,12 @@ def train_students(data: Dataset, sets: list[Split], teacher: Teacher | torch.nn
 
 
 def member_bytes(model: str, data: Dataset, recipe: Recipe, size: int) -> int:
-    """A rough size of one member of a training group: its weights, gradients and momentum,
-    and its batch's activations (about 64 floats per input value for the registry's small
-    nets), for the automatic group size."""
-    net = new_model(model, data, 0)
+    """A rough size of one member of a training group: its weights, gradients and momentum;
+    its set (uint8, stacked per member); its batch's activations, and the KD teacher's on
+    its batch (about 64 floats per input value each, for the registry's small nets). For the
+    automatic group size."""
+    with torch.device("meta"):  # its shapes only: no memory, no draw from the global generator
+        net = create_model(model, data.num_classes, data.channels, data.image_size)
     weights = sum(p.numel() for p in net.parameters()) * 4 * 3
-    return weights + recipe.batch_for(size) * data.channels * data.image_size ** 2 * 4 * 64
+    image = data.channels * data.image_size ** 2
+    return weights + size * image + 2 * recipe.batch_for(size) * image * 4 * 64

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import torch
 
@@ -36,15 +37,16 @@ def set_cuda_determinism(on: bool) -> None:
 GROUP_CAP = 64  # the automatic group's largest size: `bench/gpu_session.sh` measures 8, 32 and 128
 
 
-def group_size(setting: int, device: torch.device, member_bytes: int) -> int:
+def group_size(setting: int, device: torch.device, member_bytes: Callable[[], int]) -> int:
     """How many models to train at once as one stacked model (`eval.group`): the setting where
     it is not 0; automatically one on the CPU (six stacked ConvNet students trained at 0.83x
-    the speed of one after another on 2 cores: the CPU is compute-bound, nothing to gain) and
-    on CUDA as many as a quarter of the free memory holds at `member_bytes` each, at most
-    GROUP_CAP (a small model's step is bound by kernel launches there, which a group shares)."""
+    the speed of one after another on 2 cores, four at 0.91x: the CPU is compute-bound,
+    nothing to gain) and on CUDA as many as a quarter of the free memory holds at
+    `member_bytes()` each, at most GROUP_CAP (a small model's step is bound by kernel
+    launches there, which a group shares)."""
     if setting > 0:
         return setting
     if device.type != "cuda":
         return 1
     free, _ = torch.cuda.mem_get_info(device)
-    return max(1, min(GROUP_CAP, free // 4 // max(1, member_bytes)))
+    return max(1, min(GROUP_CAP, free // 4 // max(1, member_bytes())))

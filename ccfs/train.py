@@ -76,13 +76,14 @@ class Step:
     aug: Draw | None
 
 
-def plan_epoch(n: int, batch: int, policy: AugmentPolicy, size: int, generator: torch.Generator, *,
+def plan_epoch(n: int, batch: int, policy: AugmentPolicy, shape: tuple[int, int], generator: torch.Generator, *,
                device, min_last: int = 2) -> list[Step]:
-    """An epoch's batches and augmentation draws, drawn up front from `generator` in the order
-    the steps use them (so exactly what drawing step by step gives), then moved to the
-    device together: no step waits on the host for its indices or crop boxes."""
+    """An epoch's batches and augmentation draws for images of `shape` (height, width), drawn
+    up front from `generator` in the order the steps use them (so exactly what drawing step
+    by step gives), then moved to the device together: no step waits on the host for its
+    indices or crop boxes."""
     chunks = batch_indices(n, batch, generator, min_last=min_last)
-    draws = [draw(len(c), size, policy, generator) for c in chunks]
+    draws = [draw(len(c), shape[1], policy, generator, height=shape[0]) for c in chunks]
     device = torch.device(device)
     if device.type != "cpu":
         rows = torch.cat(chunks).to(device, non_blocking=True).split([len(c) for c in chunks])
@@ -198,7 +199,7 @@ def _train_epoch(model, opt, objective, data: Split, *, norm: Normalizer, recipe
     world = distributed.world_size()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    for step in plan_epoch(len(data), recipe.batch_for(len(data)), policy, data.images.shape[-1], gen,
+    for step in plan_epoch(len(data), recipe.batch_for(len(data)), policy, tuple(data.images.shape[-2:]), gen,
                            device=device, min_last=2 * world):
         idx_d = step.rows
         x = norm(data.images[idx_d], policy, step.aug)  # [B, C, H, W], the global batch
@@ -281,7 +282,9 @@ def fit_group(models: list[nn.Module], sets: list[Split], recipe: Recipe, object
     members keep their own running statistics. The same training as `fit` up to float
     rounding: a member's loss is summed with the others' before the backward pass and its
     convolutions run as one grouped kernel. Each History's `seconds` is the group's time over
-    G. No resume: a group that is stopped trains again from its start."""
+    G. No resume: a group that is stopped trains again from its start. A group trains eager
+    and contiguous (no `recipe.compile`, no channels-last), and on a GPU without bf16 one
+    loss scaler serves all members (an overflow in one skips the step of all)."""
     if len(models) != len(sets) or len(models) != len(seeds) or not models:
         raise ValueError("fit_group needs one set and one seed per model")
     if len(models) == 1:
@@ -300,8 +303,12 @@ def fit_group(models: list[nn.Module], sets: list[Split], recipe: Recipe, object
     params, buffers = torch.func.stack_module_state(models)  # {name: [G, ...]}
     base = copy.deepcopy(models[0]).to("meta")
     forward = torch.vmap(lambda p, b, x: torch.func.functional_call(base, (p, b), (x,)))
-    images = torch.stack([d.images for d in sets]).to(device)  # [G, N, C, H, W] uint8
-    labels = torch.stack([d.labels for d in sets]).to(device)  # [G, N]
+    if all(d is sets[0] for d in sets):  # one set for all (the full data): a view, not G copies
+        images = sets[0].images.to(device).unsqueeze(0).expand(g, *sets[0].images.shape)  # [G, N, C, H, W] uint8
+        labels = sets[0].labels.to(device).unsqueeze(0).expand(g, n)  # [G, N]
+    else:
+        images = torch.stack([d.images for d in sets]).to(device)
+        labels = torch.stack([d.labels for d in sets]).to(device)
     member = torch.arange(g, device=device)[:, None]
     norm = Normalizer(mean, std, device, False)
     policy = augment_policy(recipe)
@@ -317,7 +324,8 @@ def fit_group(models: list[nn.Module], sets: list[Split], recipe: Recipe, object
         for group in opt.param_groups:
             group["lr"] = recipe.lr * lr_factor(epoch, recipe.epochs, recipe.warmup_epochs)
         base.train()
-        plans = [plan_epoch(n, recipe.batch_for(n), policy, images.shape[-1], gen, device=device) for gen in gens]
+        plans = [plan_epoch(n, recipe.batch_for(n), policy, tuple(images.shape[-2:]), gen, device=device)
+                 for gen in gens]
         loss_sum = torch.zeros(g, device=device)
         correct = torch.zeros(g, device=device, dtype=torch.long)
         for steps in zip(*plans):

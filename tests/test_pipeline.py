@@ -684,3 +684,25 @@ def test_filter_groups_train_a_round_once_every_selection_has_handed_its_filter_
     finally:
         api.fit_group = real_fit_group
     assert calls == [([100, 102], [5, 5]), ([101], [7])]
+
+
+def test_models_built_in_threads_at_once_are_the_models_of_their_seeds(fake_fmnist):
+    """Lockstep selections build their filters in threads: each from its seed, as alone (the
+    global generator they draw from is taken one model at a time)."""
+    import threading
+
+    from ccfs import api
+    from ccfs.data.cache import load_dataset
+
+    data = load_dataset("fashion-mnist", fake_fmnist)
+    alone = {s: api.new_model("convnet_w32", data, s).state_dict() for s in range(6)}
+    for _ in range(5):
+        built: dict[int, dict] = {}
+        threads = [threading.Thread(target=lambda s=s: built.__setitem__(s, api.new_model("convnet_w32", data, s).state_dict()))
+                   for s in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for s in range(6):
+            assert all(torch.equal(alone[s][k], built[s][k]) for k in alone[s]), s

@@ -503,4 +503,4 @@ def test_differences_over_teachers_take_the_teacher_as_the_unit():
     half = 4.303 * 0.351188 / 3 ** 0.5
     assert f"+0.23 ± {half:.2f}, not resolved with 3 teachers" in table
     assert "+0.23 ± 0.24, not resolved with 9 pairs" in table  # pooled: t 2.306 · 0.316 / 3 (reference only)
-    assert "| 275 (5 %) | +0.60 (n=3), +0.20 (n=3), -0.10 (n=3) |" in table
+    assert "| m | 275 (5 %) | +0.60 (n=3), +0.20 (n=3), -0.10 (n=3) |" in table

@@ -353,19 +353,29 @@ def separable(n: int = 30, seed: int = 0) -> Split:
 
 
 def test_an_epoch_plan_draws_what_step_by_step_drawing_draws():
-    """The epoch's rows and crop / flip / mix draws, drawn up front, are the per-step draws of
-    the same generator in the same order; the generator ends in the same state."""
-    from ccfs.data.augment import AugmentPolicy, draw
+    """The epoch's rows and crop / flip / cutmix draws, drawn up front, are the numbers the
+    training loop drew step by step before: the permutation first, then per batch the crop
+    boxes (10 tries of area and log-ratio, then x0, y0), the flips, the mix permutation, λ
+    and the box centre (row, then column), spelled out here from the generator itself; the
+    generator ends in the same state."""
+    from ccfs.data.augment import AugmentPolicy
 
     policy = AugmentPolicy(kind="rrc", flip=True, mix="cutmix", scale=(0.3, 1.0))
     a, b = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
-    plan = plan_epoch(21, 8, policy, 8, a, device="cpu")
-    for step, rows in zip(plan, batch_indices(21, 8, b)):
-        assert torch.equal(step.rows, rows)
-    for step in plan:  # batch_indices draws the permutation first, then each batch its draws
-        d = draw(len(step.rows), 8, policy, b)
-        assert torch.equal(step.aug.theta, d.theta) and torch.equal(step.aug.perm, d.perm)
-        assert (step.aug.lam, step.aug.centre) == (d.lam, d.centre)
+    plan = plan_epoch(21, 8, policy, (6, 8), a, device="cpu")
+    order = torch.randperm(21, generator=b)
+    assert [len(st.rows) for st in plan] == [8, 8, 5]
+    assert torch.equal(torch.cat([st.rows for st in plan]), order)
+    for st in plan:
+        n = len(st.rows)
+        torch.empty(n, 10).uniform_(0.3, 1.0, generator=b)  # areas
+        torch.empty(n, 10).uniform_(math.log(3 / 4), math.log(4 / 3), generator=b)  # log aspect ratios
+        torch.rand(n, generator=b), torch.rand(n, generator=b)  # x0, y0
+        flip = torch.rand(n, generator=b) < 0.5
+        perm, lam = torch.randperm(n, generator=b), float(torch.rand(1, generator=b))
+        cy, cx = int(torch.randint(0, 6, (1,), generator=b)), int(torch.randint(0, 8, (1,), generator=b))
+        assert torch.equal(st.aug.perm, perm) and (st.aug.lam, st.aug.centre) == (lam, (cy, cx))
+        assert bool(st.aug.theta[0, 0, 0] < 0) == bool(flip[0])  # a flip mirrors the x scale
     assert torch.equal(a.get_state(), b.get_state())
 
 
@@ -410,6 +420,8 @@ def test_a_group_learns_and_is_tested_as_its_members_would_be():
 
 
 def test_a_group_of_one_is_the_single_model_loop_bit_for_bit():
+    """A guard: a group of one must stay today's single-model loop (`fit`, with its resume,
+    hook, DDP and compile), not the stacked path, whose rounding differs."""
     a, b = tiny_net(1), tiny_net(1)
     ha = train(a, tiny_split(), tiny_recipe(), seed=3)
     hb = fit_group([b], [tiny_split()], tiny_recipe(), CrossEntropy(), mean=MEAN, std=STD, seeds=[3], progress=False)[0]

@@ -104,10 +104,11 @@ class Draw:
         return Draw(move(self.theta), move(self.perm), self.lam, self.centre)
 
 
-def draw(n: int, size: int, policy: AugmentPolicy, generator: torch.Generator) -> Draw | None:
-    """The random draws `apply` needs for a batch of n images, from `generator` in the order
-    the batch uses them (warp, then the mix's permutation, λ, cutmix's centre); None where
-    the policy changes nothing."""
+def draw(n: int, size: int, policy: AugmentPolicy, generator: torch.Generator, *,
+         height: int | None = None) -> Draw | None:
+    """The random draws `apply` needs for a batch of n images `size` pixels wide (and `height`
+    high, default square), from `generator` in the order the batch uses them (warp, then the
+    mix's permutation, λ, cutmix's centre); None where the policy changes nothing."""
     warps = not (policy.kind == "none" and not policy.flip)
     if not warps and policy.mix == "none":
         return None
@@ -118,7 +119,7 @@ def draw(n: int, size: int, policy: AugmentPolicy, generator: torch.Generator) -
         d.perm = torch.randperm(n, generator=generator)
         d.lam = float(torch.rand(1, generator=generator))
         if policy.mix == "cutmix":
-            cy, cx = (int(v) for v in torch.randint(0, size, (1,), generator=generator).tolist() +
+            cy, cx = (int(v) for v in torch.randint(0, height or size, (1,), generator=generator).tolist() +
                       torch.randint(0, size, (1,), generator=generator).tolist())
             d.centre = (cy, cx)
     return d
@@ -153,13 +154,13 @@ def mix(x: torch.Tensor, kind: str, d: Draw) -> torch.Tensor:
 
 def mix_batch(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
     """`mix` with fresh draws from `generator`."""
-    return apply(x, AugmentPolicy(kind="none", flip=False, mix=kind), draw(x.shape[0], x.shape[-1],
-                 AugmentPolicy(kind="none", flip=False, mix=kind), generator))
+    policy = AugmentPolicy(kind="none", flip=False, mix=kind)
+    return apply(x, policy, draw(x.shape[0], x.shape[-1], policy, generator, height=x.shape[-2]))
 
 
 def augment(x: torch.Tensor, policy: AugmentPolicy, generator: torch.Generator) -> torch.Tensor:
     """x [B, C, H, W] float pixels in [0, 1] -> augmented batch of the same shape."""
-    return apply(x, policy, draw(x.shape[0], x.shape[-1], policy, generator))
+    return apply(x, policy, draw(x.shape[0], x.shape[-1], policy, generator, height=x.shape[-2]))
 
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

@@ -80,15 +80,14 @@ def _set_size(run: Run, run_name: str, seed: int) -> int:
 
 def groups(run: Run, todo: list[tuple[str, str, int, str]]) -> list[list[tuple[str, str, int, str]]]:
     """The students of `todo`, in its order, as training groups: consecutive students of one
-    model, objective, kind (full data or not) and set size, at most `eval.group` (automatic:
-    `ccfs.device.group_size`) in a group. Sets of other sizes never share a group (each member
+    model, objective, kind (full data or not) and set size, at most `_limit` in a group. Sets of other sizes never share a group (each member
     would need its own number of steps)."""
     out: list[list] = []
     last = None
     for item in todo:
         name, model, seed, objective = item
         k = (model, objective, methods.parse(name)[1].full_data, _set_size(run, name, seed))
-        if out and k == last and len(out[-1]) < _limit(run, model, k[3]):
+        if out and k == last and len(out[-1]) < _limit(run, model, k[3], len(todo)):
             out[-1].append(item)
         else:
             out.append([item])
@@ -96,8 +95,14 @@ def groups(run: Run, todo: list[tuple[str, str, int, str]]) -> list[list[tuple[s
     return out
 
 
-def _limit(run: Run, model: str, size: int) -> int:
-    return group_size(run.cfg.eval.group, run.device, api.member_bytes(model, run.data, run.cfg.train, size))
+def _limit(run: Run, model: str, size: int, todo: int) -> int:
+    """A group's largest size: `eval.group` (automatic: `group_size`); one under
+    train.compile (a group trains eager); under torchrun at most an even share of the
+    students, so that every rank has a group to train."""
+    if run.cfg.train.compile:
+        return 1
+    limit = group_size(run.cfg.eval.group, run.device, lambda: api.member_bytes(model, run.data, run.cfg.train, size))
+    return min(limit, max(1, -(-todo // distributed.world_size())))
 
 
 def sweep_picks(recs: list[dict], run_names: list[str], first: list[int]) -> dict[tuple, str]:
@@ -196,7 +201,7 @@ def _say_picks(run: Run) -> None:
 def _train(run: Run, todo: list[tuple[str, str, int, str]], world: int, rank: int, sets: dict) -> None:
     """The groups of `todo` (`groups`), under torchrun one group per rank at a time (waves of
     world-size groups), rank 0 appending each wave's records in `todo`'s order."""
-    todo_groups = groups(run, todo)
+    todo_groups = distributed.on_main(lambda: groups(run, todo))  # one grouping for every rank (free memory differs)
     for start in range(0, len(todo_groups), world):
         wave = todo_groups[start:start + world]
         recs = None

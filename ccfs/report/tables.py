@@ -357,14 +357,14 @@ def teacher_table(records: list[dict], a: str, b: str, ratio: dict[int, float] |
     if not test:
         return ""
     val = {(r["model"], r["ipc"]): r for r in across_teachers(records, a, b, "val_acc")}
-    lines = [f"| IPC | {a} − {b}, per teacher (test) | over teachers, test (95 % interval) | "
+    lines = [f"| model | IPC | {a} − {b}, per teacher (test) | over teachers, test (95 % interval) | "
              "over teachers, validation | all pairs pooled as if independent, test |",
-             "|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|"]
     for r in test:
         share = f" ({ratio[r['ipc']]:.0f} %)" if ratio and r["ipc"] in ratio else ""
         per = ", ".join(f"{d:+.2f} (n={n})" for _, d, n in r["per_teacher"])
         v = val.get((r["model"], r["ipc"]))
-        lines.append(f"| {r['ipc']}{share} | {per} | {lead(*r['over_teachers'], unit='teacher')} | "
+        lines.append(f"| {r['model']} | {r['ipc']}{share} | {per} | {lead(*r['over_teachers'], unit='teacher')} | "
                      f"{lead(*v['over_teachers'], unit='teacher') if v else '–'} | "
                      f"{lead(*r['pooled'], unit='pair')} |")
     return "\n".join(lines)

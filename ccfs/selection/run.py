@@ -91,16 +91,17 @@ def _filter_group_limit(run: Run) -> int:
     """How many filters train at once (`eval.group`; automatic: one on the CPU)."""
     cfg = run.cfg
     size = cfg.select.ipc * run.data.num_classes
-    return group_size(cfg.eval.group, run.device,
-                      api.member_bytes(cfg.select.filter_model or cfg.eval.models[0], run.data, filter_recipe(cfg), size))
+    return group_size(cfg.eval.group, run.device, lambda: api.member_bytes(
+        cfg.select.filter_model or cfg.eval.models[0], run.data, filter_recipe(cfg), size))
 
 
 def lockstep(run: Run, run_name: str, seeds: list[int], limit: int) -> None:
     """The selections of `seeds` at once, one thread each, their round-j filters trained as
-    groups (`api.FilterGroups`); a failure in one stops it alone, and is raised after the
-    others end. The selections' files are each seed's, as one at a time."""
+    groups (`api.FilterGroups`); a failure is raised after the others end (a failed group
+    fails each selection in it). The selections' files are each seed's, as one at a time."""
     groups = api.FilterGroups(len(seeds), limit)
     errors: dict[int, BaseException] = {}
+    run.teacher, run.distilled  # noqa: B018  (read once here, not by the threads at once)
 
     def one(seed: int) -> None:
         try:
@@ -110,7 +111,9 @@ def lockstep(run: Run, run_name: str, seeds: list[int], limit: int) -> None:
         finally:
             groups.leave()
 
-    threads = [threading.Thread(target=one, args=(s,), name=f"select {run_name} seed {s}") for s in seeds]
+    # daemon threads: an interrupt (Ctrl-C) ends the stage at once; each round's state is saved
+    threads = [threading.Thread(target=one, args=(s,), name=f"select {run_name} seed {s}", daemon=True)
+               for s in seeds]
     for t in threads:
         t.start()
     for t in threads:
