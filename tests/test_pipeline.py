@@ -624,31 +624,31 @@ def test_grouped_students_record_what_one_by_one_students_record(tmp_path, monke
 
 
 def test_ccfs_seeds_in_lockstep_select_what_one_at_a_time_selects_up_to_rounding(tmp_path, monkeypatch, capsys):
-    """eval.group=3: the three seeds' CCFS selections run at once, each round's filters trained
+    """eval.group=2: the two seeds' CCFS selections run at once, each round's filters trained
     as one group. The filters differ from one-at-a-time filters by float rounding only, which
-    can flip a borderline image's coarse-stage verdict: on the tiny data, measured 0 of 120
+    can flip a borderline image's coarse-stage verdict: on the tiny data, measured 0 of 80
     chosen images differ; the tolerance is 10 % of them. Each seed's files are written as one at
     a time, and its student trains."""
     monkeypatch.setenv("CCFS_CACHE", str(tmp_path / "cache"))
     root = write_fake_fmnist(tmp_path / "fmnist")
-    args = ["select.method=[ccfs]", "eval.seeds=[0,1,2]"]
+    args = ["select.method=[ccfs]", "eval.seeds=[0,1]"]
     from ccfs import api
 
     sizes = []
     real = api.fit_group
     monkeypatch.setattr(api, "fit_group", lambda models, *a, **k: sizes.append(len(models)) or real(models, *a, **k))
     assert _run(root, tmp_path / "one", *args, "eval.group=1") == 0
-    assert set(sizes) == {1}  # one at a time: every filter and student alone
-    assert _run(root, tmp_path / "three", *args, "eval.group=3") == 0
-    grouped = sizes[3:]  # 2 CCFS rounds x 3 seeds' filters, then the 3 students; a round's group splits where
-    assert sum(grouped) == 2 * 3 + 3 and grouped[0] == 3 and grouped[-1] == 3  # carried shortfalls made its sets
+    assert sizes == [1, 1]  # one at a time: every filter and student alone
+    assert _run(root, tmp_path / "three", *args, "eval.group=2") == 0
+    grouped = sizes[2:]  # 2 CCFS rounds x 2 seeds' filters, then the 2 students; a round's group splits where
+    assert sum(grouped) == 2 * 2 + 2 and grouped[0] == 2 and grouped[-1] == 2  # carried shortfalls made its sets
     assert len(grouped) <= 4  # differ in size (it depends on rounding: torch's thread count, for one)
 
     def chosen(out, s):
         return set(json.loads((out / "select" / "ccfs" / f"seed{s}" / "selected_indices.json").read_text())["idx_selected"])
 
     differ = total = 0
-    for s in (0, 1, 2):
+    for s in (0, 1):
         a, b = chosen(tmp_path / "one", s), chosen(tmp_path / "three", s)
         assert len(a) == len(b)
         differ, total = differ + len(a - b), total + len(a)
@@ -656,7 +656,7 @@ def test_ccfs_seeds_in_lockstep_select_what_one_at_a_time_selects_up_to_rounding
     print(f"lockstep against one at a time: {differ} of {total} chosen images differ")
     assert differ <= 0.1 * total
     recs = [json.loads(line) for line in (tmp_path / "three" / "results.jsonl").read_text().splitlines()]
-    assert sorted(r["seed"] for r in recs) == [0, 1, 2]
+    assert sorted(r["seed"] for r in recs) == [0, 1]
 
 
 def test_filter_groups_train_a_round_once_every_selection_has_handed_its_filter_in():
