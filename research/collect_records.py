@@ -42,6 +42,8 @@ def collect(runs: list[Path], methods: set[str] | None, seeds: set[int] | None) 
     out = []
     for top in runs:
         for point in points(top):
+            if not (point / "results.jsonl").is_file():  # no student yet
+                continue
             cfg = load_config(str(point / "config.yaml"))
             teacher = teacher_line(top, cfg)
             for r in current(point, cfg, ("kd", "ce")):
