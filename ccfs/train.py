@@ -85,10 +85,20 @@ def plan_epoch(n: int, batch: int, policy: AugmentPolicy, shape: tuple[int, int]
     chunks = batch_indices(n, batch, generator, min_last=min_last)
     draws = [draw(len(c), shape[1], policy, generator, height=shape[0]) for c in chunks]
     device = torch.device(device)
-    if device.type != "cpu":
-        rows = torch.cat(chunks).to(device, non_blocking=True).split([len(c) for c in chunks])
-        return [Step(r, d.to(device) if d is not None else None) for r, d in zip(rows, draws)]
-    return [Step(c, d) for c, d in zip(chunks, draws)]
+    if device.type == "cpu":
+        return [Step(c, d) for c, d in zip(chunks, draws)]
+    sizes = [len(c) for c in chunks]
+    rows = _moved(chunks, sizes, device)
+    if draws[0] is None:
+        return [Step(r, None) for r in rows]
+    thetas = _moved([d.theta for d in draws], sizes, device) if draws[0].theta is not None else [None] * len(draws)
+    perms = _moved([d.perm for d in draws], sizes, device) if draws[0].perm is not None else [None] * len(draws)
+    return [Step(r, Draw(t, q, d.lam, d.centre)) for r, t, q, d in zip(rows, thetas, perms, draws)]
+
+
+def _moved(parts: list[torch.Tensor], sizes: list[int], device: torch.device) -> list[torch.Tensor]:
+    """Per-step tensors moved to the device in one copy (one per epoch, not one per step)."""
+    return list(torch.cat(parts).to(device, non_blocking=True).split(sizes))
 
 
 class Normalizer:

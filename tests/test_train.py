@@ -379,6 +379,24 @@ def test_an_epoch_plan_draws_what_step_by_step_drawing_draws():
     assert torch.equal(a.get_state(), b.get_state())
 
 
+@pytest.mark.parametrize("mix", ["none", "cutmix"])
+def test_an_epoch_plan_for_a_device_moves_each_kind_of_draw_at_once(mix):
+    """Off the CPU (here the meta device, which keeps shapes only) the rows, crop maps and mix
+    permutations travel as one tensor each, split per step: the steps' shapes and scalars are
+    the CPU plan's."""
+    from ccfs.data.augment import AugmentPolicy
+
+    policy = AugmentPolicy(kind="rrc", flip=True, mix=mix)
+    cpu = plan_epoch(21, 8, policy, (8, 8), torch.Generator().manual_seed(1), device="cpu")
+    meta = plan_epoch(21, 8, policy, (8, 8), torch.Generator().manual_seed(1), device="meta")
+    for a, b in zip(cpu, meta, strict=True):
+        assert b.rows.device.type == "meta" and b.rows.shape == a.rows.shape
+        assert b.aug.theta.device.type == "meta" and b.aug.theta.shape == a.aug.theta.shape
+        assert (b.aug.perm is None) == (mix == "none") and (b.aug.lam, b.aug.centre) == (a.aug.lam, a.aug.centre)
+    plain = plan_epoch(21, 8, AugmentPolicy(kind="none", flip=False), (8, 8), torch.Generator(), device="meta")
+    assert all(st.aug is None for st in plain)
+
+
 @pytest.mark.parametrize("objective", ["kd", "ce"])
 def test_a_groups_members_train_as_the_same_models_one_by_one(objective):
     """Three models trained as one stacked group, each on its own set with its own seed, end
