@@ -240,8 +240,7 @@ def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, 
     `hook(epoch, indices, logits, labels)` runs after every step with the batch's detached
     logits. With `resume`, a checkpoint is written after every epoch and picked up on the
     next call, so an interrupted run ends exactly like an uninterrupted one."""
-    if recipe.mix != "none" and not hasattr(objective, "teacher"):
-        raise ValueError("train.mix mixes images without mixing labels: it needs a KD objective (a teacher)")
+    _check_mix(recipe, objective)
     recipe = replace(recipe, epochs=recipe.epochs_for(len(data)), steps=0)  # the compute rule, resolved
     device = torch.device(device)
     cl = use_channels_last(model, device)
@@ -253,8 +252,7 @@ def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, 
     norm = Normalizer(mean, std, device, cl)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=MOMENTUM,
                           weight_decay=recipe.weight_decay)
-    use_scaler = device.type == "cuda" and recipe.amp and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    scaler = _scaler(device, recipe)
     gen = torch.Generator().manual_seed(seed)
     hist, start = History(), 0
     if resume is not None and Path(resume).is_file():
@@ -264,8 +262,7 @@ def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, 
     bar = tqdm(range(start, recipe.epochs), desc=desc, disable=None if progress else True, leave=False, unit="ep")
     for epoch in bar:
         t0 = time.perf_counter()
-        for group in opt.param_groups:
-            group["lr"] = recipe.lr * lr_factor(epoch, recipe.epochs, recipe.warmup_epochs)
+        _set_lr(opt, recipe, epoch)
         loss, acc = _train_epoch(net, opt, objective, data, norm=norm, recipe=recipe, epoch=epoch, gen=gen, device=device, hook=hook, scaler=scaler)
         hist.train_loss.append(loss)
         hist.train_acc.append(acc)
@@ -302,8 +299,7 @@ def fit_group(models: list[nn.Module], sets: list[Split], recipe: Recipe, object
                     test=test, val=val, progress=progress, desc=desc)]
     if len({len(d) for d in sets}) > 1:
         raise ValueError(f"a group trains sets of one size, not {sorted({len(d) for d in sets})}")
-    if recipe.mix != "none" and not hasattr(objective, "teacher"):
-        raise ValueError("train.mix mixes images without mixing labels: it needs a KD objective (a teacher)")
+    _check_mix(recipe, objective)
     n, g = len(sets[0]), len(models)
     recipe = replace(recipe, epochs=recipe.epochs_for(n), steps=0)
     device = torch.device(device)
@@ -323,16 +319,14 @@ def fit_group(models: list[nn.Module], sets: list[Split], recipe: Recipe, object
     norm = Normalizer(mean, std, device, False)
     policy = augment_policy(recipe)
     opt = torch.optim.SGD(list(params.values()), lr=recipe.lr, momentum=MOMENTUM, weight_decay=recipe.weight_decay)
-    use_scaler = device.type == "cuda" and recipe.amp and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    scaler = _scaler(device, recipe)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     hists = [History() for _ in models]
     evals = eval_epochs(recipe.epochs, recipe.eval_last) if test is not None else set()
     bar = tqdm(range(recipe.epochs), desc=desc, disable=None if progress else True, leave=False, unit="ep")
     for epoch in bar:
         t0 = time.perf_counter()
-        for group in opt.param_groups:
-            group["lr"] = recipe.lr * lr_factor(epoch, recipe.epochs, recipe.warmup_epochs)
+        _set_lr(opt, recipe, epoch)
         base.train()
         plans = [plan_epoch(n, recipe.batch_for(n), policy, tuple(images.shape[-2:]), gen, device=device)
                  for gen in gens]
@@ -387,6 +381,23 @@ def _unstack(params: dict, buffers: dict, models: list[nn.Module]) -> None:
             m.get_parameter(name).copy_(t[k])
         for name, t in buffers.items():
             m.get_buffer(name).copy_(t[k])
+
+
+def _check_mix(recipe: Recipe, objective) -> None:
+    if recipe.mix != "none" and not hasattr(objective, "teacher"):
+        raise ValueError("train.mix mixes images without mixing labels: it needs a KD objective (a teacher)")
+
+
+def _scaler(device: torch.device, recipe: Recipe) -> torch.amp.GradScaler:
+    """fp16 loss scaling where AMP runs on a CUDA device without bf16 (off otherwise)."""
+    return torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and recipe.amp
+                                and not torch.cuda.is_bf16_supported())
+
+
+def _set_lr(opt: torch.optim.Optimizer, recipe: Recipe, epoch: int) -> None:
+    """The epoch's learning rate: warmup, then cosine (`lr_factor`)."""
+    for group in opt.param_groups:
+        group["lr"] = recipe.lr * lr_factor(epoch, recipe.epochs, recipe.warmup_epochs)
 
 
 def has_cxx_compiler() -> bool:

@@ -196,6 +196,7 @@ def test_wrong_type_is_an_error(override):
     (["train.epochs=0"], "train.epochs"),
     (["eval.seeds=[]"], "eval.seeds"),
     (["eval.sweep_seeds=-1"], "eval.sweep_seeds"),
+    (["eval.group=-1"], "eval.group"),
     (["select=3"], "section"),
     (["select.ipc"], "key=value"),
 ])

@@ -80,14 +80,16 @@ def _set_size(run: Run, run_name: str, seed: int) -> int:
 
 def groups(run: Run, todo: list[tuple[str, str, int, str]]) -> list[list[tuple[str, str, int, str]]]:
     """The students of `todo`, in its order, as training groups: consecutive students of one
-    model, objective, kind (full data or not) and set size, at most `_limit` in a group. Sets of other sizes never share a group (each member
-    would need its own number of steps)."""
+    model, objective, kind (full data or not) and set size, at most `_limit` in a group.
+    Sets of other sizes never share a group (each member would need its own step count)."""
     out: list[list] = []
-    last = None
+    last, limits = None, {}  # the limit of each (model, size), worked out once
     for item in todo:
         name, model, seed, objective = item
         k = (model, objective, methods.parse(name)[1].full_data, _set_size(run, name, seed))
-        if out and k == last and len(out[-1]) < _limit(run, model, k[3], len(todo)):
+        if k == last and (model, k[3]) not in limits:
+            limits[(model, k[3])] = _limit(run, model, k[3], len(todo))
+        if out and k == last and len(out[-1]) < limits[(model, k[3])]:
             out[-1].append(item)
         else:
             out.append([item])
