@@ -6,9 +6,10 @@
 # (default /tmp/gpu_session); the figures to $OUT/gpu_engine.json, to be copied to
 # bench/results/gpu_engine.json with a table for readers.
 #   1. the device and torch; tests/test_cuda.py (repeatable training, CUDA inference = CPU,
-#      a group on CUDA = its members on the CPU)                                     ~1 min
+#      a group on CUDA = its members on the CPU, graphed steps = eager steps)        ~1.5 min
 #   2. bench/engine.py: ms per student-step of one student and of groups of 8, 32 and 128,
-#      convnet_w32 KD at batch 32; resnet18_modified at 32 px, batch 64, groups 1, 8, 32   ~2 min
+#      convnet_w32 KD at batch 32; resnet18_modified at 32 px, batch 64, groups 1, 8, 32;
+#      each eager and with the step replayed as a CUDA graph (ccfs.stepgraph)         ~6 min
 #   3. `ccfs run fmnist-ipc50 select.method=[random,ccfs] eval.seeds=[0] train.steps=4800`
 #      from an empty run directory, stage by stage (issue 9's 232 s command)           ~3 min
 #   4. the Fashion-MNIST sweep's CCFS, self-evolved, random and random + distilled rows at 5 %
@@ -23,14 +24,14 @@ FMNIST=${FMNIST:-.devdata/fashion-mnist}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 MPLBACKEND=Agg CCFS_CACHE=/tmp/ccfs-cache
 PY=${PY:-python3}
 STEPS=${STEPS:-}          # e.g. STEPS="train.steps=50 teacher.train.epochs=1" for a dry run
-T_ENGINE=${T_ENGINE:-150}; T_RUN=${T_RUN:-280}; T_SWEEP=${T_SWEEP:-280}
+T_ENGINE=${T_ENGINE:-200}; T_RUN=${T_RUN:-280}; T_SWEEP=${T_SWEEP:-280}
 GROUPS_SMALL=${GROUPS_SMALL:-1,8,32,128}; GROUPS_RESNET=${GROUPS_RESNET:-1,8,32}
 
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
   $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
 torch.cuda.get_device_name() if torch.cuda.is_available() else "")'; nproc; git rev-parse --short HEAD; } >"$OUT/env.txt" 2>&1
 
-part 1 && timeout 90 $PY -m pytest -q -rf -p no:cacheprovider tests/test_cuda.py >"$OUT/test_cuda.log" 2>&1
+part 1 && timeout 120 $PY -m pytest -q -rf -p no:cacheprovider tests/test_cuda.py >"$OUT/test_cuda.log" 2>&1
 
 part 2 && rm -f "$OUT/engine.jsonl" && { timeout "$T_ENGINE" $PY bench/engine.py --root "$FMNIST" --groups "$GROUPS_SMALL" --json "$OUT/engine.jsonl"
   timeout "$T_ENGINE" $PY bench/engine.py --root "$FMNIST" --model resnet18_modified --size 32 --channels 3 \

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ccfs import distributed
+from ccfs import distributed, stepgraph
 from ccfs.artifacts import torch_save
 from ccfs.config import Recipe  # noqa: F401  (defined with the config: loading one needs no torch)
 from ccfs.data.augment import AugmentPolicy, Draw, apply, draw, normalize, to_float
@@ -125,10 +125,12 @@ def use_channels_last(model: nn.Module, device: torch.device) -> bool:
     return device.type == "cuda" or bool(batchnorm_layers(model))
 
 
-def _autocast(device: torch.device, enabled: bool):
+def _autocast(device: torch.device, enabled: bool, *, cache: bool = True):
+    """bf16 (fp16 without it) autocast on CUDA. `cache=False` inside a CUDA graph capture, which
+    cannot keep autocast's cast weights between replays."""
     if device.type == "cuda" and enabled:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast("cuda", dtype=dtype, cache_enabled=cache)
     return torch.autocast(device.type, enabled=False)
 
 
@@ -199,47 +201,18 @@ class History:
         return max(vals) if vals else float("nan")
 
 
-def _train_epoch(model, opt, objective, data: Split, *, norm: Normalizer, recipe: Recipe, epoch: int,
-                 gen: torch.Generator, device, hook: Optional[Hook], scaler):
-    """One epoch. Under torchrun (`model` wrapped in DDP) every rank draws the same global
-    batch and augmentation, trains on its share, and the loss is scaled so the averaged
-    gradient is the global batch's mean; the hook sees the whole batch's logits."""
-    model.train()
-    policy = augment_policy(recipe)
-    world = distributed.world_size()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    for step in plan_epoch(len(data), recipe.batch_for(len(data)), policy, tuple(data.images.shape[-2:]), gen,
-                           device=device, min_last=2 * world):
-        idx_d = step.rows
-        x = norm(data.images[idx_d], policy, step.aug)  # [B, C, H, W], the global batch
-        y = data.labels[idx_d]
-        a, b = distributed.shard(len(idx_d))
-        with _autocast(device, recipe.amp):
-            loss, logits = objective(model, x[a:b], y[a:b])
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss * ((b - a) * world / len(idx_d)) if world > 1 else loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        logits = distributed.gather_rows(logits.detach().float(), len(idx_d))  # [B, K]
-        if hook is not None:
-            hook(epoch, idx_d, logits, y)
-        loss_sum += loss.detach() * (b - a)
-        correct += (logits.argmax(1) == y).sum()
-    distributed.sum_(loss_sum)
-    n = len(data)
-    return loss_sum.item() / n, 100.0 * correct.item() / n
-
-
 def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, device="cpu",
         seed: int = 0, test: Split | None = None, val: Split | None = None, hook: Optional[Hook] = None,
-        progress: bool = True, desc: str = "train", resume: Path | None = None) -> History:
+        progress: bool = True, desc: str = "train", resume: Path | None = None, graph: bool = True,
+        backend=None) -> History:
     """Train `model` on `data` (uint8 images on any device) and return its History: test
     accuracy at the recipe's evaluation epochs, validation accuracy after the last one.
 
     `hook(epoch, indices, logits, labels)` runs after every step with the batch's detached
     logits. With `resume`, a checkpoint is written after every epoch and picked up on the
-    next call, so an interrupted run ends exactly like an uninterrupted one."""
+    next call, so an interrupted run ends exactly like an uninterrupted one. On CUDA the
+    full-size steps replay one captured CUDA graph (ccfs.stepgraph; `graph=False` or
+    CCFS_CUDA_GRAPHS=0 for eager steps; `backend` is the tests' stand-in for CUDA's)."""
     _check_mix(recipe, objective)
     recipe = replace(recipe, epochs=recipe.epochs_for(len(data)), steps=0)  # the compute rule, resolved
     device = torch.device(device)
@@ -248,7 +221,8 @@ def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, 
     net = _data_parallel(model, device)
     _place_teacher(objective, device)
     net, objective = _compiled(net, objective, device) if recipe.compile else (net, objective)
-    data = data.batches_on(device) if data.mapped else data.to(device)  # a store stays on the host
+    mapped = data.mapped
+    data = data.batches_on(device) if mapped else data.to(device)  # a store stays on the host
     norm = Normalizer(mean, std, device, cl)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=MOMENTUM,
                           weight_decay=recipe.weight_decay)
@@ -257,30 +231,110 @@ def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, 
     hist, start = History(), 0
     if resume is not None and Path(resume).is_file():
         start, hist = _load_resume(resume, model, opt, gen, hook=hook)
+    graphed = (graph and stepgraph.wanted(device) and hook is None and not mapped and not recipe.compile
+               and distributed.world_size() == 1)
+    steps = _Steps(net, opt, objective, data, norm=norm, recipe=recipe, device=device, hook=hook, scaler=scaler,
+                   graphed=graphed, backend=backend, desc=desc)
     evals = eval_epochs(recipe.epochs, recipe.eval_last) if test is not None else set()
     # disable=None: tqdm draws only when stderr is a terminal (no bar noise in logs or CI)
     bar = tqdm(range(start, recipe.epochs), desc=desc, disable=None if progress else True, leave=False, unit="ep")
-    for epoch in bar:
-        t0 = time.perf_counter()
-        _set_lr(opt, recipe, epoch)
-        loss, acc = _train_epoch(net, opt, objective, data, norm=norm, recipe=recipe, epoch=epoch, gen=gen, device=device, hook=hook, scaler=scaler)
-        hist.train_loss.append(loss)
-        hist.train_acc.append(acc)
-        hist.seconds += time.perf_counter() - t0
-        if epoch in evals:
-            hist.test_acc[epoch] = accuracy(model, test, mean, std, device=device)
-        if val is not None and epoch == recipe.epochs - 1:
-            hist.val_acc = accuracy(model, val, mean, std, device=device)
-        bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.1f}",
-                        test=f"{hist.test_acc.get(epoch, float('nan')):.1f}")
-        if resume is not None:
-            _save_resume(resume, epoch + 1, model, opt, gen=gen, hook=hook, hist=hist)
+    try:
+        for epoch in bar:
+            t0 = time.perf_counter()
+            steps.set_lr(epoch)
+            loss, acc = steps.epoch(epoch, gen)
+            hist.train_loss.append(loss)
+            hist.train_acc.append(acc)
+            hist.seconds += time.perf_counter() - t0
+            if epoch in evals:
+                hist.test_acc[epoch] = accuracy(model, test, mean, std, device=device)
+            if val is not None and epoch == recipe.epochs - 1:
+                hist.val_acc = accuracy(model, val, mean, std, device=device)
+            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.1f}",
+                            test=f"{hist.test_acc.get(epoch, float('nan')):.1f}")
+            if resume is not None:
+                _save_resume(resume, epoch + 1, model, opt, gen=gen, hook=hook, hist=hist)
+    finally:
+        steps.close()
     return hist
+
+
+class _Steps:
+    """One model's training steps over a fit. Under torchrun (`net` wrapped in DDP) every rank
+    draws the same global batch and augmentation, trains on its share, and the loss is scaled
+    so the averaged gradient is the global batch's mean; the hook sees the whole batch's logits.
+    With `graphed` (CUDA: no hook, no mix, no loss scaler, one process, data on the device) the
+    full-size steps replay one CUDA graph (ccfs.stepgraph) and the optimizer is its GraphSGD."""
+
+    def __init__(self, net, opt, objective, data: Split, *, norm: Normalizer, recipe: Recipe, device, hook,
+                 scaler, graphed: bool, backend=None, desc: str = "train"):
+        self.net, self.opt, self.objective, self.data, self.norm = net, opt, objective, data, norm
+        self.recipe, self.device, self.hook, self.scaler = recipe, device, hook, scaler
+        self.policy = augment_policy(recipe)
+        self.world = distributed.world_size()
+        graphed = graphed and self.policy.mix == "none" and not scaler.is_enabled()
+        self.sgd = stepgraph.GraphSGD(opt, device) if graphed else None
+        self.graph = stepgraph.StepGraph(self._graph_step, enabled=graphed, device=device, backend=backend, name=desc)
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.epoch_now = 0
+
+    def close(self) -> None:
+        """Free the graph and its pool now (the step refers back to this object: a cycle, which
+        only Python's cyclic collector would free) and the last gradients."""
+        self.graph.close()
+        self.opt.zero_grad(set_to_none=True)
+
+    def set_lr(self, epoch: int) -> None:
+        _set_lr(self.opt, self.recipe, epoch)
+        if self.sgd is not None:
+            self.sgd.set_lr(self.opt.param_groups[0]["lr"])
+
+    def epoch(self, epoch: int, gen: torch.Generator) -> tuple[float, float]:
+        """One epoch: (mean loss, accuracy in percent on the augmented batches)."""
+        self.net.train()
+        self.epoch_now = epoch
+        self.loss_sum.zero_()
+        self.correct.zero_()
+        data = self.data
+        for st in plan_epoch(len(data), self.recipe.batch_for(len(data)), self.policy, tuple(data.images.shape[-2:]),
+                             gen, device=self.device, min_last=2 * self.world):
+            if self.graph.enabled:
+                self.graph(st.rows, None if st.aug is None else st.aug.theta)
+            else:
+                self.step(st.rows, st.aug)
+        distributed.sum_(self.loss_sum)
+        n = len(data)
+        return self.loss_sum.item() / n, 100.0 * self.correct.item() / n
+
+    def _graph_step(self, rows: torch.Tensor, theta: torch.Tensor | None) -> None:
+        self.step(rows, None if theta is None else Draw(theta=theta), cache=False)
+
+    def step(self, rows: torch.Tensor, aug: Draw | None, *, cache: bool = True) -> None:
+        data, world = self.data, self.world
+        x = self.norm(data.images[rows], self.policy, aug)  # [B, C, H, W], the global batch
+        y = data.labels[rows]
+        a, b = distributed.shard(len(rows))
+        with _autocast(self.device, self.recipe.amp, cache=cache):
+            loss, logits = self.objective(self.net, x[a:b], y[a:b])
+        self.opt.zero_grad(set_to_none=True)
+        if self.sgd is not None:
+            loss.backward()
+            self.sgd.step()
+        else:
+            self.scaler.scale(loss * ((b - a) * world / len(rows)) if world > 1 else loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        logits = distributed.gather_rows(logits.detach().float(), len(rows))  # [B, K]
+        if self.hook is not None:
+            self.hook(self.epoch_now, rows, logits, y)
+        self.loss_sum += loss.detach() * (b - a)
+        self.correct += (logits.argmax(1) == y).sum()
 
 
 def fit_group(models: list[nn.Module], sets: list[Split], recipe: Recipe, objective, *, mean, std,
               seeds: list[int], device="cpu", test: Split | None = None, val: Split | None = None,
-              progress: bool = True, desc: str = "train") -> list[History]:
+              progress: bool = True, desc: str = "train", graph: bool = True, backend=None) -> list[History]:
     """Train G models of one architecture, each on its own set (all of one size) with its own
     seed (its rows and augmentation), and return their Histories. A group of one is `fit`.
     More are one stacked model (torch.func: the members' parameters and buffers stacked, the
@@ -289,14 +343,15 @@ def fit_group(models: list[nn.Module], sets: list[Split], recipe: Recipe, object
     members keep their own running statistics. The same training as `fit` up to float
     rounding: a member's loss is summed with the others' before the backward pass and its
     convolutions run as one grouped kernel. Each History's `seconds` is the group's time over
-    G. No resume: a group that is stopped trains again from its start. A group trains eager
+    G. No resume: a group that is stopped trains again from its start. On CUDA without a mix the
+    group's step is one CUDA graph, as in `fit`. A group trains eager
     and contiguous (no `recipe.compile`, no channels-last), and on a GPU without bf16 one
     loss scaler serves all members (an overflow in one skips the step of all)."""
     if len(models) != len(sets) or len(models) != len(seeds) or not models:
         raise ValueError("fit_group needs one set and one seed per model")
     if len(models) == 1:
         return [fit(models[0], sets[0], recipe, objective, mean=mean, std=std, device=device, seed=seeds[0],
-                    test=test, val=val, progress=progress, desc=desc)]
+                    test=test, val=val, progress=progress, desc=desc, graph=graph, backend=backend)]
     if len({len(d) for d in sets}) > 1:
         raise ValueError(f"a group trains sets of one size, not {sorted({len(d) for d in sets})}")
     _check_mix(recipe, objective)
@@ -320,56 +375,81 @@ def fit_group(models: list[nn.Module], sets: list[Split], recipe: Recipe, object
     policy = augment_policy(recipe)
     opt = torch.optim.SGD(list(params.values()), lr=recipe.lr, momentum=MOMENTUM, weight_decay=recipe.weight_decay)
     scaler = _scaler(device, recipe)
+    graphed = graph and stepgraph.wanted(device) and policy.mix == "none" and not scaler.is_enabled()
+    sgd = stepgraph.GraphSGD(opt, device) if graphed else None
+    loss_sum = torch.zeros(g, device=device)
+    correct = torch.zeros(g, device=device, dtype=torch.long)
+
+    def step(rows, theta, steps=None, *, cache: bool = True) -> None:
+        x = _group_batch(images, member, rows, steps, norm, policy, theta)  # [G, B, C, H, W]
+        y = labels[member, rows]
+        with _autocast(device, recipe.amp, cache=cache):
+            losses, logits = objective.members(lambda xs: forward(params, buffers, xs), x, y)
+        opt.zero_grad(set_to_none=True)
+        if sgd is not None:
+            losses.sum().backward()
+            sgd.step()
+        else:
+            scaler.scale(losses.sum()).backward()
+            scaler.step(opt)
+            scaler.update()
+        loss_sum.add_(losses.detach() * rows.shape[1])
+        correct.add_((logits.detach().argmax(2) == y).sum(1))
+
+    graph_step = stepgraph.StepGraph(lambda rows, theta: step(rows, theta, cache=False), enabled=graphed,
+                                     device=device, backend=backend, name=desc)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     hists = [History() for _ in models]
     evals = eval_epochs(recipe.epochs, recipe.eval_last) if test is not None else set()
     bar = tqdm(range(recipe.epochs), desc=desc, disable=None if progress else True, leave=False, unit="ep")
-    for epoch in bar:
-        t0 = time.perf_counter()
-        _set_lr(opt, recipe, epoch)
-        base.train()
-        plans = [plan_epoch(n, recipe.batch_for(n), policy, tuple(images.shape[-2:]), gen, device=device)
-                 for gen in gens]
-        loss_sum = torch.zeros(g, device=device)
-        correct = torch.zeros(g, device=device, dtype=torch.long)
-        for steps in zip(*plans):
-            rows = torch.stack([st.rows for st in steps])  # [G, B]
-            x = _group_batch(images, member, rows, steps, norm, policy)  # [G, B, C, H, W]
-            y = labels[member, rows]
-            with _autocast(device, recipe.amp):
-                losses, logits = objective.members(lambda xs: forward(params, buffers, xs), x, y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(losses.sum()).backward()
-            scaler.step(opt)
-            scaler.update()
-            loss_sum += losses.detach() * rows.shape[1]
-            correct += (logits.detach().argmax(2) == y).sum(1)
-        seconds = (time.perf_counter() - t0) / g
-        losses_, accs = (loss_sum / n).tolist(), (100.0 * correct / n).tolist()
-        last = epoch == recipe.epochs - 1
-        if epoch in evals or (val is not None and last):
-            _unstack(params, buffers, models)
-        for k, (m, h) in enumerate(zip(models, hists)):
-            h.train_loss.append(losses_[k])
-            h.train_acc.append(accs[k])
-            h.seconds += seconds
-            if epoch in evals:
-                h.test_acc[epoch] = accuracy(m, test, mean, std, device=device)
-            if val is not None and last:
-                h.val_acc = accuracy(m, val, mean, std, device=device)
-        bar.set_postfix(loss=f"{sum(losses_) / g:.3f}", acc=f"{sum(accs) / g:.1f}")
+    try:
+        for epoch in bar:
+            t0 = time.perf_counter()
+            _set_lr(opt, recipe, epoch)
+            if sgd is not None:
+                sgd.set_lr(opt.param_groups[0]["lr"])
+            base.train()
+            plans = [plan_epoch(n, recipe.batch_for(n), policy, tuple(images.shape[-2:]), gen, device=device)
+                     for gen in gens]
+            loss_sum.zero_()
+            correct.zero_()
+            for steps in zip(*plans):
+                rows = torch.stack([st.rows for st in steps])  # [G, B]
+                theta = None if policy.mix != "none" or steps[0].aug is None else torch.cat([st.aug.theta for st in steps])
+                if graph_step.enabled:
+                    graph_step(rows, theta)
+                else:
+                    step(rows, theta, steps)
+            seconds = (time.perf_counter() - t0) / g
+            losses_, accs = (loss_sum / n).tolist(), (100.0 * correct / n).tolist()
+            last = epoch == recipe.epochs - 1
+            if epoch in evals or (val is not None and last):
+                _unstack(params, buffers, models)
+            for k, (m, h) in enumerate(zip(models, hists)):
+                h.train_loss.append(losses_[k])
+                h.train_acc.append(accs[k])
+                h.seconds += seconds
+                if epoch in evals:
+                    h.test_acc[epoch] = accuracy(m, test, mean, std, device=device)
+                if val is not None and last:
+                    h.val_acc = accuracy(m, val, mean, std, device=device)
+            bar.set_postfix(loss=f"{sum(losses_) / g:.3f}", acc=f"{sum(accs) / g:.1f}")
+    finally:
+        graph_step.close()
+        opt.zero_grad(set_to_none=True)
     _unstack(params, buffers, models)
     return hists
 
 
-def _group_batch(images, member, rows, steps: tuple[Step, ...], norm: Normalizer, policy: AugmentPolicy):
+def _group_batch(images, member, rows, steps: tuple[Step, ...] | None, norm: Normalizer, policy: AugmentPolicy,
+                 theta: torch.Tensor | None):
     """The G members' batches, each augmented by its own draws: one warp over all G·B images
-    (a mix permutes within each member's batch, so it runs per member)."""
+    by the members' maps `theta` [G·B, 2, 3] (a mix permutes within each member's batch, so it
+    runs per member, from its `steps`)."""
     g, b = rows.shape
     if policy.mix != "none":
         return torch.stack([norm(images[k, st.rows], policy, st.aug) for k, st in enumerate(steps)])
-    aug = None if steps[0].aug is None else Draw(theta=torch.cat([st.aug.theta for st in steps]))
-    x = norm(images[member, rows].flatten(0, 1), policy, aug)
+    x = norm(images[member, rows].flatten(0, 1), policy, None if theta is None else Draw(theta=theta))
     return x.view(g, b, *x.shape[1:])
 
 

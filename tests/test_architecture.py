@@ -4,7 +4,7 @@ Layers, lowest first; a module imports only modules of its own layer or lower on
 
 0. foundations, free of torch: errors, scores, config
 1. devices, files, data and models: distributed, device, artifacts, runlock, data.*, models.*
-2. training: objectives, train
+2. training: objectives, stepgraph, train
 3. algorithms, pure tensor functions, and the method table: teacher.difficulty,
    teacher.score_files, distill.bn_matching, distill.folder, distill.synthesis,
    selection.ccfs, selection.baselines, selection.methods
@@ -43,7 +43,7 @@ ORCHESTRATORS = ("ccfs.cli", "ccfs.pipeline", "ccfs.__main__", "ccfs")  # may im
 LAYERS = [
     ("ccfs.errors", "ccfs.scores", "ccfs.config"),
     ("ccfs.distributed", "ccfs.device", "ccfs.artifacts", "ccfs.runlock", "ccfs.data.*", "ccfs.models.*"),
-    ("ccfs.objectives", "ccfs.train"),
+    ("ccfs.objectives", "ccfs.stepgraph", "ccfs.train"),
     ("ccfs.teacher", "ccfs.teacher.difficulty", "ccfs.teacher.score_files", "ccfs.distill", "ccfs.distill.bn_matching",
      "ccfs.distill.folder", "ccfs.distill.synthesis", "ccfs.selection", "ccfs.selection.ccfs",
      "ccfs.selection.baselines", "ccfs.selection.methods", "ccfs.evaluate", "ccfs.report"),
