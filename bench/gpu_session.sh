@@ -54,8 +54,8 @@ part 3 && rm -rf /tmp/gpu-ipc50 && stages run_ipc50 "$T_RUN" fmnist-ipc50 "selec
   out=/tmp/gpu-ipc50 "data.root=$FMNIST" $STEPS
 part 4 && rm -rf /tmp/gpu-sweep && stages sweep_rows "$T_SWEEP" fmnist-sweep "select.ipc=[275,1100]" "select.method=[ccfs,self_evolved,random,random_distilled]" \
   "eval.seeds=[0,1,2]" eval.hard_labels=false out=/tmp/gpu-sweep "data.root=$FMNIST" $STEPS
-cp /tmp/gpu-ipc50/results.jsonl "$OUT/ipc50_results.jsonl" 2>/dev/null
-cat /tmp/gpu-sweep/ipc*/results.jsonl >"$OUT/sweep_results.jsonl" 2>/dev/null
+part 3 && cp /tmp/gpu-ipc50/results.jsonl "$OUT/ipc50_results.jsonl" 2>/dev/null
+part 4 && cat /tmp/gpu-sweep/ipc*/results.jsonl >"$OUT/sweep_results.jsonl" 2>/dev/null
 
 $PY - "$OUT" <<'PY'
 import json, re, sys, pathlib
