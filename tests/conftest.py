@@ -50,6 +50,14 @@ def write_fake_fmnist(root: Path, train_per_class: int = FAKE_TRAIN_PER_CLASS,
     return root
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """A test that runs a config (its `threads` sets torch's) leaves the next one torch's one
+    thread: a later test's rounding must not depend on which tests ran before it."""
+    yield
+    torch.set_num_threads(1)
+
+
 @pytest.fixture
 def fake_fmnist(tmp_path) -> Path:
     """A folder holding a 10-class fake Fashion-MNIST: 120 train / 40 test 28x28 images."""
