@@ -485,17 +485,19 @@ def test_differences_over_teachers_take_the_teacher_as_the_unit():
     from ccfs.report.tables import across_teachers, teacher_table
 
     diffs = {"t1": [0.5, 0.7, 0.6], "t2": [0.1, 0.3, 0.2], "t3": [-0.2, 0.0, -0.1]}
+    teacher_seeds = {"t1": 2, "t2": 0, "t3": 1}  # listed by the teacher's seed, not its hash
     recs = []
     for t, ds in diffs.items():
         for seed, d in enumerate(ds):
-            base = {"model": "m", "ipc": 275, "alpha": 0.1, "seed": seed, "objective": "kd", "teacher_sha1": t}
+            base = {"model": "m", "ipc": 275, "alpha": 0.1, "seed": seed, "objective": "kd", "teacher_sha1": t,
+                    "teacher_seed": teacher_seeds[t]}
             recs += [{**base, "method": "ccfs", "final_acc": 80 + d, "val_acc": 81 + d},
                      {**base, "method": "self_evolved", "alpha": 0.0, "final_acc": 80.0, "val_acc": 81.0}]
     recs.append({"model": "m", "ipc": 275, "alpha": 0.1, "seed": 3, "objective": "kd", "teacher_sha1": "t4",
                  "method": "ccfs", "final_acc": 99.0, "val_acc": 99.0})  # no partner over t4
     (row,) = across_teachers(recs, "ccfs", "self_evolved")
     assert (row["teachers"], row["pairs"]) == (3, 9)
-    assert [round(d, 6) for _, d, _ in row["per_teacher"]] == [0.6, 0.2, -0.1]
+    assert [(t, round(d, 6)) for t, d, _ in row["per_teacher"]] == [("seed 0", 0.2), ("seed 1", -0.1), ("seed 2", 0.6)]
     mean, std, n = row["over_teachers"]
     assert n == 3 and mean == pytest.approx(0.7 / 3) and std == pytest.approx(0.351188, abs=1e-5)
     assert row["pooled"][2] == 9
@@ -503,4 +505,4 @@ def test_differences_over_teachers_take_the_teacher_as_the_unit():
     half = 4.303 * 0.351188 / 3 ** 0.5
     assert f"+0.23 ± {half:.2f}, not resolved with 3 teachers" in table
     assert "+0.23 ± 0.24, not resolved with 9 pairs" in table  # pooled: t 2.306 · 0.316 / 3 (reference only)
-    assert "| m | 275 (5 %) | +0.60 (n=3), +0.20 (n=3), -0.10 (n=3) |" in table
+    assert "| m | 275 (5 %) | seed 0: +0.20 (n=3), seed 1: -0.10 (n=3), seed 2: +0.60 (n=3) |" in table

@@ -129,8 +129,21 @@ def readme(root: Path) -> str:
     return "\n".join(lines)
 
 
+def readme_distilled(root: Path) -> str:
+    """The README's answer to "does the distilled part help?": CCFS minus self-evolved selection
+    at each ratio, the mean over teachers with its interval and verdict."""
+    records = read(root, "distilled_part")
+    share = ratio(records)
+    rows = tables.across_teachers(records, "ccfs", "self_evolved")
+    lines = ["| CCFS − self-evolved (the same curricula, no distilled part) | teachers × seeds | test, mean over "
+             "teachers (95 % interval) |", "|---|---|---|"]
+    lines += [f"| IPC {r['ipc']} ({share[r['ipc']]:.0f} %) | {r['teachers']} × {r['pairs'] // r['teachers']} | "
+              f"{tables.lead(*r['over_teachers'], unit='teacher')} |" for r in rows]
+    return "\n".join(lines)
+
+
 BLOCKS = {"ipc50": ipc50, "sweep": sweep, "dc-convnet": dc_convnet, "readme-results": readme,
-          "headline": headline, "distilled-part": distilled_part}
+          "headline": headline, "distilled-part": distilled_part, "readme-distilled": readme_distilled}
 
 
 def render(text: str, root: Path) -> str:

@@ -324,14 +324,18 @@ def lead(mean: float, std: float, n: int, unit: str = "seed") -> str:
 def across_teachers(records: list[dict], a: str, b: str, field: str = "final_acc") -> list[dict]:
     """`a` minus `b` at each (model, IPC) over several teachers, pooled where this says so:
     students pair by teacher (`teacher_sha1`) and seed; each teacher's mean difference over
-    its pairs; the mean of the teacher means with its 95 % interval over them (n = teachers:
+    its pairs (named "seed S" by its `teacher_seed` where recorded, and in that order); the mean of the teacher means with its 95 % interval over them (n = teachers:
     the teacher is the unit that repeats) and the verdict; and, for reference only, every
     pair pooled as if independent (which ignores that a teacher's pairs share it). KD
     students only where there are any (`main_protocol`)."""
     by: dict[tuple, dict[tuple, float]] = defaultdict(dict)
+    teacher_seed: dict[str, int] = {}
     for r in main_protocol(records):
         if r["method"] in (a, b) and r.get(field) is not None and r.get("teacher_sha1"):
             by[(r["model"], r["ipc"], r["method"])][(r["teacher_sha1"], r["seed"])] = r[field]
+            if r.get("teacher_seed") is not None:
+                teacher_seed[r["teacher_sha1"]] = r["teacher_seed"]
+    order = lambda t: (teacher_seed.get(t, math.inf), t)  # noqa: E731 - by the teacher's seed where recorded
     rows = []
     for model, ipc in sorted({(m, i) for m, i, _ in by}):
         x, y = by.get((model, ipc, a), {}), by.get((model, ipc, b), {})
@@ -343,7 +347,8 @@ def across_teachers(records: list[dict], a: str, b: str, field: str = "final_acc
             per[teacher].append(x[(teacher, seed)] - y[(teacher, seed)])
         means = [statistics.fmean(v) for v in per.values()]
         rows.append({"model": model, "ipc": ipc, "teachers": len(per), "pairs": len(pairs),
-                     "per_teacher": [(t, statistics.fmean(v), len(v)) for t, v in sorted(per.items())],
+                     "per_teacher": [(f"seed {teacher_seed[t]}" if t in teacher_seed else t, statistics.fmean(v), len(v))
+                                     for t, v in sorted(per.items(), key=lambda kv: order(kv[0]))],
                      "over_teachers": mean_std(means),
                      "pooled": mean_std([x[k] - y[k] for k in pairs])})
     return rows
@@ -352,7 +357,8 @@ def across_teachers(records: list[dict], a: str, b: str, field: str = "final_acc
 def teacher_table(records: list[dict], a: str, b: str, ratio: dict[int, float] | None = None) -> str:
     """Markdown table of `across_teachers` on test and validation: each teacher's mean
     difference, the mean over teachers with its interval and verdict (the answer), and the
-    pairs pooled as if independent (for reference); "" without pairs."""
+    pairs pooled as if independent (for reference); "" without pairs. Teachers in the order of
+    their seeds, named by them where the records say."""
     test = across_teachers(records, a, b)
     if not test:
         return ""
@@ -362,7 +368,8 @@ def teacher_table(records: list[dict], a: str, b: str, ratio: dict[int, float] |
              "|---|---|---|---|---|---|"]
     for r in test:
         share = f" ({ratio[r['ipc']]:.0f} %)" if ratio and r["ipc"] in ratio else ""
-        per = ", ".join(f"{d:+.2f} (n={n})" for _, d, n in r["per_teacher"])
+        per = ", ".join(f"{t}: {d:+.2f} (n={n})" if t.startswith("seed ") else f"{d:+.2f} (n={n})"
+                        for t, d, n in r["per_teacher"])
         v = val.get((r["model"], r["ipc"]))
         lines.append(f"| {r['model']} | {r['ipc']}{share} | {per} | {lead(*r['over_teachers'], unit='teacher')} | "
                      f"{lead(*v['over_teachers'], unit='teacher') if v else '–'} | "
