@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import time
 from dataclasses import replace
@@ -56,6 +57,8 @@ def measure(model: str, batch: int, group: int, steps: int, device: torch.device
 
     from ccfs import stepgraph
 
+    if graph:
+        os.environ[stepgraph.ENV] = "1"  # capture on (off by default until it has run on a GPU)
     backend = stepgraph.CudaBackend(device) if graph and stepgraph.wanted(device) else None
 
     def run(ep):

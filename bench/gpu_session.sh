@@ -10,7 +10,7 @@
 #   2. bench/engine.py: ms per student-step of one student and of groups of 8, 32 and 128,
 #      convnet_w32 KD at batch 32; resnet18_modified at 32 px, batch 64, groups 1, 8, 32;
 #      each eager and with the step replayed as a CUDA graph (ccfs.stepgraph)         ~6 min
-#   3. `ccfs run fmnist-ipc50 select.method=[random,ccfs] eval.seeds=[0] train.steps=4800`
+#   3. (parts 3 and 4 with CCFS_CUDA_GRAPHS=1 unless set) `ccfs run fmnist-ipc50 select.method=[random,ccfs] eval.seeds=[0] train.steps=4800`
 #      from an empty run directory, stage by stage (issue 9's 232 s command)           ~3 min
 #   4. the Fashion-MNIST sweep's CCFS, self-evolved, random and random + distilled rows at 5 %
 #      and 20 %, seeds 0-2 (KD only)                                                    ~3 min
@@ -22,6 +22,7 @@ part() { [[ " $PARTS " == *" $1 "* ]]; }
 OUT=${OUT:-/tmp/gpu_session}; mkdir -p "$OUT"
 FMNIST=${FMNIST:-.devdata/fashion-mnist}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 MPLBACKEND=Agg CCFS_CACHE=/tmp/ccfs-cache
+export CCFS_CUDA_GRAPHS=${CCFS_CUDA_GRAPHS:-1}  # parts 3 and 4 with the step captured (0: eager, for a before/after)
 PY=${PY:-python3}
 STEPS=${STEPS:-}          # e.g. STEPS="train.steps=50 teacher.train.epochs=1" for a dry run
 T_ENGINE=${T_ENGINE:-200}; T_RUN=${T_RUN:-280}; T_SWEEP=${T_SWEEP:-280}
@@ -29,7 +30,8 @@ GROUPS_SMALL=${GROUPS_SMALL:-1,8,32,128}; GROUPS_RESNET=${GROUPS_RESNET:-1,8,32}
 
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
   $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
-torch.cuda.get_device_name() if torch.cuda.is_available() else "")'; nproc; git rev-parse --short HEAD; } >"$OUT/env.txt" 2>&1
+torch.cuda.get_device_name() if torch.cuda.is_available() else "")'; nproc; echo "CCFS_CUDA_GRAPHS=$CCFS_CUDA_GRAPHS"
+  git rev-parse --short HEAD; } >"$OUT/env.txt" 2>&1
 
 part 1 && timeout 120 $PY -m pytest -q -rf -p no:cacheprovider tests/test_cuda.py >"$OUT/test_cuda.log" 2>&1
 
@@ -68,6 +70,7 @@ def stages(name):
 rows = [json.loads(l) for l in (out / "engine.jsonl").read_text().splitlines()] if (out / "engine.jsonl").is_file() else []
 ipc50, sweep = stages("run_ipc50"), stages("sweep_rows")
 doc = {"device": next((l for l in env if "torch" in l), ""), "date": env[0] if env else "", "commit": env[-1] if env else "",
+       "cuda_graphs_in_parts_3_4": next((l.split("=")[1] == "1" for l in env if l.startswith("CCFS_CUDA_GRAPHS=")), None),
        "student_steps": rows,
        "ipc50_command": {"stages": ipc50, "total_s": round(sum(v["seconds"] for v in ipc50.values()), 1)},
        "sweep_rows_5_and_20_percent": {"stages": sweep, "total_s": round(sum(v["seconds"] for v in sweep.values()), 1)}}

@@ -25,14 +25,18 @@ from collections.abc import Callable, Sequence
 import torch
 
 WARMUP = 3  # eager calls before the capture (PyTorch's CUDA-graph notes use a few on a side stream)
-ENV = "CCFS_CUDA_GRAPHS"  # "0": every step eager (for debugging a suspected capture problem)
+# CCFS_CUDA_GRAPHS=1 turns capture on. Off by default until it has run on a GPU: written and
+# reviewed without one, checked on the CPU only through a stand-in (tests/test_stepgraph.py);
+# tests/test_cuda.py and bench/engine.py (bench/gpu_session.sh) are what make it the default.
+ENV = "CCFS_CUDA_GRAPHS"
+DEFAULT = "0"
 _failed = False  # a capture failed in this process: later fits train eagerly without trying again
 
 
 def wanted(device: torch.device) -> bool:
-    """Whether steps on `device` are captured: on CUDA unless CCFS_CUDA_GRAPHS=0 or a capture
+    """Whether steps on `device` are captured: on CUDA with CCFS_CUDA_GRAPHS=1, unless a capture
     has failed in this process."""
-    return device.type == "cuda" and os.environ.get(ENV, "1") != "0" and not _failed
+    return device.type == "cuda" and os.environ.get(ENV, DEFAULT) == "1" and not _failed
 
 
 class CudaBackend:
@@ -142,7 +146,7 @@ class StepGraph:
             cause = e.__context__ or e  # a failed capture_end hides the error that broke the capture
             print(f"{self.name}: CUDA graph capture failed ({type(cause).__name__}: "
                   f"{(str(cause).splitlines() or [''])[0][:120]}); training eagerly from here on "
-                  f"(CCFS_CUDA_GRAPHS=0 skips the attempt)")
+                  f"(unset CCFS_CUDA_GRAPHS to skip the attempt)")
             _failed = True
             self.enabled, self.graph, self.static = False, None, []
             return False

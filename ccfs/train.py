@@ -210,9 +210,9 @@ def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, 
 
     `hook(epoch, indices, logits, labels)` runs after every step with the batch's detached
     logits. With `resume`, a checkpoint is written after every epoch and picked up on the
-    next call, so an interrupted run ends exactly like an uninterrupted one. On CUDA the
-    full-size steps replay one captured CUDA graph (ccfs.stepgraph; `graph=False` or
-    CCFS_CUDA_GRAPHS=0 for eager steps; `backend` is the tests' stand-in for CUDA's)."""
+    next call, so an interrupted run ends exactly like an uninterrupted one. On CUDA with
+    CCFS_CUDA_GRAPHS=1 the full-size steps replay one captured CUDA graph (ccfs.stepgraph;
+    `graph=False` keeps them eager; `backend` is the tests' stand-in for CUDA's)."""
     _check_mix(recipe, objective)
     recipe = replace(recipe, epochs=recipe.epochs_for(len(data)), steps=0)  # the compute rule, resolved
     device = torch.device(device)
@@ -343,8 +343,8 @@ def fit_group(models: list[nn.Module], sets: list[Split], recipe: Recipe, object
     members keep their own running statistics. The same training as `fit` up to float
     rounding: a member's loss is summed with the others' before the backward pass and its
     convolutions run as one grouped kernel. Each History's `seconds` is the group's time over
-    G. No resume: a group that is stopped trains again from its start. On CUDA without a mix the
-    group's step is one CUDA graph, as in `fit`. A group trains eager
+    G. No resume: a group that is stopped trains again from its start. With CUDA graphs on and no mix,
+    the group's step is one CUDA graph, as in `fit`. A group trains eager
     and contiguous (no `recipe.compile`, no channels-last), and on a GPU without bf16 one
     loss scaler serves all members (an overflow in one skips the step of all)."""
     if len(models) != len(sets) or len(models) != len(seeds) or not models:

@@ -84,7 +84,7 @@ def test_a_group_on_cuda_trains_as_its_members_on_the_cpu():
 
 @pytest.mark.parametrize("group", [1, 3])
 @pytest.mark.parametrize("model", ["convnet_w32", "convnet_w32_bn"])
-def test_a_graphed_step_trains_what_the_eager_step_trains(group, model, capsys):
+def test_a_graphed_step_trains_what_the_eager_step_trains(group, model, capsys, monkeypatch):
     """KD students (AMP) with the step captured as a CUDA graph against eager steps on the same
     device: the same kernels, so the same training up to GraphSGD's rounding (its update is a
     product then a sum, torch's one fused op); losses within 1 %, accuracy within 1 point, the
@@ -94,6 +94,7 @@ def test_a_graphed_step_trains_what_the_eager_step_trains(group, model, capsys):
     from ccfs.objectives import KD
     from ccfs.train import accuracy, fit_group
 
+    monkeypatch.setenv(stepgraph.ENV, "1")
     device = resolve_device("cuda")  # deterministic kernels, whatever ran before
     data, recipe = _data(), Recipe(epochs=3, batch_size=48, lr=0.05)  # 1024 = 21 × 48 + 16: a short last batch
     torch.manual_seed(9)

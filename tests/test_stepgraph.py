@@ -101,12 +101,15 @@ def test_a_disabled_step_graph_is_the_step_itself():
     assert len(calls) == 1 and sg.backend is None and sg.replays == 0
 
 
-def test_graphs_are_for_cuda_and_can_be_turned_off(monkeypatch):
-    assert not stepgraph.wanted(torch.device("cpu"))
-    monkeypatch.setenv(stepgraph.ENV, "0")
+def test_graphs_are_for_cuda_and_off_until_asked_for(monkeypatch):
+    """Off by default until the capture has run on a GPU (tests/test_cuda.py)."""
+    monkeypatch.setattr(stepgraph, "_failed", False)
+    monkeypatch.delenv(stepgraph.ENV, raising=False)
     assert not stepgraph.wanted(torch.device("cuda"))
     monkeypatch.setenv(stepgraph.ENV, "1")
-    assert stepgraph.wanted(torch.device("cuda"))
+    assert stepgraph.wanted(torch.device("cuda")) and not stepgraph.wanted(torch.device("cpu"))
+    monkeypatch.setattr(stepgraph, "_failed", True)
+    assert not stepgraph.wanted(torch.device("cuda"))
 
 
 @pytest.mark.parametrize("objective", ["kd", "ce"])
