@@ -122,3 +122,12 @@ def test_neither_the_package_nor_the_suite_imports_research():
     offenders = [str(p.relative_to(ROOT)) for folder in ("ccfs", "tests") for p in (ROOT / folder).rglob("*.py")
                  if pattern.search(p.read_text())]
     assert offenders == []
+
+
+def test_the_rewrite_draws_the_figures_from_the_records_and_the_pages_show_them(tmp_path):
+    root = copy_repo(tmp_path)
+    assert results_page.main(["--root", str(root)]) == 0
+    for path in results_page.FIGURES:
+        assert (root / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (ROOT / path).is_file(), f"{path} is not committed: run python -m ccfs.report.results_page"
+        assert f"]({path.relative_to('docs')})" in (ROOT / "docs/results.md").read_text()

@@ -1,6 +1,6 @@
 """The accuracy tables of docs/results.md and README.md, generated from the committed records.
 
-    python -m ccfs.report.results_page            # rewrite the generated blocks of both pages
+    python -m ccfs.report.results_page            # rewrite the generated blocks of both pages, and the figures
     python -m ccfs.report.results_page --check    # exit 1, naming the blocks, where a page differs
 
 Run it from the repository root (or give --root). A generated block is everything between a
@@ -9,7 +9,9 @@ prose, kept as written. The records are plain JSON lines under docs/records/, on
 each (method, model, ipc, alpha, seed, final_acc, val_acc, and where it came from: teacher,
 source, commit, date), read as they are and grouped by those fields. The tables are the run
 report's own (`ccfs.report.tables`); a difference is paired by seed and called a lead only
-where its 95 % interval excludes zero (`tables.lead`).
+where its 95 % interval excludes zero (`tables.lead`). The figures under docs/figures/ that
+FIGURES names are drawn from the records too (the run report's plot); --check reads only the
+pages' text.
 """
 from __future__ import annotations
 
@@ -142,6 +144,18 @@ def readme_distilled(root: Path) -> str:
     return "\n".join(lines)
 
 
+def headline_figure(root: Path, path: Path) -> None:
+    """The headline sweep's accuracy against the share of the data, KD students, with each
+    curve's 95 % band over seeds and the full-data student as a line."""
+    from ccfs.report import plots  # matplotlib only where a figure is drawn
+
+    records = tables.main_protocol(read(root, "fmnist_headline"))
+    curves, full = tables.ratio_curves(records, ratio(records))
+    plots.accuracy_vs_ratio(curves, full, path)
+
+
+FIGURES = {Path("docs/figures/fmnist_headline_accuracy_vs_ratio.png"): headline_figure}
+
 BLOCKS = {"ipc50": ipc50, "sweep": sweep, "dc-convnet": dc_convnet, "readme-results": readme,
           "headline": headline, "distilled-part": distilled_part, "readme-distilled": readme_distilled}
 
@@ -178,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         elif render(text, args.root) != text:
             path.write_text(render(text, args.root))
             print(f"rewrote {path}")
+    if not args.check:
+        for path, draw in FIGURES.items():
+            draw(args.root, args.root / path)
     if stale:
         print("out of date with docs/records/ (run python -m ccfs.report.results_page): " + "; ".join(stale),
               file=sys.stderr)
