@@ -231,8 +231,7 @@ def fit(model: nn.Module, data: Split, recipe: Recipe, objective, *, mean, std, 
     hist, start = History(), 0
     if resume is not None and Path(resume).is_file():
         start, hist = _load_resume(resume, model, opt, gen, hook=hook)
-    graphed = (graph and stepgraph.wanted(device) and hook is None and not mapped and not recipe.compile
-               and distributed.world_size() == 1)
+    graphed = _graphable(graph, device, recipe, scaler, compiled=recipe.compile, hook=hook, mapped=mapped)
     steps = _Steps(net, opt, objective, data, norm=norm, recipe=recipe, device=device, hook=hook, scaler=scaler,
                    graphed=graphed, backend=backend, desc=desc)
     evals = eval_epochs(recipe.epochs, recipe.eval_last) if test is not None else set()
@@ -263,8 +262,8 @@ class _Steps:
     """One model's training steps over a fit. Under torchrun (`net` wrapped in DDP) every rank
     draws the same global batch and augmentation, trains on its share, and the loss is scaled
     so the averaged gradient is the global batch's mean; the hook sees the whole batch's logits.
-    With `graphed` (CUDA: no hook, no mix, no loss scaler, one process, data on the device) the
-    full-size steps replay one CUDA graph (ccfs.stepgraph) and the optimizer is its GraphSGD."""
+    With `graphed` (`_graphable`) the full-size steps replay one CUDA graph (ccfs.stepgraph)
+    and the optimizer is its GraphSGD."""
 
     def __init__(self, net, opt, objective, data: Split, *, norm: Normalizer, recipe: Recipe, device, hook,
                  scaler, graphed: bool, backend=None, desc: str = "train"):
@@ -272,7 +271,6 @@ class _Steps:
         self.recipe, self.device, self.hook, self.scaler = recipe, device, hook, scaler
         self.policy = augment_policy(recipe)
         self.world = distributed.world_size()
-        graphed = graphed and self.policy.mix == "none" and not scaler.is_enabled()
         self.sgd = stepgraph.GraphSGD(opt, device) if graphed else None
         self.graph = stepgraph.StepGraph(self._graph_step, enabled=graphed, device=device, backend=backend, name=desc)
         self.loss_sum = torch.zeros((), device=device)
@@ -286,9 +284,7 @@ class _Steps:
         self.opt.zero_grad(set_to_none=True)
 
     def set_lr(self, epoch: int) -> None:
-        _set_lr(self.opt, self.recipe, epoch)
-        if self.sgd is not None:
-            self.sgd.set_lr(self.opt.param_groups[0]["lr"])
+        _set_lr(self.opt, self.recipe, epoch, self.sgd)
 
     def epoch(self, epoch: int, gen: torch.Generator) -> tuple[float, float]:
         """One epoch: (mean loss, accuracy in percent on the augmented batches)."""
@@ -375,7 +371,7 @@ def fit_group(models: list[nn.Module], sets: list[Split], recipe: Recipe, object
     policy = augment_policy(recipe)
     opt = torch.optim.SGD(list(params.values()), lr=recipe.lr, momentum=MOMENTUM, weight_decay=recipe.weight_decay)
     scaler = _scaler(device, recipe)
-    graphed = graph and stepgraph.wanted(device) and policy.mix == "none" and not scaler.is_enabled()
+    graphed = _graphable(graph, device, recipe, scaler, compiled=False)  # a group trains eager, whatever compile says
     sgd = stepgraph.GraphSGD(opt, device) if graphed else None
     loss_sum = torch.zeros(g, device=device)
     correct = torch.zeros(g, device=device, dtype=torch.long)
@@ -405,9 +401,7 @@ def fit_group(models: list[nn.Module], sets: list[Split], recipe: Recipe, object
     try:
         for epoch in bar:
             t0 = time.perf_counter()
-            _set_lr(opt, recipe, epoch)
-            if sgd is not None:
-                sgd.set_lr(opt.param_groups[0]["lr"])
+            _set_lr(opt, recipe, epoch, sgd)
             base.train()
             plans = [plan_epoch(n, recipe.batch_for(n), policy, tuple(images.shape[-2:]), gen, device=device)
                      for gen in gens]
@@ -474,10 +468,24 @@ def _scaler(device: torch.device, recipe: Recipe) -> torch.amp.GradScaler:
                                 and not torch.cuda.is_bf16_supported())
 
 
-def _set_lr(opt: torch.optim.Optimizer, recipe: Recipe, epoch: int) -> None:
-    """The epoch's learning rate: warmup, then cosine (`lr_factor`)."""
+def _set_lr(opt: torch.optim.Optimizer, recipe: Recipe, epoch: int, sgd: stepgraph.GraphSGD | None = None) -> None:
+    """The epoch's learning rate: warmup, then cosine (`lr_factor`); also in a GraphSGD's device
+    tensor where the step is graphed."""
+    lr = recipe.lr * lr_factor(epoch, recipe.epochs, recipe.warmup_epochs)
     for group in opt.param_groups:
-        group["lr"] = recipe.lr * lr_factor(epoch, recipe.epochs, recipe.warmup_epochs)
+        group["lr"] = lr
+    if sgd is not None:
+        sgd.set_lr(lr)
+
+
+def _graphable(graph: bool, device: torch.device, recipe: Recipe, scaler, *, compiled: bool, hook=None,
+               mapped: bool = False) -> bool:
+    """Whether a fit's full-size steps are captured as one CUDA graph (ccfs.stepgraph): asked for
+    (`graph`), wanted on the device, and nothing in the step that a graph cannot hold: a per-step
+    hook, a mix (Python numbers per batch), fp16 loss scaling (its step reads the host), torchrun,
+    torch.compile, or a store-backed set (rows read on the host)."""
+    return (graph and stepgraph.wanted(device) and hook is None and not mapped and not compiled
+            and recipe.mix == "none" and not scaler.is_enabled() and distributed.world_size() == 1)
 
 
 def has_cxx_compiler() -> bool:

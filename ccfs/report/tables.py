@@ -324,7 +324,8 @@ def lead(mean: float, std: float, n: int, unit: str = "seed") -> str:
 def across_teachers(records: list[dict], a: str, b: str, field: str = "final_acc") -> list[dict]:
     """`a` minus `b` at each (model, IPC) over several teachers, pooled where this says so:
     students pair by teacher (`teacher_sha1`) and seed; each teacher's mean difference over
-    its pairs (named "seed S" by its `teacher_seed` where recorded, and in that order); the mean of the teacher means with its 95 % interval over them (n = teachers:
+    its pairs (named "seed S" by its `teacher_seed` where recorded, else None, in seed order);
+    the mean of the teacher means with its 95 % interval over them (n = teachers:
     the teacher is the unit that repeats) and the verdict; and, for reference only, every
     pair pooled as if independent (which ignores that a teacher's pairs share it). KD
     students only where there are any (`main_protocol`)."""
@@ -347,7 +348,7 @@ def across_teachers(records: list[dict], a: str, b: str, field: str = "final_acc
             per[teacher].append(x[(teacher, seed)] - y[(teacher, seed)])
         means = [statistics.fmean(v) for v in per.values()]
         rows.append({"model": model, "ipc": ipc, "teachers": len(per), "pairs": len(pairs),
-                     "per_teacher": [(f"seed {teacher_seed[t]}" if t in teacher_seed else t, statistics.fmean(v), len(v))
+                     "per_teacher": [(f"seed {teacher_seed[t]}" if t in teacher_seed else None, statistics.fmean(v), len(v))
                                      for t, v in sorted(per.items(), key=lambda kv: order(kv[0]))],
                      "over_teachers": mean_std(means),
                      "pooled": mean_std([x[k] - y[k] for k in pairs])})
@@ -368,8 +369,7 @@ def teacher_table(records: list[dict], a: str, b: str, ratio: dict[int, float] |
              "|---|---|---|---|---|---|"]
     for r in test:
         share = f" ({ratio[r['ipc']]:.0f} %)" if ratio and r["ipc"] in ratio else ""
-        per = ", ".join(f"{t}: {d:+.2f} (n={n})" if t.startswith("seed ") else f"{d:+.2f} (n={n})"
-                        for t, d, n in r["per_teacher"])
+        per = ", ".join(f"{t + ': ' if t else ''}{d:+.2f} (n={n})" for t, d, n in r["per_teacher"])
         v = val.get((r["model"], r["ipc"]))
         lines.append(f"| {r['model']} | {r['ipc']}{share} | {per} | {lead(*r['over_teachers'], unit='teacher')} | "
                      f"{lead(*v['over_teachers'], unit='teacher') if v else '–'} | "
