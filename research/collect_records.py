@@ -1,7 +1,7 @@
 """Copy the students of finished run directories into a records file of docs/records/, the
 form docs/results.md's tables are generated from (`python -m ccfs.report.results_page`).
 
-    python -m research.collect_records NAME RUN_DIR [RUN_DIR ...] [--methods a,b] [--seeds 0,1,2]
+    python -m research.collect_records NAME RUN_DIR [RUN_DIR ...] [--methods a,b] [--seeds 0,1] [--ipc 275,550]
 
 RUN_DIR is a run directory or a sweep's OUT (its ipc*_a*/ points are read). Every record of
 their results.jsonl made with the point's present settings (`ccfs.records.current`, KD and
@@ -10,6 +10,11 @@ need and what made it: the commit and whether its tree was clean, the teacher's 
 distilled images' hashes, the teacher as a sentence (its seed and accuracies from
 teacher/metrics.json), the run directory (`source`) and the date. The file is rewritten
 whole (atomically), so running it again as more students land only adds them.
+
+A swept method (the oracle window's β) joins a point's records only once its pick is settled:
+every value trained on the seeds the pick is made on (a pick over some of the values would be
+another method). A records file SCOPES names holds only what its question asks (an option given
+replaces that part of its scope).
 """
 from __future__ import annotations
 
@@ -21,10 +26,16 @@ from pathlib import Path
 
 from ccfs.artifacts import write_text
 from ccfs.config import load_config
-from ccfs.records import current
+from ccfs.evaluate.run import sweep_picks
+from ccfs.records import current, is_swept
+from ccfs.selection import methods as selection_methods
 
 FIELDS = ("method", "model", "ipc", "alpha", "seed", "objective", "final_acc", "val_acc", "images", "epochs",
           "train_seconds", "group", "settings", "teacher_sha1", "distilled_sha1", "commit", "tree_clean")
+
+# the records files whose question fixes what they hold: "does the distilled part help?" is asked
+# at 5 and 10 % (IPC 275, 550) on seeds 0-2 of each teacher (docs/method.md §3)
+SCOPES = {"distilled_part": {"methods": {"ccfs", "self_evolved"}, "seeds": {0, 1, 2}, "ipc": {275, 550}}}
 
 
 def points(run: Path) -> list[Path]:
@@ -38,7 +49,18 @@ def teacher_line(top: Path, cfg) -> str:
             f"(validation {m['val_acc']:.2f} %, test {m['test_acc']:.2f} %)")
 
 
-def collect(runs: list[Path], methods: set[str] | None, seeds: set[int] | None) -> list[dict]:
+def settled(recs: list[dict], cfg) -> list[dict]:
+    """The records less a swept method's whose pick is not settled yet: not every value has
+    trained on the seeds the pick is made on (eval.sweep_seeds' first seeds, or all of them)."""
+    ev = cfg.eval
+    first = list(ev.seeds[:ev.sweep_seeds]) if 0 < ev.sweep_seeds < len(ev.seeds) else list(ev.seeds)
+    picks = sweep_picks(recs, selection_methods.run_names(cfg.select), first)
+    return [r for r in recs if not is_swept(r["method"])
+            or (selection_methods.parse(r["method"])[0], r["model"]) in picks]
+
+
+def collect(runs: list[Path], methods: set[str] | None, seeds: set[int] | None,
+            ipcs: set[int] | None = None) -> list[dict]:
     out = []
     for top in runs:
         for point in points(top):
@@ -46,8 +68,9 @@ def collect(runs: list[Path], methods: set[str] | None, seeds: set[int] | None) 
                 continue
             cfg = load_config(str(point / "config.yaml"))
             teacher = teacher_line(top, cfg)
-            for r in current(point, cfg, ("kd", "ce")):
-                if (methods and r["method"] not in methods) or (seeds is not None and r["seed"] not in seeds):
+            for r in settled(current(point, cfg, ("kd", "ce")), cfg):
+                if ((methods and r["method"] not in methods) or (seeds is not None and r["seed"] not in seeds)
+                        or (ipcs is not None and r["ipc"] not in ipcs)):
                     continue
                 rec = {k: r[k] for k in FIELDS if r.get(k) is not None}
                 rec["commit"] = rec.get("commit", "?")[:7]
@@ -63,10 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--methods", default=None)
     ap.add_argument("--seeds", default=None)
+    ap.add_argument("--ipc", default=None)
     args = ap.parse_args(argv)
-    methods = set(args.methods.split(",")) if args.methods else None
-    seeds = {int(s) for s in args.seeds.split(",")} if args.seeds else None
-    recs = collect(args.runs, methods, seeds)
+    scope = SCOPES.get(args.name, {})
+    methods = set(args.methods.split(",")) if args.methods else scope.get("methods")
+    seeds = {int(s) for s in args.seeds.split(",")} if args.seeds else scope.get("seeds")
+    ipcs = {int(s) for s in args.ipc.split(",")} if args.ipc else scope.get("ipc")
+    recs = collect(args.runs, methods, seeds, ipcs)
     path = Path("docs/records") / f"{args.name}.jsonl"
     old = {(r["source"], r["method"], r["model"], r["ipc"], r["seed"], r["objective"]): r
            for r in map(json.loads, path.read_text().splitlines())} if path.is_file() else {}
