@@ -195,6 +195,33 @@ def oracle_window(records: list[dict]) -> dict[tuple, str]:
     return {k: v[0] for k, v in oracle_picks(records).items()}
 
 
+def sweep_picks(recs: list[dict], run_names: list[str], first: list[int]) -> dict[tuple, str]:
+    """(swept method, model) -> the value's run picked on validation over the seeds
+    `first`, once every value of that method has a record on each of them (none before).
+    Picked on the KD students (`records.main_protocol`): a hard-label student neither counts
+    as a value's record nor takes part in the pick."""
+    out, recs = {}, main_protocol(recs)
+    for base in {methods.parse(n)[0] for n in run_names if methods.is_sweep(n)}:
+        values = {n for n in run_names if methods.is_sweep(n) and methods.parse(n)[0] == base}
+        mine = [r for r in recs if r["method"] in values and r["seed"] in first]
+        for model in {r["model"] for r in mine}:
+            have = {(r["method"], r["seed"]) for r in mine if r["model"] == model}
+            if all((n, s) in have for n in values for s in first):
+                (pick,) = oracle_window([r for r in mine if r["model"] == model]).values()  # one IPC
+                out[(base, model)] = pick
+    return out
+
+
+def settled(recs: list[dict], cfg: Config) -> list[dict]:
+    """The records less a swept method's whose pick is not settled yet (`sweep_picks`: not every
+    value has trained on the seeds the pick is made on, eval.sweep_seeds' first or all of them):
+    a pick over some of the values would be another method."""
+    ev = cfg.eval
+    first = list(ev.seeds[:ev.sweep_seeds]) if 0 < ev.sweep_seeds < len(ev.seeds) else list(ev.seeds)
+    picks = sweep_picks(recs, methods.run_names(cfg.select), first)
+    return [r for r in recs if not is_swept(r["method"]) or (methods.parse(r["method"])[0], r["model"]) in picks]
+
+
 def method_entry(run_name: str):
     """The method table's entry of a run name (None: a name this version lacks)."""
     try:

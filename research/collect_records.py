@@ -26,9 +26,7 @@ from pathlib import Path
 
 from ccfs.artifacts import write_text
 from ccfs.config import load_config
-from ccfs.evaluate.run import sweep_picks
-from ccfs.records import current, is_swept
-from ccfs.selection import methods as selection_methods
+from ccfs.records import current, settled
 
 FIELDS = ("method", "model", "ipc", "alpha", "seed", "objective", "final_acc", "val_acc", "images", "epochs",
           "train_seconds", "group", "settings", "teacher_sha1", "distilled_sha1", "commit", "tree_clean")
@@ -47,16 +45,6 @@ def teacher_line(top: Path, cfg) -> str:
     m = json.loads((top / "teacher" / "metrics.json").read_text())
     return (f"{m['model']}, {cfg.teacher.train.epochs} epochs, seed {cfg.seed} "
             f"(validation {m['val_acc']:.2f} %, test {m['test_acc']:.2f} %)")
-
-
-def settled(recs: list[dict], cfg) -> list[dict]:
-    """The records less a swept method's whose pick is not settled yet: not every value has
-    trained on the seeds the pick is made on (eval.sweep_seeds' first seeds, or all of them)."""
-    ev = cfg.eval
-    first = list(ev.seeds[:ev.sweep_seeds]) if 0 < ev.sweep_seeds < len(ev.seeds) else list(ev.seeds)
-    picks = sweep_picks(recs, selection_methods.run_names(cfg.select), first)
-    return [r for r in recs if not is_swept(r["method"])
-            or (selection_methods.parse(r["method"])[0], r["model"]) in picks]
 
 
 def collect(runs: list[Path], methods: set[str] | None, seeds: set[int] | None,

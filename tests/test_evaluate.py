@@ -3,7 +3,9 @@ first seeds, then trains only the pick on the others (pure functions; the end-to
 in test_pipeline)."""
 from __future__ import annotations
 
-from ccfs.evaluate.run import seeds_of, sweep_picks
+from ccfs.config import load_config
+from ccfs.evaluate.run import seeds_of
+from ccfs.records import settled, sweep_picks
 
 NAMES = ["ccfs", "window_b0.1", "window_b0.5", "window_b0.9"]
 
@@ -71,3 +73,27 @@ def test_which_runs_get_a_hard_label_student():
         hard_label_runs(load_config(None, ["eval.hard_labels=[ranodm]"]), names)
     with pytest.raises(ConfigError, match="eval.hard_labels"):  # mixing is KD only
         load_config(None, ["eval.hard_labels=true", "train.mix=cutmix"])
+
+
+# a records file (research/collect_records.py) takes a swept method only once its pick is settled
+def _point(method, seed, val=80.0):
+    return {"method": method, "model": "convnet_w32", "ipc": 55, "alpha": 0.1, "seed": seed, "objective": "kd",
+            "final_acc": val, "val_acc": val}
+
+
+def test_window_joins_once_every_beta_trained_on_the_pick_seeds():
+    cfg = load_config("fmnist-sweep")  # five β, picked on seed 0 (eval.sweep_seeds 1)
+    betas = [f"window_b{b:g}" for b in cfg.select.window_betas]
+    partial = [_point("ccfs", 0), _point("random", 0)] + [_point(b, 0, 80 + i) for i, b in enumerate(betas[:3])]
+    assert [r["method"] for r in settled(partial, cfg)] == ["ccfs", "random"]
+    full = partial + [_point(b, 0, 70.0) for b in betas[3:]] + [_point(betas[2], 1)]
+    assert [r["method"] for r in settled(full, cfg)] == [r["method"] for r in full]
+
+
+def test_every_beta_on_every_seed_without_sweep_seeds():
+    cfg = load_config("fmnist-sweep", ["eval.sweep_seeds=0", "eval.seeds=[0,1]"])
+    betas = [f"window_b{b:g}" for b in cfg.select.window_betas]
+    seed0 = [_point(b, 0) for b in betas]
+    assert settled(seed0, cfg) == []
+    assert len(settled(seed0 + [_point(b, 1) for b in betas], cfg)) == 2 * len(betas)
+

@@ -107,27 +107,10 @@ def _limit(run: Run, model: str, size: int, todo: int) -> int:
     return min(limit, max(1, -(-todo // distributed.world_size())))
 
 
-def sweep_picks(recs: list[dict], run_names: list[str], first: list[int]) -> dict[tuple, str]:
-    """(swept method, model) -> the value's run picked on validation over the seeds
-    `first`, once every value of that method has a record on each of them (none before).
-    Picked on the KD students (`records.main_protocol`): a hard-label student neither counts
-    as a value's record nor takes part in the pick."""
-    out, recs = {}, records.main_protocol(recs)
-    for base in {methods.parse(n)[0] for n in run_names if methods.is_sweep(n)}:
-        values = {n for n in run_names if methods.is_sweep(n) and methods.parse(n)[0] == base}
-        mine = [r for r in recs if r["method"] in values and r["seed"] in first]
-        for model in {r["model"] for r in mine}:
-            have = {(r["method"], r["seed"]) for r in mine if r["model"] == model}
-            if all((n, s) in have for n in values for s in first):
-                (pick,) = records.oracle_window([r for r in mine if r["model"] == model]).values()  # one IPC
-                out[(base, model)] = pick
-    return out
-
-
 def seeds_of(run_name: str, model: str, seeds: list[int], sweep_seeds: int, picks: dict[tuple, str]) -> list[int]:
     """The evaluation seeds a student run trains: every seed, except for the values of a
     swept method under eval.sweep_seeds = N: the first N seeds, and the others only for the
-    value picked over them (`sweep_picks`)."""
+    value picked over them (`records.sweep_picks`)."""
     if sweep_seeds <= 0 or sweep_seeds >= len(seeds) or not methods.is_sweep(run_name):
         return list(seeds)
     return list(seeds) if picks.get((methods.parse(run_name)[0], model)) == run_name else list(seeds[:sweep_seeds])
@@ -159,7 +142,7 @@ def _picks(run: Run, recs: list[dict]) -> dict[tuple, str]:
     if ev.sweep_seeds <= 0:
         return {}
     own = [r for r in recs if records.objective_of(r) == ev.objective]  # the run's own students pick
-    return sweep_picks(own, methods.run_names(run.cfg.select), list(ev.seeds[:ev.sweep_seeds]))
+    return records.sweep_picks(own, methods.run_names(run.cfg.select), list(ev.seeds[:ev.sweep_seeds]))
 
 
 def _todo(run: Run) -> list[tuple[str, str, int, str]]:

@@ -314,7 +314,9 @@ def verdict(mean: float, half: float, n: int, unit: str = "seed") -> str:
 
 def lead(mean: float, std: float, n: int, unit: str = "seed") -> str:
     """A paired difference as `+0.59 ± 1.79, not resolved with 3 seeds`: its mean, the
-    half-width of its 95 % interval, and the verdict."""
+    half-width of its 95 % interval, and the verdict; of one pair, the mean alone (no interval)."""
+    if n < 2:
+        return f"{mean:+.2f}, one {unit}: no interval"
     half = interval95(mean, std, n)
     return f"{mean:+.2f} ± {half:.2f}, {verdict(mean, half, n, unit)}"
 
