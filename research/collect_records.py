@@ -32,8 +32,9 @@ FIELDS = ("method", "model", "ipc", "alpha", "seed", "objective", "final_acc", "
           "train_seconds", "group", "settings", "teacher_sha1", "distilled_sha1", "commit", "tree_clean")
 
 # the records files whose question fixes what they hold: "does the distilled part help?" is asked
-# at 5 and 10 % (IPC 275, 550) on seeds 0-2 of each teacher (docs/method.md §3)
-SCOPES = {"distilled_part": {"methods": {"ccfs", "self_evolved"}, "seeds": {0, 1, 2}, "ipc": {275, 550}}}
+# at 5 and 10 % (IPC 275, 550) on seeds 0-2 of each teacher, of KD students (docs/method.md §3)
+SCOPES = {"distilled_part": {"methods": {"ccfs", "self_evolved"}, "seeds": {0, 1, 2}, "ipc": {275, 550},
+                            "objectives": ("kd",)}}
 
 
 def points(run: Path) -> list[Path]:
@@ -48,7 +49,7 @@ def teacher_line(top: Path, cfg) -> str:
 
 
 def collect(runs: list[Path], methods: set[str] | None, seeds: set[int] | None,
-            ipcs: set[int] | None = None) -> list[dict]:
+            ipcs: set[int] | None = None, objectives: tuple[str, ...] = ("kd", "ce")) -> list[dict]:
     out = []
     for top in runs:
         for point in points(top):
@@ -56,7 +57,7 @@ def collect(runs: list[Path], methods: set[str] | None, seeds: set[int] | None,
                 continue
             cfg = load_config(str(point / "config.yaml"))
             teacher = teacher_line(top, cfg)
-            for r in settled(current(point, cfg, ("kd", "ce")), cfg):
+            for r in settled(current(point, cfg, objectives), cfg):
                 if ((methods and r["method"] not in methods) or (seeds is not None and r["seed"] not in seeds)
                         or (ipcs is not None and r["ipc"] not in ipcs)):
                     continue
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = set(args.methods.split(",")) if args.methods else scope.get("methods")
     seeds = {int(s) for s in args.seeds.split(",")} if args.seeds else scope.get("seeds")
     ipcs = {int(s) for s in args.ipc.split(",")} if args.ipc else scope.get("ipc")
-    recs = collect(args.runs, methods, seeds, ipcs)
+    recs = collect(args.runs, methods, seeds, ipcs, scope.get("objectives", ("kd", "ce")))
     path = Path("docs/records") / f"{args.name}.jsonl"
     old = {(r["source"], r["method"], r["model"], r["ipc"], r["seed"], r["objective"]): r
            for r in map(json.loads, path.read_text().splitlines())} if path.is_file() else {}

@@ -63,7 +63,7 @@ def test_check_fails_when_a_generated_figure_is_edited_and_the_rewrite_restores_
 
 def test_check_fails_when_a_record_changes(tmp_path):
     root = copy_repo(tmp_path)
-    path = root / results_page.RECORDS / "fmnist_sweep.jsonl"
+    path = root / results_page.RECORDS / "fmnist_headline.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     rows[0]["final_acc"] += 1.0
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -20,6 +20,7 @@ import re
 import sys
 from pathlib import Path
 
+from ccfs.config import load_config
 from ccfs.records import load
 from ccfs.report import tables
 
@@ -85,13 +86,6 @@ def dc_convnet(root: Path) -> str:
     return _tables(read(root, "fmnist_ipc50", "convnet_dc"), "fmnist_ipc50")
 
 
-def sweep(root: Path) -> str:
-    records = read(root, "fmnist_sweep")
-    return "\n\n".join([provenance(records, "fmnist_sweep"), tables.ratio_table(records, ratio(records)),
-                        "CCFS minus each method, paired by seed (test points; mean ± half-width of the 95 % interval):",
-                        tables.lead_table(records, ratio(records))])
-
-
 def headline(root: Path) -> str:
     """The sweep from one command and one commit: KD results with leads, and the hard-label
     students' IOR / HLR / LRS (the set against the teacher)."""
@@ -112,22 +106,35 @@ def distilled_part(root: Path) -> str:
                         tables.teacher_table(records, "ccfs", "self_evolved", ratio(records))])
 
 
-def _row(label: str, records: list[dict], ipc: int) -> str:
-    """One line of the README's table: CCFS and random at one IPC, and their paired difference."""
-    finals = tables.group(records)
-    acc = {m: tables.mean_std(v) for (m, _, i, _), v in finals.items() if i == ipc}
-    diff = next(d for d in tables.paired_differences(records) if d[0] == "random" and d[2] == ipc)
-    return (f"| {label} | {acc['ccfs'][0]:.2f} ± {acc['ccfs'][1]:.2f} | {acc['random'][0]:.2f} ± "
-            f"{acc['random'][1]:.2f} | {tables.lead(*diff[4:])} |")
+def _cell(values: list[float]) -> str:
+    m, sd, n = tables.mean_std(values)
+    return f"{m:.2f} ± {sd:.2f} (n={n})"
 
 
 def readme(root: Path) -> str:
-    at50 = read(root, "fmnist_ipc50", "convnet_w32")
-    swept = [r for r in read(root, "fmnist_sweep") if r["method"] in ("ccfs", "random")]
-    share = ratio(swept)
-    lines = ["| Fashion-MNIST, 3 seeds | CCFS % | random real % | CCFS − random (95 % interval) |",
-             "|---|---|---|---|", _row(f"IPC 50 ({100 * 50 * CLASSES / POOL:.1f} %), `fmnist-ipc50`", at50, 50)]
-    lines += [_row(f"IPC {i} ({share[i]:.1f} %), `fmnist-sweep`", swept, i) for i in sorted(share)]
+    """The README's results: the headline sweep (`fmnist-sweep`, one command, one commit), KD
+    students, CCFS and random real images at each share of the data that has landed, CCFS minus
+    random and minus self-evolved selection paired by seed; the full-data student; and the
+    preset's shares still to land."""
+    records = tables.main_protocol(read(root, "fmnist_headline"))
+    finals = {(m, i): v for (m, _, i, _), v in tables.group(records).items()}
+    diffs = {(d[0], d[2]): d[4:] for d in tables.paired_differences(records)}
+    share = ratio(records)
+    landed = sorted(i for i in share if ("ccfs", i) in finals and ("random", i) in finals)
+    lines = ["| `ccfs run fmnist-sweep` | CCFS % | random real % | CCFS − random (95 % interval) | "
+             "CCFS − self-evolved |", "|---|---|---|---|---|"]
+    for i in landed:
+        other = tables.lead(*diffs[("self_evolved", i)]) if ("self_evolved", i) in diffs else "–"
+        lines.append(f"| {share[i]:.0f} % (IPC {i}) | {_cell(finals[('ccfs', i)])} | {_cell(finals[('random', i)])} | "
+                     f"{tables.lead(*diffs[('random', i)])} | {other} |")
+    full = [v for (m, _), v in finals.items() if tables.is_full(m)]
+    if full:
+        pool = f"{POOL:,}".replace(",", " ")
+        lines += ["", f"The full data ({pool} images, the same step budget): {_cell(full[0])}."]
+    todo = [i for i in load_config("fmnist-sweep").select.ipc if i not in landed]
+    if todo:
+        lines += ["", "Still training (the sweep lands in parts): " +
+                  ", ".join(f"{100 * i * CLASSES / POOL:.0f} % (IPC {i})" for i in todo) + "."]
     return "\n".join(lines)
 
 
@@ -156,7 +163,7 @@ def headline_figure(root: Path, path: Path) -> None:
 
 FIGURES = {Path("docs/figures/fmnist_headline_accuracy_vs_ratio.png"): headline_figure}
 
-BLOCKS = {"ipc50": ipc50, "sweep": sweep, "dc-convnet": dc_convnet, "readme-results": readme,
+BLOCKS = {"ipc50": ipc50, "dc-convnet": dc_convnet, "readme-results": readme,
           "headline": headline, "distilled-part": distilled_part, "readme-distilled": readme_distilled}
 
 

@@ -71,7 +71,7 @@ def _pairs_with(run_name: str, ipc: int, alpha: float, other: tuple) -> bool:
     with an α part only at the reference's α."""
     method, _, o_ipc, o_alpha = other
     entry = method_entry(method)
-    if _is_full(method):
+    if is_full(method):
         return True
     if o_ipc != ipc:
         return False
@@ -164,7 +164,7 @@ def seeds_to_resolve(mean: float, std: float, n: int) -> str:
     return "over 200"
 
 
-def _is_full(run_name: str) -> bool:
+def is_full(run_name: str) -> bool:
     """The full-data student: it has no IPC, so it pairs with and fills every one."""
     entry = method_entry(run_name)
     return entry is not None and entry.full_data
@@ -202,7 +202,7 @@ def ratio_table(records: list[dict], ratio: dict[int, float]) -> str:
     ipcs = sorted(ratio)
     rows: dict[tuple, dict[int, list[float]]] = defaultdict(dict)
     for (method, model, ipc, alpha), vals in finals.items():
-        full = _is_full(method)
+        full = is_full(method)
         label = (method, model, "" if full or not alpha else f"{alpha:g}")
         for i in (ipcs if full else [ipc]):
             rows[label][i] = vals
@@ -226,11 +226,11 @@ def ratio_curves(records: list[dict], ratio: dict[int, float]) -> tuple[dict[str
     interval (0 for one seed)), ...]} per (method, model, α asked for, `alpha_set`), α in the
     name only where several are asked for; and the full-data student's mean (None without one)."""
     finals = _group_by_asked_alpha(oracle_only(records))
-    full = next((mean_std(v)[0] for (m, *_), v in finals.items() if _is_full(m)), None)
+    full = next((mean_std(v)[0] for (m, *_), v in finals.items() if is_full(m)), None)
     asked = {k[3] for k in finals if 0 < k[3] < 1}
     curves: dict[str, list] = {}
     for (method, model, ipc, alpha), vals in sorted(finals.items()):
-        if not _is_full(method):
+        if not is_full(method):
             name = f"{method} {model}" + (f" α {alpha:g}" if len(asked) > 1 and 0 < alpha < 1 else "")
             mean, std, n = mean_std(vals)
             curves.setdefault(name, []).append((ratio[ipc], mean, interval95(mean, std, n) if n > 1 else 0.0))
@@ -428,7 +428,7 @@ def label_robust_rows(records: list[dict], field: str = "final_acc") -> list[dic
         if r.get(field) is None:
             continue
         obj = objective_of(r)
-        if _is_full(r["method"]):
+        if is_full(r["method"]):
             full[(obj, r["model"])][r["seed"]] = r[field]
         else:
             by[(obj, r["method"], r["model"], r["ipc"], round(r["alpha"], 4))][r["seed"]] = r[field]
