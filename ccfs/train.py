@@ -145,8 +145,8 @@ def predict_logits(model: nn.Module, images: torch.Tensor, mean, std, *, device=
     device = torch.device(device)
     model.eval()
     cl = use_channels_last(model, device)
-    if cl:
-        model.to(memory_format=torch.channels_last)
+    if cl and any(p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters()):
+        model.to(memory_format=torch.channels_last)  # only where needed: a graphed fit holds its parameters' addresses
     norm = Normalizer(mean, std, device, cl)
     n = len(images) if rows is None else len(rows)
     first, last = distributed.shard(n)  # under torchrun each rank infers its share
