@@ -189,3 +189,44 @@ def test_a_fit_frees_its_graph_when_it_ends(graphs_on_cpu):
         assert backend.captures == 1 and backend.ref() is None
     finally:
         gc.enable()
+
+
+class Interrupted(Exception):
+    pass
+
+
+def resumed_against_whole(monkeypatch, tmp_path, backend, make_net, data, recipe, **fit_kw):
+    """A graphed fit killed after epoch 2's checkpoint and run again, beside one that was not:
+    (resumed model, its History, whole model, its History). `make_net(seed)` builds the model;
+    the resumed one starts from other weights (all must come from the checkpoint), warms up and
+    captures again, its momentum from the checkpoint in GraphSGD. `backend()` makes a backend."""
+    from ccfs import train
+
+    save = train._save_resume
+
+    def save_then_stop(path, epoch, *a, **k):
+        save(path, epoch, *a, **k)
+        if epoch == 2:
+            raise Interrupted
+
+    def run(net, resume=None):
+        return fit(net, data, recipe, CrossEntropy(), seed=3, progress=False, resume=resume, backend=backend(),
+                   **fit_kw)
+
+    whole = make_net(1)
+    h_whole = run(whole)
+    ckpt = tmp_path / "resume.pt"
+    monkeypatch.setattr(train, "_save_resume", save_then_stop)
+    with pytest.raises(Interrupted):
+        run(make_net(1), ckpt)
+    monkeypatch.setattr(train, "_save_resume", save)
+    resumed = make_net(99)
+    return resumed, run(resumed, ckpt), whole, h_whole
+
+
+def test_a_graphed_fit_resumes_where_it_stopped(graphs_on_cpu, monkeypatch, tmp_path):
+    resumed, h_res, whole, h_whole = resumed_against_whole(
+        monkeypatch, tmp_path, PythonReplay, tiny_net, tiny_split(22, 1), tiny_recipe(epochs=4), mean=MEAN, std=STD)
+    assert h_res.train_loss == h_whole.train_loss
+    for k, v in whole.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
