@@ -70,6 +70,18 @@ def test_check_fails_when_a_record_changes(tmp_path):
     assert results_page.main(["--check", "--root", str(root)]) == 1
 
 
+def test_the_readme_shows_a_share_of_the_data_once_ccfs_and_random_have_every_seed(tmp_path):
+    root = copy_repo(tmp_path)
+    path = root / results_page.RECORDS / "fmnist_headline.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert results_page.readme(root).count("| 1 % (IPC 55) |") == 1
+    rows = [r for r in rows if not (r["ipc"] == 55 and r["method"] == "random" and r["seed"] == 4)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    block = results_page.readme(root)
+    assert "| 1 % (IPC 55) |" not in block  # four of the preset's five seeds: not landed
+    assert "Still training (the sweep lands in parts): 1 % (IPC 55)" in block
+
+
 def test_prose_outside_the_blocks_is_kept_and_an_unknown_block_is_refused():
     text = "intro\n<!-- generated: nope -->\nold\n<!-- end generated -->\nend\n"
     with pytest.raises(ValueError, match="unknown generated block 'nope'"):

@@ -113,14 +113,15 @@ def _cell(values: list[float]) -> str:
 
 def readme(root: Path) -> str:
     """The README's results: the headline sweep (`fmnist-sweep`, one command, one commit), KD
-    students, CCFS and random real images at each share of the data that has landed, CCFS minus
-    random and minus self-evolved selection paired by seed; the full-data student; and the
-    preset's shares still to land."""
+    students, CCFS and random real images at each share of the data where both have every seed
+    of the preset, CCFS minus random and minus self-evolved selection paired by seed; the
+    full-data student; and the preset's shares still to land."""
+    cfg = load_config("fmnist-sweep")
     records = tables.main_protocol(read(root, "fmnist_headline"))
     finals = {(m, i): v for (m, _, i, _), v in tables.group(records).items()}
     diffs = {(d[0], d[2]): d[4:] for d in tables.paired_differences(records)}
-    share = ratio(records)
-    landed = sorted(i for i in share if ("ccfs", i) in finals and ("random", i) in finals)
+    share, seeds = ratio(records), len(cfg.eval.seeds)
+    landed = sorted(i for i in share if all(len(finals.get((m, i), [])) == seeds for m in ("ccfs", "random")))
     lines = ["| `ccfs run fmnist-sweep` | CCFS % | random real % | CCFS − random (95 % interval) | "
              "CCFS − self-evolved |", "|---|---|---|---|---|"]
     for i in landed:
@@ -131,7 +132,7 @@ def readme(root: Path) -> str:
     if full:
         pool = f"{POOL:,}".replace(",", " ")
         lines += ["", f"The full data ({pool} images, the same step budget): {_cell(full[0])}."]
-    todo = [i for i in load_config("fmnist-sweep").select.ipc if i not in landed]
+    todo = [i for i in cfg.select.ipc if i not in landed]
     if todo:
         lines += ["", "Still training (the sweep lands in parts): " +
                   ", ".join(f"{100 * i * CLASSES / POOL:.0f} % (IPC {i})" for i in todo) + "."]
