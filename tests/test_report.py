@@ -506,3 +506,17 @@ def test_differences_over_teachers_take_the_teacher_as_the_unit():
     assert f"+0.23 ± {half:.2f}, not resolved with 3 teachers" in table
     assert "+0.23 ± 0.24, not resolved with 9 pairs" in table  # pooled: t 2.306 · 0.316 / 3 (reference only)
     assert "| m | 275 (5 %) | seed 0: +0.20 (n=3), seed 1: -0.10 (n=3), seed 2: +0.60 (n=3) |" in table
+
+
+def test_the_chosen_grid_is_one_picture_with_each_image_in_its_cell():
+    images = np.random.default_rng(0).integers(0, 256, size=(6, 1, 3, 2), dtype=np.uint8)
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    grid, starts = plots.mosaic(PLOT_ROUNDS, images, labels, 3, per_class=2, gap=1, block_gap=4)
+    # cells 2 wide + 1 gap: a block is 2·3 − 1 + 4 = 9 wide; 3 rounds: 27 − 4; rows 3 + 1 high
+    assert grid.shape == (3 * 4 - 1, 3 * 9 - 4, 3) and starts == [0, 9, 18]
+    cell = lambda cls, block, k: grid[cls * 4:cls * 4 + 3, starts[block] + k * 3:starts[block] + k * 3 + 2]  # noqa: E731
+    # round 1 chose rows 0, 3, 4: class 0 -> 0 then 3, class 1 -> 4; round 2 nothing; round 3 rows 1, 2, 5
+    for cls, block, k, row in [(0, 0, 0, 0), (0, 0, 1, 3), (1, 0, 0, 4), (1, 2, 0, 1), (2, 2, 0, 2), (2, 2, 1, 5)]:
+        assert (cell(cls, block, k) == images[row, 0][..., None]).all(), (cls, block, k)
+    for cls, block, k in [(1, 0, 1), (2, 0, 0), (0, 1, 0), (0, 2, 0)]:
+        assert (cell(cls, block, k) == 255).all(), (cls, block, k)  # nothing chosen: white

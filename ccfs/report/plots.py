@@ -81,20 +81,40 @@ def chosen_difficulty(rounds: list[dict], hardness: np.ndarray, score: str, path
     _save(fig, path)
 
 
+def mosaic(rounds: list[dict], images: np.ndarray, labels: np.ndarray, n_classes: int, *, per_class: int = 4,
+           gap: int = 1, block_gap: int = 4) -> tuple[np.ndarray, list[int]]:
+    """The chosen-images grid as one RGB uint8 picture [rows, cols, 3] on white: a row of
+    cells per class, a block of `per_class` cells per round (the first images chosen of that
+    class in that round; fewer leave white), `gap` pixels between cells and `block_gap`
+    between blocks; and each block's first column. Grayscale images become gray RGB."""
+    _, c, h, w = images.shape
+    step_x, step_y = w + gap, h + gap
+    block_w = per_class * step_x - gap + block_gap
+    out = np.full((n_classes * step_y - gap, len(rounds) * block_w - block_gap, 3), 255, dtype=np.uint8)
+    starts = [j * block_w for j in range(len(rounds))]
+    for x0, r in zip(starts, rounds):
+        idx = np.asarray(r["indices"], dtype=np.int64)
+        for cls in range(n_classes):
+            for k, i in enumerate(idx[labels[idx] == cls][:per_class]):
+                y, x = cls * step_y, x0 + k * step_x
+                out[y:y + h, x:x + w] = np.broadcast_to(images[i].transpose(1, 2, 0), (h, w, 3))
+    return out, starts
+
+
 def chosen_grid(rounds: list[dict], images: np.ndarray, labels: np.ndarray, classes: list[str],
                 *, path: Path, per_class: int = 4) -> None:
-    """Rows = classes, column blocks = rounds: the first images chosen in each round."""
+    """Rows = classes, column blocks = rounds: the first images chosen in each round, drawn as
+    one picture (an axes per image took seconds for 10 classes and grows with classes × rounds)."""
+    grid, starts = mosaic(rounds, images, labels, len(classes), per_class=per_class)
+    h = images.shape[2] + 1
     nr, nc = len(classes), len(rounds) * per_class
-    fig, axes = plt.subplots(nr, nc, figsize=(nc * 0.6, nr * 0.6), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for j, r in enumerate(rounds):
-        idx = np.asarray(r["indices"], dtype=np.int64)
-        for c in range(nr):
-            for k, i in enumerate(idx[labels[idx] == c][:per_class]):
-                img = images[i].transpose(1, 2, 0)
-                axes[c, j * per_class + k].imshow(img.squeeze(), cmap="gray" if img.shape[2] == 1 else None)
-        axes[0, j * per_class].set_title(f"round {r['round']}", fontsize=7, loc="left")
-    for c, name in enumerate(classes):
-        axes[c, 0].text(-2, 0.5, name, transform=axes[c, 0].transAxes, ha="right", va="center", fontsize=6)
+    fig, ax = plt.subplots(figsize=(max(nc * 0.6, 2.0), max(nr * 0.6, 1.0)))
+    ax.imshow(grid, interpolation="nearest")
+    ax.set_yticks([c * h + (h - 1) / 2 for c in range(nr)], classes, fontsize=6)
+    ax.set_xticks([])
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    for x0, r in zip(starts, rounds):
+        ax.text(x0, -1, f"round {r['round']}", fontsize=7, ha="left", va="bottom")
     _save(fig, path)
