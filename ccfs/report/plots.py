@@ -87,7 +87,7 @@ def mosaic(rounds: list[dict], images: np.ndarray, labels: np.ndarray, n_classes
     cells per class, a block of `per_class` cells per round (the first images chosen of that
     class in that round; fewer leave white), `gap` pixels between cells and `block_gap`
     between blocks; and each block's first column. Grayscale images become gray RGB."""
-    _, c, h, w = images.shape
+    h, w = images.shape[2:]
     step_x, step_y = w + gap, h + gap
     block_w = per_class * step_x - gap + block_gap
     out = np.full((n_classes * step_y - gap, len(rounds) * block_w - block_gap, 3), 255, dtype=np.uint8)
