@@ -19,7 +19,7 @@ export OMP_WAIT_POLICY=PASSIVE  # spinning OpenMP threads slowed a neighbour up 
 run() { (cd "$WT" && PYTHONPATH=$WT $PY -m ccfs run fmnist-sweep "$@" threads=2 progress=false); }
 collect() {
   (cd "$ROOT" && $PY -m research.collect_records distilled_part "$R/fmnist-sweep" "$R"/teacher[12] \
-     --methods ccfs,self_evolved --seeds 0,1,2 && $PY -m research.collect_records fmnist_headline "$R/fmnist-sweep")
+     && $PY -m research.collect_records fmnist_headline "$R/fmnist-sweep")  # each file's scope: collect_records.SCOPES
 }
 item4=("select.ipc=[275,550]" "select.method=[ccfs,self_evolved]" "eval.seeds=[0,1,2]" eval.hard_labels=false)
 run "${item4[@]}" out="$R/fmnist-sweep" > "$R/part1.log" 2>&1; collect
