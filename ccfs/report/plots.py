@@ -105,8 +105,9 @@ def chosen_grid(rounds: list[dict], images: np.ndarray, labels: np.ndarray, clas
                 *, path: Path, per_class: int = 4) -> None:
     """Rows = classes, column blocks = rounds: the first images chosen in each round, drawn as
     one picture (an axes per image took seconds for 10 classes and grows with classes × rounds)."""
-    grid, starts = mosaic(rounds, images, labels, len(classes), per_class=per_class)
-    h = images.shape[2] + 1
+    gap = 1
+    grid, starts = mosaic(rounds, images, labels, len(classes), per_class=per_class, gap=gap)
+    h = images.shape[2] + gap  # a row of cells
     nr, nc = len(classes), len(rounds) * per_class
     fig, ax = plt.subplots(figsize=(max(nc * 0.6, 2.0), max(nr * 0.6, 1.0)))
     ax.imshow(grid, interpolation="nearest")

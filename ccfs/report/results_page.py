@@ -106,11 +106,6 @@ def distilled_part(root: Path) -> str:
                         tables.teacher_table(records, "ccfs", "self_evolved", ratio(records))])
 
 
-def _cell(values: list[float]) -> str:
-    m, sd, n = tables.mean_std(values)
-    return f"{m:.2f} ± {sd:.2f} (n={n})"
-
-
 def readme(root: Path) -> str:
     """The README's results: the headline sweep (`fmnist-sweep`, one command, one commit), KD
     students, CCFS and random real images at each share of the data where both have every seed
@@ -126,12 +121,12 @@ def readme(root: Path) -> str:
              "CCFS − self-evolved |", "|---|---|---|---|---|"]
     for i in landed:
         other = tables.lead(*diffs[("self_evolved", i)]) if ("self_evolved", i) in diffs else "–"
-        lines.append(f"| {share[i]:.0f} % (IPC {i}) | {_cell(finals[('ccfs', i)])} | {_cell(finals[('random', i)])} | "
-                     f"{tables.lead(*diffs[('random', i)])} | {other} |")
+        lines.append(f"| {share[i]:.0f} % (IPC {i}) | {tables.fmt(finals[('ccfs', i)])} | "
+                     f"{tables.fmt(finals[('random', i)])} | {tables.lead(*diffs[('random', i)])} | {other} |")
     full = [v for (m, _), v in finals.items() if tables.is_full(m)]
     if full:
         pool = f"{POOL:,}".replace(",", " ")
-        lines += ["", f"The full data ({pool} images, the same step budget): {_cell(full[0])}."]
+        lines += ["", f"The full data ({pool} images, the same step budget): {tables.fmt(full[0])}."]
     todo = [i for i in cfg.select.ipc if i not in landed]
     if todo:
         lines += ["", "Still training (the sweep lands in parts): " +
