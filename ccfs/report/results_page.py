@@ -117,8 +117,8 @@ def readme(root: Path) -> str:
     diffs = {(d[0], d[2]): d[4:] for d in tables.paired_differences(records)}
     share, seeds = ratio(records), len(cfg.eval.seeds)
     landed = sorted(i for i in share if all(len(finals.get((m, i), [])) == seeds for m in ("ccfs", "random")))
-    lines = ["| `ccfs run fmnist-sweep` | CCFS % | random real % | CCFS − random (95 % interval) | "
-             "CCFS − self-evolved |", "|---|---|---|---|---|"]
+    lines = [("| `ccfs run fmnist-sweep` | CCFS % | random real % | CCFS − random (95 % interval) | "
+              "CCFS − self-evolved |"), "|---|---|---|---|---|"]
     for i in landed:
         other = tables.lead(*diffs[("self_evolved", i)]) if ("self_evolved", i) in diffs else "–"
         lines.append(f"| {share[i]:.0f} % (IPC {i}) | {tables.fmt(finals[('ccfs', i)])} | "
@@ -140,8 +140,8 @@ def readme_distilled(root: Path) -> str:
     records = read(root, "distilled_part")
     share = ratio(records)
     rows = tables.across_teachers(records, "ccfs", "self_evolved")
-    lines = ["| CCFS − self-evolved (the same curricula, no distilled part) | teachers × seeds | test, mean over "
-             "teachers (95 % interval) |", "|---|---|---|"]
+    lines = [("| CCFS − self-evolved (the same curricula, no distilled part) | teachers × seeds | test, mean over "
+              "teachers (95 % interval) |"), "|---|---|---|"]
     lines += [f"| IPC {r['ipc']} ({share[r['ipc']]:.0f} %) | {r['teachers']} × {r['pairs'] // r['teachers']} | "
               f"{tables.lead(*r['over_teachers'], unit='teacher')} |" for r in rows]
     return "\n".join(lines)
