@@ -65,7 +65,7 @@ def test_mean_std_is_the_sample_std():
 
 def test_fmt():
     assert fmt([80.0, 82.0]) == "81.00 ± 1.41 (n=2)"
-    assert fmt([70.0]) == "70.00 ± 0.00 (n=1)"
+    assert fmt([70.0]) == "70.00 (n=1)"
     assert fmt([]) == "–"
 
 
@@ -114,7 +114,7 @@ def test_results_table_final_epoch_accuracy_comes_first():
     header = table.splitlines()[0]
     assert header.index("final-epoch test acc % (primary)") < header.index("validation acc %") < header.index("paper's metric")
     assert ["ccfs", "convnet", "10", "0.2", "81.00 ± 1.41 (n=2)", "–", "82.50 ± 2.12 (n=2)"] in _rows(table)
-    assert ["random", "convnet", "10", "0", "70.00 ± 0.00 (n=1)", "–", "72.00 ± 0.00 (n=1)"] in _rows(table)
+    assert ["random", "convnet", "10", "0", "70.00 (n=1)", "–", "72.00 (n=1)"] in _rows(table)
 
 
 def test_results_table_labels_exactly_the_oracle_windows():
@@ -325,9 +325,9 @@ def test_ratio_table_has_a_column_per_ipc_and_full_in_every_column():
                rec("full", "c", 10, 0.0, 0, 90.0, None)]
     lines = ratio_table(records, {10: 1.0, 50: 5.0}).splitlines()
     assert lines[0] == "| method | model | α | IPC 10 (1.0 %) | IPC 50 (5.0 %) |"
-    assert lines[2:] == ["| full | c |  | 90.00 ± 0.00 (n=1) | 90.00 ± 0.00 (n=1) |",
-                         "| ccfs | c | 0.1 | 81.00 ± 1.41 (n=2) | 88.00 ± 0.00 (n=1) |",
-                         "| random | c |  | – | 85.00 ± 0.00 (n=1) |"]
+    assert lines[2:] == ["| full | c |  | 90.00 (n=1) | 90.00 (n=1) |",
+                         "| ccfs | c | 0.1 | 81.00 ± 1.41 (n=2) | 88.00 (n=1) |",
+                         "| random | c |  | – | 85.00 (n=1) |"]
 
 
 def test_ratio_curves_follow_the_alpha_asked_for():
@@ -355,8 +355,8 @@ def test_the_sweep_table_shows_one_oracle_window_row_with_the_beta_picked_on_val
          rec("window_b0.1", "c", 50, 0.0, 0, 80.0, None), rec("window_b0.3", "c", 50, 0.0, 0, 79.0, None),
          rec("ccfs", "c", 10, 0.1, 0, 75.0, None)], val)]
     lines = ratio_table(records, {10: 1.0, 50: 5.0}).splitlines()
-    assert lines[2:] == ["| ccfs | c | 0.1 | 75.00 ± 0.00 (n=1) | – |",
-                         "| oracle window | c |  | 60.00 ± 0.00 (n=1, β 0.3) | 80.00 ± 0.00 (n=1, β 0.1) |"]
+    assert lines[2:] == ["| ccfs | c | 0.1 | 75.00 (n=1) | – |",
+                         "| oracle window | c |  | 60.00 (n=1, β 0.3) | 80.00 (n=1, β 0.1) |"]
     curves, _ = ratio_curves(records, {10: 1.0, 50: 5.0})
     assert curves["oracle window c"] == [(1.0, 60.0, 0.0), (5.0, 80.0, 0.0)]
 
@@ -460,8 +460,10 @@ def test_label_robust_table():
                         "+19.50 ± 6.35 (n=2) | 23.43 ± 2.48 (n=2) |")
     assert lines[3].startswith("| random | c | 10 | 0 | 78.50 ± 0.71 (n=2) | 67.00 ± 2.83 (n=2) | "
                                "0 (the reference) | 0 (the reference) | +23.50 ± 19.06 (n=2) | 22.18 ± ")
-    assert lines[4].startswith("| oracle window | c | 10 | 0 | 77.00 ± 0.00 (n=1) | 60.00 ± 0.00 (n=1) | "
-                               "-1.00, one seed: no interval")
+    # one seed: no std, no interval (never "± 0.00" nor "± inf")
+    assert lines[4].startswith("| oracle window | c | 10 | 0 | 77.00 (n=1) | 60.00 (n=1) | "
+                               "-1.00, one seed: no interval | -5.00, one seed: no interval | +30.00 (n=1) | ")
+    assert "inf" not in lines[4] and "± 0.00" not in lines[4]
     assert label_robust_table([r for r in LR if r["objective"] == "kd"]) == ""  # no hard-label students: no table
 
 

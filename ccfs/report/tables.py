@@ -15,11 +15,12 @@ def mean_std(values: list[float]) -> tuple[float, float, int]:
     return (statistics.fmean(values), statistics.stdev(values) if n > 1 else 0.0, n)
 
 
-def fmt(values: list[float]) -> str:
+def fmt(values: list[float], note: str = "") -> str:
+    """mean ± std (n, note); one value has no spread: 'mean (n=1)'."""
     if not values:
         return "–"
     m, s, n = mean_std(values)
-    return f"{m:.2f} ± {s:.2f} (n={n})"
+    return f"{m:.2f} (n=1{note})" if n == 1 else f"{m:.2f} ± {s:.2f} (n={n}{note})"
 
 
 def group(records: list[dict], field: str = "final_acc") -> dict[tuple, list[float]]:
@@ -214,7 +215,7 @@ def ratio_table(records: list[dict], ratio: dict[int, float]) -> str:
         if not v:
             return "–"
         beta = f", β {picked[(method, model, i)]:g}" if (method, model, i) in picked else ""
-        return f"{mean_std(v)[0]:.2f} ± {mean_std(v)[1]:.2f} (n={len(v)}{beta})"
+        return fmt(v, beta)
 
     for (method, model, alpha) in sorted(rows, key=lambda k: (_rank(k[0].removeprefix("oracle ")), k[1], k[2])):
         lines.append(f"| {method} | {model} | {alpha} | " + " | ".join(cell(method, model, alpha, i) for i in ipcs) + " |")
@@ -460,6 +461,8 @@ def _spread(stats: tuple[float, float, int] | None, *, percent: bool = False) ->
     if stats is None:
         return "–"
     mean, std, n = stats
+    if n < 2:  # no interval from one value
+        return f"{100 * mean:.2f} (n=1)" if percent else f"{mean:+.2f} (n=1)"
     half = interval95(mean, std, n)
     if percent:
         return f"{100 * mean:.2f} ± {100 * half:.2f} (n={n})"
