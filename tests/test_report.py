@@ -476,8 +476,23 @@ def test_students_pair_only_over_one_teacher_and_the_report_says_which_were_refu
                {**rec("random", "c", 10, 0.0, 1, 70.0, None), "teacher_sha1": "bbb"},
                rec("ccfs", "c", 10, 0.2, 2, 83.0, None), {**rec("random", "c", 10, 0.0, 2, 80.0, None), "teacher_sha1": "bbb"}]
     assert [(m, round(mean, 6), n) for m, _, _, _, mean, _, n in paired_differences(records)] == [("random", 2.0, 2)]
-    assert unpaired(records) == ["ccfs − random (c, IPC 10): seed 1 not paired: the two students had different teachers"]
+    assert unpaired(records) == ["ccfs − random (c, IPC 10): seed 1 not paired: the two students had different "
+                                 "teachers or distilled images"]
     assert unpaired(records[:2]) == []
+
+
+def test_students_with_distilled_images_pair_only_over_the_same_ones():
+    """Seed 0: both sets hold the same distilled images and pair; seed 1: different distilled
+    images, refused; a set without any (random) pairs with either."""
+    records = [{**rec("ccfs", "c", 10, 0.2, 0, 81.0, None), "distilled_sha1": "d1"},
+               {**rec("random_distilled", "c", 10, 0.2, 0, 80.0, None), "distilled_sha1": "d1"},
+               {**rec("ccfs", "c", 10, 0.2, 1, 90.0, None), "distilled_sha1": "d2"},
+               {**rec("random_distilled", "c", 10, 0.2, 1, 70.0, None), "distilled_sha1": "d1"},
+               rec("random", "c", 10, 0.0, 0, 79.0, None), rec("random", "c", 10, 0.0, 1, 78.0, None)]
+    got = {m: (round(mean, 6), n) for m, _, _, _, mean, _, n in paired_differences(records)}
+    assert got == {"random_distilled": (1.0, 1), "random": (7.0, 2)}
+    assert unpaired(records) == ["ccfs − random_distilled (c, IPC 10): seed 1 not paired: the two students had "
+                                 "different teachers or distilled images"]
 
 
 def test_differences_over_teachers_take_the_teacher_as_the_unit():

@@ -95,6 +95,7 @@ def headline(root: Path) -> str:
     return "\n\n".join([provenance(records, "fmnist_headline"), tables.ratio_table(records, share),
                         "CCFS minus each method, paired by seed (test; mean ± half-width of the 95 % interval):",
                         tables.lead_table(records, share)] +
+                       (["Not paired: " + "; ".join(refused) + "."] if (refused := tables.unpaired(records)) else []) +
                        (["The set against the teacher: hard-label students beside the KD ones (docs/method.md §3):",
                          robust] if robust else []))
 

@@ -92,7 +92,7 @@ def _seed_pairs(records: list[dict], reference: str, field: str):
             if key[0] == reference or key[1] != model or not _pairs_with(key[0], ipc, alpha, key):
                 continue
             shared = sorted(set(ref) & set(other))
-            same = [s for s in shared if same_teacher(ref[s], other[s])]
+            same = [s for s in shared if same_teacher(ref[s], other[s]) and same_distilled(ref[s], other[s])]
             yield key, (model, ipc, alpha), [(ref[s][field], other[s][field]) for s in same], \
                 [s for s in shared if s not in same]
 
@@ -103,13 +103,20 @@ def same_teacher(a: dict, b: dict) -> bool:
     return a.get("teacher_sha1") is None or b.get("teacher_sha1") is None or a["teacher_sha1"] == b["teacher_sha1"]
 
 
+def same_distilled(a: dict, b: dict) -> bool:
+    """Two students that both hold distilled images pair only over the same ones (the same
+    `distilled_sha1`); a set without any (or a record from before the hash) pairs with either."""
+    return a.get("distilled_sha1") is None or b.get("distilled_sha1") is None or a["distilled_sha1"] == b["distilled_sha1"]
+
+
 def paired_differences(records: list[dict], reference: str = "ccfs",
                        field: str = "final_acc") -> list[tuple[str, str, int, float, float, float, int]]:
     """(method, model, ipc, α, mean, std, n) of `reference` minus each other method, paired
     by seed: the same student seed and model, the same IPC (the full-data student pairs
     with every IPC), and for methods with a distilled part the same α; the reference at
     several α (an α sweep) gets rows for each. Only seeds both have count, and only over one
-    teacher (`same_teacher`; `unpaired` lists what is refused). KD students only where there
+    teacher and distilled set (`same_teacher`, `same_distilled`; `unpaired` lists what is
+    refused). KD students only where there
     are any (`main_protocol`): a hard-label student never pairs with a KD one."""
     out = []
     for key, (model, ipc, alpha), pairs, _ in _seed_pairs(records, reference, field):
@@ -120,9 +127,9 @@ def paired_differences(records: list[dict], reference: str = "ccfs",
 
 def unpaired(records: list[dict], reference: str = "ccfs") -> list[str]:
     """One line per comparison whose seeds were refused as pairs: the two students of a seed
-    were made over different teachers."""
+    were made over different teachers, or over different distilled images."""
     return [f"{reference} − {key[0]} ({model}, IPC {ipc}): seed{'s' * (len(refused) > 1)} "
-            f"{', '.join(map(str, refused))} not paired: the two students had different teachers"
+            f"{', '.join(map(str, refused))} not paired: the two students had different teachers or distilled images"
             for key, (model, ipc, _), _, refused in _seed_pairs(records, reference, "final_acc") if refused]
 
 
