@@ -92,21 +92,16 @@ def _seed_pairs(records: list[dict], reference: str, field: str):
             if key[0] == reference or key[1] != model or not _pairs_with(key[0], ipc, alpha, key):
                 continue
             shared = sorted(set(ref) & set(other))
-            same = [s for s in shared if same_teacher(ref[s], other[s]) and same_distilled(ref[s], other[s])]
+            same = [s for s in shared if pair_over(ref[s], other[s])]
             yield key, (model, ipc, alpha), [(ref[s][field], other[s][field]) for s in same], \
                 [s for s in shared if s not in same]
 
 
-def same_teacher(a: dict, b: dict) -> bool:
-    """Two students pair only over one teacher: the same `teacher_sha1` (records from before
-    the hash was recorded carry none and pair)."""
-    return a.get("teacher_sha1") is None or b.get("teacher_sha1") is None or a["teacher_sha1"] == b["teacher_sha1"]
-
-
-def same_distilled(a: dict, b: dict) -> bool:
-    """Two students that both hold distilled images pair only over the same ones (the same
-    `distilled_sha1`); a set without any (or a record from before the hash) pairs with either."""
-    return a.get("distilled_sha1") is None or b.get("distilled_sha1") is None or a["distilled_sha1"] == b["distilled_sha1"]
+def pair_over(a: dict, b: dict) -> bool:
+    """Two students pair only over one teacher and one distilled set: the same `teacher_sha1`
+    and, where both hold distilled images, the same `distilled_sha1`. A record without a hash
+    (a set without distilled images, or one recorded before the hash) pairs with either."""
+    return all(a.get(k) is None or b.get(k) is None or a[k] == b[k] for k in ("teacher_sha1", "distilled_sha1"))
 
 
 def paired_differences(records: list[dict], reference: str = "ccfs",
@@ -115,9 +110,8 @@ def paired_differences(records: list[dict], reference: str = "ccfs",
     by seed: the same student seed and model, the same IPC (the full-data student pairs
     with every IPC), and for methods with a distilled part the same α; the reference at
     several α (an α sweep) gets rows for each. Only seeds both have count, and only over one
-    teacher and distilled set (`same_teacher`, `same_distilled`; `unpaired` lists what is
-    refused). KD students only where there
-    are any (`main_protocol`): a hard-label student never pairs with a KD one."""
+    teacher and distilled set (`pair_over`; `unpaired` lists what is refused). KD students only
+    where there are any (`main_protocol`): a hard-label student never pairs with a KD one."""
     out = []
     for key, (model, ipc, alpha), pairs, _ in _seed_pairs(records, reference, field):
         if pairs:
