@@ -25,7 +25,7 @@ from ccfs.device import resolve_device
 from ccfs.distributed import device_name
 from ccfs.errors import CheckpointError, ConfigError, DataError
 from ccfs.models import load_checkpoint
-from ccfs.records import check_selection_settings
+from ccfs.records import check_selection_inputs, check_selection_settings, images_sha1
 from ccfs.selection import methods
 
 
@@ -75,7 +75,7 @@ class Run:
     """`shared`: the folder holding teacher/ and distill/ when several runs share them (the
     points of an IPC / α sweep); default the run's own `out`."""
 
-    SHARED = ("data", "teacher", "teacher_sha1", "distilled")  # settings-free: siblings reuse them
+    SHARED = ("data", "teacher", "teacher_sha1", "distilled", "_part_sha1")  # settings-free: siblings reuse them
 
     def __init__(self, cfg: Config, shared: Path | None = None):
         self.cfg = cfg
@@ -148,6 +148,7 @@ class Run:
     @cached_property
     def teacher_sha1(self) -> str:
         """A hash of the teacher's weights file: records made over one teacher share it."""
+        self.teacher  # noqa: B018 - loaded first: a damaged file is named as such, not as another teacher
         return file_sha1(self.teacher_file("model.pt"))
 
     # ------------------------------------------------------------------ distilled images
@@ -183,12 +184,32 @@ class Run:
             raise ConfigError(f"{path} is missing: run `ccfs select` first")
         return read_json(path)
 
+    def selection_inputs(self, run_name: str) -> dict:
+        """What a selection of `run_name` is made over, by hash (`records.INPUTS`): the
+        teacher's weights and the distilled part it uses (the first images of each class of
+        distill/images.pt; none for a method without one, or that distils its own)."""
+        s = self.cfg.select
+        entry = methods.parse(run_name)[1]
+        part = None
+        if entry.distilled in ("alpha", "ipc"):
+            cpc = entry.distilled_per_class(s.ipc, s.cpc)
+            if cpc not in self._part_sha1:
+                self._part_sha1[cpc] = images_sha1(api.first_per_class(self.distilled, cpc, self.data.num_classes))
+            part = self._part_sha1[cpc]
+        return {"teacher_sha1": self.teacher_sha1, "distilled_sha1": part}
+
+    @cached_property
+    def _part_sha1(self) -> dict[int, str | None]:
+        return {}
+
     def selection(self, run_name: str, seed: int | None = None) -> tuple[Split, dict, dict]:
         """(the synthetic set, selected_indices.json, meta.json) of a finished selection;
-        selected_indices.json holds rows of the dataset file (`Dataset.file_rows`)."""
+        selected_indices.json holds rows of the dataset file (`Dataset.file_rows`). One made
+        with other settings or over other inputs is a one-line error."""
         folder = self.selection_dir(run_name, seed)
         sel = self.selected_indices(run_name, seed)
         check_selection_settings(folder, self.cfg, run_name)
+        check_selection_inputs(folder, self.selection_inputs(run_name))
         meta = read_json(folder / "meta.json")
         if meta.get("distilled_file"):
             blob = read_artifact(folder / meta["distilled_file"], _load_images)

@@ -7,7 +7,10 @@ the student's loss: the run's eval.objective, or "ce" for the hard-label student
 eval.hard_labels adds beside the KD ones (same settings hash: adding them changes no KD
 record). Records made with other settings stay in the file but are never mixed with the
 current ones, and the tables compare one objective only (`main_protocol`). Each selection
-folder keeps the settings it was made with (`settings.json`), checked before it is reused.
+folder keeps the settings it was made with (`settings.json`) and the hashes of the teacher
+and the distilled images it was made over (`inputs.json`), both checked before it is reused;
+a record whose student trained over other inputs than its selection's present ones (a
+selection made again) is set aside in OUT/results.stale.jsonl and trained again.
 """
 from __future__ import annotations
 
@@ -18,11 +21,13 @@ from collections import defaultdict
 from pathlib import Path
 
 from ccfs.selection import methods
-from ccfs.artifacts import append_jsonl, read_json, write_json
+from ccfs.artifacts import append_jsonl, read_json, write_json, write_text
+from ccfs.distributed import is_main
 from ccfs.config import Config, filter_recipe, to_dict
 from ccfs.errors import ConfigError
 
 FILE = "results.jsonl"
+STALE = "results.stale.jsonl"  # records set aside (`set_aside`)
 
 
 # Recipe fields a selection never depends on: when models are tested (filters are not
@@ -85,6 +90,70 @@ def check_selection_settings(folder: Path, cfg: Config, run_name: str, *, write:
             raise ConfigError(settings_mismatch(Path(folder), saved, now))
     elif write:
         write_json(path, now)
+
+
+# What a selection is made over besides its settings, by hash: a selection folder keeps them
+# (inputs.json, written when it starts) and is reused only over the same ones.
+INPUTS = {"teacher_sha1": "teacher", "distilled_sha1": "distilled images"}
+
+
+def images_sha1(part) -> str | None:
+    """A hash of a Split's images and labels (12 hex digits); None for no images. The
+    `distilled_sha1` of selections and records: the distilled part a set uses."""
+    if part is None or len(part) == 0:
+        return None
+    data = part.images.contiguous().cpu().numpy().tobytes() + part.labels.contiguous().cpu().numpy().tobytes()
+    return hashlib.sha1(data).hexdigest()[:12]
+
+
+def check_selection_inputs(folder: Path, now: dict, *, write: bool = False) -> None:
+    """A selection folder made over another teacher or other distilled images than `now`
+    ({"teacher_sha1", "distilled_sha1"}) is never reused: a one-line error saying which and
+    how to go on. `write`: record `now` where nothing is saved (a selection that starts). A
+    folder from before ccfs recorded its inputs is not checked."""
+    path = Path(folder) / "inputs.json"
+    if path.is_file():
+        saved = read_json(path)
+        changed = [f"{what} {saved.get(k)} -> {now.get(k)}" for k, what in INPUTS.items() if saved.get(k) != now.get(k)]
+        if changed:
+            raise ConfigError(f"{folder} was made over other inputs than this run's ({'; '.join(changed)}, by "
+                              "sha1): delete the folder to make it again over the present ones (its students "
+                              "then train again), or use a new out= directory")
+    elif write:
+        write_json(path, now)
+
+
+def stale(found: list[dict], inputs: dict[tuple, dict]) -> list[dict]:
+    """The records of `found` whose student trained over other inputs than its selection is
+    made over now: `inputs` maps (method, seed) to that selection's inputs.json. Only what
+    both sides hold is compared (records and selections from before the hashes pass)."""
+    out = []
+    for r in found:
+        now = inputs.get((r["method"], r["seed"]))
+        if now and any(r.get(k) is not None and now.get(k) is not None and r[k] != now[k] for k in INPUTS):
+            out.append(r)
+    return out
+
+
+def set_aside(out: Path, gone: list[dict]) -> None:
+    """Move records `gone` from OUT/results.jsonl to OUT/results.stale.jsonl (kept, never
+    read by a table): appended there first, then results.jsonl rewritten without them."""
+    if not gone or not is_main():
+        return
+    drop = {json.dumps(r, sort_keys=True) for r in gone}
+    for r in gone:
+        append_jsonl(Path(out) / STALE, r)
+    path = Path(out) / FILE
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and _canonical(line) not in drop]
+    write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _canonical(line: str) -> str | None:
+    try:
+        return json.dumps(json.loads(line), sort_keys=True)
+    except json.JSONDecodeError:
+        return None
 
 
 def settings_hash(cfg: Config) -> str:

@@ -266,17 +266,46 @@ def test_a_finished_synthesis_grows_into_the_larger_one():
     batches, images, rng = last[-1]
     saved = {"key": key, "per_class": 2, "batches": batches, "images": images, "rng": rng}
     resume = resume_point(saved, key, 4)
-    assert resume.batches == 1 and torch.equal(quantize(resume.pixels.view(3, 4, 1, 8, 8)[:, :2]),
-                                               quantize(small).view(3, 2, 1, 8, 8))
+    assert resume.batches == 1 and resume.breaks == () and torch.equal(
+        quantize(resume.pixels.view(3, 4, 1, 8, 8)[:, :2]), quantize(small).view(3, 2, 1, 8, 8))
     assert torch.equal(quantize(run(4, resume=resume)), quantize(run(4)))
-    # not a continuation: another key, a partial batch, an unfinished or a larger saved synthesis, real init
+    # not a continuation: another key, an unfinished or a larger saved synthesis, real init
     assert resume_point(saved, {**key, "batch_ipc": 1}, 4) is None
-    assert resume_point({**saved, "per_class": 3, "batches": 2}, key, 4) is None
     assert resume_point({**saved, "batches": 0}, key, 4) is None
     assert resume_point(saved, key, 1) is None
     real = {**key, "init": "real"}
     assert resume_point({**saved, "key": real}, real, 4) is None
     assert resume_point(saved, key, 2).batches == 1  # the same request: after its saved batches
+
+
+def test_a_synthesis_grown_after_a_partial_batch_keeps_every_earlier_image():
+    """3 images per class in batches of 2 end with a partial batch; grown to 6 the new
+    batches start at the 4th image (a break), the first 3 of each class stay as they were,
+    and an interrupted growth resumes to the same images."""
+    from ccfs.distill.run import batch_count, resume_point
+
+    teacher = tiny_bn_net(channels=1)
+    params = SynthParams(iterations=2, lr=0.1, batch_ipc=2, jitter=1)
+    key = {"batch_ipc": 2, "init": "noise", "classes": 3}
+
+    def run(per_class, **kw):
+        return synthesize(teacher, torch.arange(3).repeat_interleave(per_class), (1, 8, 8), [0.3], std=[0.4],
+                          params=params, generator=torch.Generator().manual_seed(5), **kw)
+
+    kept = []
+    small = quantize(run(3, on_batch=lambda p: kept.append(Progress(p.batches, quantize(p.pixels), p.rng.clone()))))
+    saved = {"key": key, "per_class": 3, "batches": kept[-1].batches, "images": kept[-1].pixels, "rng": kept[-1].rng}
+    resume = resume_point(saved, key, 6)
+    assert (resume.batches, resume.breaks) == (2, (3,)) and batch_count(6, 2, (3,)) == 4
+    steps = []
+    big = quantize(run(6, resume=resume, on_batch=lambda p: steps.append(
+        Progress(p.batches, p.pixels.clone(), p.rng.clone(), p.breaks))))
+    assert torch.equal(big.view(3, 6, 1, 8, 8)[:, :3], small.view(3, 3, 1, 8, 8))
+    assert [p.batches for p in steps] == [3, 4] and all(p.breaks == (3,) for p in steps)
+    assert not torch.equal(big, quantize(run(6)))  # not the images of asking for 6 at once
+    assert torch.equal(quantize(run(6, resume=steps[0])), big)  # interrupted after batch 3, resumed
+    assert [b.tolist() for b in class_batches(torch.arange(2).repeat_interleave(6), 2, (3,))] == [
+        [0, 1, 6, 7], [2, 8], [3, 4, 9, 10], [5, 11]]
 
 
 # ---------------------------------------------------------------- files

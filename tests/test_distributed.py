@@ -119,6 +119,24 @@ def test_same_teacher_and_images_give_the_same_selection_and_students(base):
     assert results(one) == results(two)
 
 
+def test_a_two_rank_distillation_grows_keeping_its_images(base):
+    """Under torchrun (no progress file) more images per class keep the ones made before."""
+    root, b, one = base
+    grow = b / "grow"
+    grow.mkdir()
+    for part in ("teacher", "config.yaml", "format.json"):
+        (shutil.copytree if (one / part).is_dir() else shutil.copy)(one / part, grow / part)
+    made = []
+    for ipc in (3, 5):
+        p = run(ccfs_cmd("distill", root, grow, "select.method=[distill_only]", f"select.ipc={ipc}", ranks=2),
+                b / "cache")
+        assert p.returncode == 0, p.stderr[-3000:]
+        made.append(torch.load(grow / "distill" / "images.pt", weights_only=True)["images"])
+    assert "going on after 2 of 3 batches (the images made before are kept)" in p.stdout
+    assert torch.equal(made[1].view(10, 5, 1, 28, 28)[:, :3], made[0].view(10, 3, 1, 28, 28))
+    assert made[1].view(10, 5, -1)[:, 3:].float().std() > 0  # the new ones were made
+
+
 def test_killed_two_rank_run_resumes_to_the_same_result(base):
     root, b, _ = base
     whole, cut = b / "whole", b / "cut"

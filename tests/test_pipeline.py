@@ -350,6 +350,53 @@ def test_evaluate_refuses_a_selection_made_with_other_settings(tmp_path, capsys)
     assert len(recs) == 2 and recs[0]["settings"] != recs[1]["settings"]  # a student of its own, same selection
 
 
+def test_a_selection_over_changed_distilled_images_is_refused_and_its_students_train_again(tmp_path, capsys):
+    """A selection folder records the teacher and the distilled part it was made over; once
+    distill/images.pt changes under it, it is refused (select and evaluate) in one line, and
+    when it is made again its earlier students are set aside and trained again."""
+    root = write_fake_fmnist(tmp_path / "fmnist")
+    out = tmp_path / "run"
+    args = ("select.method=[ccfs,random]",)
+    assert _run(root, out, *args) == 0
+    folder = out / "select" / "ccfs" / "seed0"
+    inputs = json.loads((folder / "inputs.json").read_text())
+    recs = {r["method"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert inputs == {k: recs["ccfs"][k] for k in ("teacher_sha1", "distilled_sha1")}
+    assert json.loads((out / "select" / "random" / "seed0" / "inputs.json").read_text())["distilled_sha1"] is None
+    path = out / "distill" / "images.pt"
+    blob = torch.load(path, weights_only=True)
+    blob["images"][-1] = 255 - blob["images"][-1]  # the last image of the last class
+    torch.save(blob, path)
+    capsys.readouterr()
+    for stage in ("select", "evaluate"):
+        assert _run(root, out, *args, stage=stage) == 2
+        err = capsys.readouterr().err
+        assert f"{folder} was made over other inputs" in err and f"distilled images {inputs['distilled_sha1']} -> " in err
+        assert "teacher" not in err.split("(")[1] and len(err.strip().splitlines()) == 1
+    shutil.rmtree(folder)
+    assert _run(root, out, *args) == 0
+    assert "1 student record(s) were made over other inputs" in capsys.readouterr().out
+    now = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    stale = [json.loads(line) for line in (out / "results.stale.jsonl").read_text().splitlines()]
+    assert stale == [recs["ccfs"]] and sorted(r["method"] for r in now) == ["ccfs", "random"]
+    assert [r["distilled_sha1"] for r in now if r["method"] == "ccfs"] == [
+        json.loads((folder / "inputs.json").read_text())["distilled_sha1"]] != [inputs["distilled_sha1"]]
+    assert [r for r in now if r["method"] == "random"] == [recs["random"]]  # no distilled part: kept
+
+
+def test_check_selection_inputs_names_a_changed_teacher(tmp_path):
+    from ccfs.errors import ConfigError
+    from ccfs.records import check_selection_inputs
+
+    made = {"teacher_sha1": "aaa", "distilled_sha1": None}
+    check_selection_inputs(tmp_path, made)  # nothing saved, nothing written: a folder from before
+    assert not (tmp_path / "inputs.json").exists()
+    check_selection_inputs(tmp_path, made, write=True)
+    check_selection_inputs(tmp_path, made)
+    with pytest.raises(ConfigError, match=r"other inputs than this run's \(teacher aaa -> bbb, by sha1\)"):
+        check_selection_inputs(tmp_path, {**made, "teacher_sha1": "bbb"})
+
+
 def test_forgetting_row_uses_forgetting_scores_under_another_select_score(tmp_path):
     from ccfs.selection.baselines import hardest_window
 
@@ -440,6 +487,33 @@ def test_random_methods_select_once_per_evaluation_seed(tmp_path, monkeypatch):
     assert sorted((r["method"], r["seed"]) for r in records) == [
         ("ccfs", 0), ("ccfs", 1), ("forgetting", 0), ("forgetting", 1), ("random", 0), ("random", 1)]
     assert "paired by seed" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("progress_file", [True, False])
+def test_a_sweep_grown_by_a_larger_point_keeps_the_distilled_images_of_the_done_ones(tmp_path, monkeypatch,
+                                                                                      capsys, progress_file):
+    """A sweep made at IPC 6 (3 distilled a class, a partial batch of batch_ipc 2) then grown
+    by IPC 10 (5 a class): the first 3 of each class stay as they were, so the IPC 6 point's
+    selections and students stay valid; with or without the progress file (deleted, or a
+    torchrun synthesis, which writes none)."""
+    monkeypatch.setenv("CCFS_CACHE", str(tmp_path / "cache"))
+    root = write_fake_fmnist(tmp_path / "fmnist")
+    out = tmp_path / "sweep"
+    args = ("select.alpha=0.5", "select.method=[random_distilled]")
+    assert _run(root, out, "select.ipc=[6]", *args) == 0
+    before = torch.load(out / "distill" / "images.pt", weights_only=True)
+    if not progress_file:
+        (out / "distill" / "progress.pt").unlink()
+    capsys.readouterr()
+    assert _run(root, out, "select.ipc=[6,10]", *args) == 0
+    said = capsys.readouterr().out
+    assert "going on after 2 of 3 batches" in said and "were made over other inputs" not in said
+    after = torch.load(out / "distill" / "images.pt", weights_only=True)
+    assert after["images"].shape[0] == 50 and torch.equal(after["images"].view(10, 5, 1, 28, 28)[:, :3],
+                                                          before["images"].view(10, 3, 1, 28, 28))
+    assert json.loads((out / "distill" / "meta.json").read_text())["breaks"] == [3]
+    recs = [json.loads(line) for p in sorted(out.glob("ipc*/results.jsonl")) for line in p.read_text().splitlines()]
+    assert sorted(r["ipc"] for r in recs) == [6, 10] and not list(out.glob("ipc*/results.stale.jsonl"))
 
 
 def test_ipc_and_alpha_lists_run_a_sweep_over_one_teacher(tmp_path, monkeypatch):

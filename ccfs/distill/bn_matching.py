@@ -20,6 +20,7 @@ import math
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 import torch.nn as nn
@@ -144,15 +145,19 @@ def cda_min_scale(step: int, total: int, schedule: str, min_scale: float, *, mil
     raise ConfigError(f"distill: cda_schedule must be one of {CDA_SCHEDULES}, got {schedule!r}")
 
 
-def class_batches(labels: torch.Tensor, batch_ipc: int) -> list[torch.Tensor]:
+def class_batches(labels: torch.Tensor, batch_ipc: int, breaks: Sequence[int] = ()) -> list[torch.Tensor]:
     """Positions in `labels` grouped into batches: batch b holds the b-th run of
-    `batch_ipc` positions of every class (class-major inside the batch). With equal
-    class counts every batch holds every class; a class with fewer images drops out of
-    the last batches."""
-    per_class = [(labels == c).nonzero().flatten() for c in labels.unique().tolist()]
-    n_batches = max((math.ceil(len(p) / batch_ipc) for p in per_class), default=0)
-    return [torch.cat([p[b * batch_ipc:(b + 1) * batch_ipc] for p in per_class])
-            for b in range(n_batches)]
+    `batch_ipc` positions of every class (class-major inside the batch); runs also end at
+    each class's position in `breaks` (a synthesis grown after a partial batch). With equal
+    class counts every batch holds every class; a class with fewer images drops out of the
+    last batches."""
+    runs = []
+    for c in labels.unique().tolist():
+        p = (labels == c).nonzero().flatten()
+        bounds = [0, *sorted(x for x in set(breaks) if 0 < x < len(p)), len(p)]
+        runs.append([p[i:min(i + batch_ipc, hi)] for lo, hi in pairwise(bounds)
+                     for i in range(lo, hi, batch_ipc)])
+    return [torch.cat([r[b] for r in runs if b < len(r)]) for b in range(max(map(len, runs), default=0))]
 
 
 def _augment(x: torch.Tensor, params: SynthParams, step: int, generator: torch.Generator) -> torch.Tensor:
@@ -197,12 +202,15 @@ def _optimise_batch(teacher: nn.Module, bn: BNStatsLoss, x: torch.Tensor, y: tor
 
 @dataclass
 class Progress:
-    """A synthesis after its first `batches` batches (one process): the pixels [n, C, H, W]
-    in [0, 1] (rows of later batches are zero; in `on_batch` the live buffer, to be copied
-    if kept) and the generator's state after them."""
+    """A synthesis after its first `batches` batches: the pixels [n, C, H, W] in [0, 1] (rows
+    of later batches are zero; in `on_batch` the live buffer, to be copied if kept), the
+    generator's state after them (None: the generator as given), and where the batches of
+    each class restart (`class_batches`'s `breaks`: a grown synthesis keeps the batches of
+    the smaller one)."""
     batches: int
     pixels: torch.Tensor
-    rng: torch.Tensor
+    rng: torch.Tensor | None
+    breaks: tuple[int, ...] = ()
 
 
 def synthesize(teacher: nn.Module, labels: torch.Tensor, image_shape: Sequence[int],
@@ -220,8 +228,9 @@ def synthesize(teacher: nn.Module, labels: torch.Tensor, image_shape: Sequence[i
     receives (ce, bn) floats (bn unweighted by r_bn) at the first and the last iteration
     of every batch, in batch order (one entry per batch when iterations == 1).
 
-    One process only: `resume` starts after its finished batches (the result is the one an
-    uninterrupted call gives), and `on_batch` receives the Progress after every batch."""
+    `resume` starts after its finished batches, with its batch layout (the result is the one
+    an uninterrupted call gives); `on_batch` (one process only) receives the Progress after
+    every batch."""
     device = next(teacher.parameters()).device
     teacher.eval().requires_grad_(False)
     c, h, w = (int(s) for s in image_shape)
@@ -230,18 +239,21 @@ def synthesize(teacher: nn.Module, labels: torch.Tensor, image_shape: Sequence[i
     bounds = ((0 - mean_t) / std_t, (1 - mean_t) / std_t)  # valid normalised range per channel
     init = _check_init(init_images, params, len(labels), (c, h, w))
     out = torch.zeros(len(labels), c, h, w)
-    batches = class_batches(labels.cpu(), params.batch_ipc)
+    breaks = resume.breaks if resume is not None else ()
+    batches = class_batches(labels.cpu(), params.batch_ipc, breaks)
     world, rank = distributed.world_size(), distributed.rank()
-    if world > 1 and (resume is not None or on_batch is not None):
-        raise ConfigError("distill: resuming a synthesis works in one process only (not under torchrun)")
+    if world > 1 and on_batch is not None:
+        raise ConfigError("distill: saving a synthesis's progress works in one process only (not under torchrun)")
     start = 0
     if resume is not None:
         if resume.pixels.shape != out.shape or not 0 <= resume.batches <= len(batches):
             raise ConfigError(f"distill: a saved synthesis of {tuple(resume.pixels.shape)} images after "
                               f"{resume.batches} batches does not fit this one ({tuple(out.shape)}, {len(batches)} batches)")
         start = resume.batches
-        out.copy_(resume.pixels)
-        generator.set_state(resume.rng)
+        if rank == 0:  # under torchrun the ranks' images are summed: the kept ones counted once
+            out.copy_(resume.pixels)
+        if resume.rng is not None:
+            generator.set_state(resume.rng)
     if world > 1:  # torchrun: rank r makes batches r, r + N, ...; each batch its own generator
         base = int(torch.randint(2**62, (1,), generator=generator))
         gens = [torch.Generator().manual_seed(base + b) for b in range(len(batches))]
@@ -259,7 +271,7 @@ def synthesize(teacher: nn.Module, labels: torch.Tensor, image_shape: Sequence[i
             x = _optimise_batch(teacher, bn, x, labels[pos].to(device), bounds=bounds, params=params, generator=gen, history=history, bar=bar)
             out[pos] = (x * std_t + mean_t).clamp(0, 1).cpu()
             if on_batch is not None:
-                on_batch(Progress(b + 1, out, gen.get_state()))
+                on_batch(Progress(b + 1, out, gen.get_state(), breaks))
     bar.close()
     if world > 1:
         distributed.sum_(out)  # each image is non-zero on one rank only

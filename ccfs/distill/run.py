@@ -3,10 +3,17 @@
     OUT/distill/images.pt   {"images": uint8 [n, C, H, W], "labels": [n]} sorted by class
     OUT/distill/png/        class folders 00000/, 00001/, ... (the official layout)
     OUT/distill/grid.png    one row per class, for people to look at
-    OUT/distill/meta.json   method, images per class, seconds, images/s
+    OUT/distill/meta.json   method, images per class, seconds, images/s (and `breaks`: where a
+                            grown synthesis started new batches)
     OUT/distill/progress.pt a synthesis after its last saved batch: an interrupted one resumes
-                            from it, and a later request for more images per class continues
-                            a finished one instead of starting again (one process)
+                            from it (one process)
+
+A later request for more images per class grows a finished synthesis: its images stay as the
+first of each class (selections made over them stay valid) and only the new ones are made.
+With full batches that gives the images of asking for the larger number at once; after a
+partial batch the new batches start where the old ones ended (`grown`), so a directory grown
+in parts can hold other images than one made at once (selections and records hold the hash of
+the part they use, `ccfs.records`).
 
 `sre2l` / `cda` synthesise from the BatchNorm teacher (docs/method.md §5); `folder` / `tensor`
 import images made by any other method; `none` makes no distilled images.
@@ -16,6 +23,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -23,7 +31,7 @@ import torch
 from ccfs import distributed
 from ccfs.api import distill_images
 from ccfs.selection import methods
-from ccfs.artifacts import read_json, torch_save, write_json
+from ccfs.artifacts import read_artifact, read_json, torch_save, write_json
 from ccfs.context import Run
 from ccfs.distill.bn_matching import Progress
 from ccfs.distill.folder import (export_png_folder, import_png_folder, import_tensor_file, quantize,
@@ -53,21 +61,37 @@ def synthesis_key(run: Run) -> dict:
 def resume_point(saved: dict | None, key: dict, per_class: int) -> Progress | None:
     """Where a synthesis of `per_class` images per class can start from a saved progress
     file: after its saved batches if it was the same request; after all of them if it was a
-    finished synthesis of fewer images per class whose batches were all full (with noise
-    initialisation its batches and random draws are the first ones of the larger request);
-    else from scratch (None)."""
+    finished synthesis of fewer images per class with noise initialisation (`grown`: its
+    images are kept, the generator goes on from its state); else from scratch (None)."""
     if saved is None or saved["key"] != key:
         return None
-    pixels, old, b = saved["images"].float() / 255, saved["per_class"], key["batch_ipc"]
+    pixels, old, breaks = saved["images"].float() / 255, saved["per_class"], tuple(saved.get("breaks", ()))
     if old == per_class:
-        return Progress(saved["batches"], pixels, saved["rng"])
-    finished = saved["batches"] == math.ceil(old / b)
-    if old < per_class and finished and old % b == 0 and key["init"] == "noise":
-        classes = key["classes"]
-        grown = torch.zeros(classes, per_class, *pixels.shape[1:])
-        grown[:, :old] = pixels.view(classes, old, *pixels.shape[1:])
-        return Progress(old // b, grown.flatten(0, 1), saved["rng"])
+        return Progress(saved["batches"], pixels, saved["rng"], breaks)
+    finished = saved["batches"] == batch_count(old, key["batch_ipc"], breaks)
+    if old < per_class and finished and key["init"] == "noise":
+        return grown(Progress(saved["batches"], pixels, saved["rng"], breaks), old, per_class, key)
     return None
+
+
+def grown(done: Progress, old: int, per_class: int, key: dict) -> Progress:
+    """A finished synthesis of `old` images per class as the start of one of `per_class`:
+    its images kept as the first `old` of each class, its batches the first ones. Where its
+    last batch was partial, the new batches start at `old` (a break), so that no earlier
+    image is made again; with full batches the result is the one of asking for `per_class`
+    at once."""
+    classes, b, breaks = key["classes"], key["batch_ipc"], done.breaks
+    if (old - (breaks[-1] if breaks else 0)) % b:
+        breaks = (*breaks, old)
+    pixels = torch.zeros(classes, per_class, *done.pixels.shape[1:])
+    pixels[:, :old] = done.pixels.view(classes, old, *done.pixels.shape[1:])
+    return Progress(done.batches, pixels.flatten(0, 1), done.rng, breaks)
+
+
+def batch_count(per_class: int, batch_ipc: int, breaks: tuple[int, ...] = ()) -> int:
+    """How many batches a synthesis of `per_class` images per class makes (`class_batches`)."""
+    bounds = [0, *sorted(x for x in set(breaks) if 0 < x < per_class), per_class]
+    return sum(math.ceil((hi - lo) / batch_ipc) for lo, hi in pairwise(bounds))
 
 
 def progress_saver(path: Path, key: dict, per_class: int, batches: int, every_s: float = SAVE_EVERY_S):
@@ -80,7 +104,7 @@ def progress_saver(path: Path, key: dict, per_class: int, batches: int, every_s:
         if p.batches < batches and time.monotonic() - last < every_s:
             return
         torch_save({"key": key, "per_class": per_class, "batches": p.batches, "images": quantize(p.pixels),
-                    "rng": p.rng.clone()}, path)
+                    "rng": p.rng.clone(), "breaks": list(p.breaks)}, path)
         last = time.monotonic()
     return save
 
@@ -100,21 +124,38 @@ def load_progress(path: Path) -> dict | None:
         return None
 
 
-def _synthesise(run: Run, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The distilled images, going on from OUT/distill/progress.pt where it allows."""
-    if distributed.world_size() > 1:  # torchrun: every rank makes its share, no progress file
-        made = distill_images(run.teacher, run.data, per_class, run.cfg.distill, seed=run.cfg.seed,
-                              device=run.device, progress=run.cfg.progress)
-        return made.images, made.labels
-    path, key = run.distill_dir / PROGRESS, synthesis_key(run)
-    resume = resume_point(load_progress(path), key, per_class)
-    batches = math.ceil(per_class / run.cfg.distill.batch_ipc)
+def _synthesise(run: Run, per_class: int) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
+    """The distilled images and the breaks of their batch layout, going on from
+    OUT/distill/progress.pt where it allows, else from a smaller finished images.pt
+    (`from_images`): a growth never makes an earlier image again."""
+    path, key, b = run.distill_dir / PROGRESS, synthesis_key(run), run.cfg.distill.batch_ipc
+    single = distributed.world_size() == 1  # torchrun: every rank makes its share, no progress file
+    resume, source = resume_point(load_progress(path), key, per_class) if single else None, f"({path})"
+    if resume is None:
+        resume, source = from_images(run, key, per_class), "(the images made before are kept)"
+    batches = batch_count(per_class, b, resume.breaks if resume else ())
     if resume is not None and resume.batches:
-        print(f"distill: going on after {resume.batches} of {batches} batches ({path})")
+        print(f"distill: going on after {resume.batches} of {batches} batches {source}")
     made = distill_images(run.teacher, run.data, per_class, run.cfg.distill, seed=run.cfg.seed, device=run.device,
                           progress=run.cfg.progress, resume=resume,
-                          on_batch=progress_saver(path, key, per_class, batches, SAVE_EVERY_S))
-    return made.images, made.labels
+                          on_batch=progress_saver(path, key, per_class, batches, SAVE_EVERY_S) if single else None)
+    return made.images, made.labels, resume.breaks if resume else ()
+
+
+def from_images(run: Run, key: dict, per_class: int) -> Progress | None:
+    """A finished OUT/distill/images.pt of fewer images per class, where no progress file
+    says how it was made (deleted, damaged, or made under torchrun): its images kept
+    (`grown`), the new batches drawn from a generator of their own, seeded by the run's
+    seed and the kept count."""
+    meta_path, images_path = run.distill_dir / "meta.json", run.distill_dir / "images.pt"
+    if not (meta_path.is_file() and images_path.is_file()) or key["init"] != "noise":
+        return None
+    old, breaks = read_json(meta_path)["per_class"], tuple(read_json(meta_path).get("breaks", ()))
+    if not 0 < old < per_class:
+        return None
+    pixels = read_artifact(images_path, lambda f: torch.load(f, weights_only=True))["images"].float() / 255
+    rng = torch.Generator().manual_seed(run.cfg.seed * 1_000_003 + old).get_state()
+    return grown(Progress(batch_count(old, key["batch_ipc"], breaks), pixels, rng, breaks), old, per_class, key)
 
 
 def distill_stage(run: Run) -> None:
@@ -126,9 +167,10 @@ def distill_stage(run: Run) -> None:
             print("distill: method none, no distilled images (methods that need them will fail)")
         return
     t0 = time.perf_counter()
+    breaks: tuple[int, ...] = ()
     if run.cfg.distill.synthesises:
         run.distill_dir.mkdir(parents=True, exist_ok=True)
-        images, labels = _synthesise(run, per_class)
+        images, labels, breaks = _synthesise(run, per_class)
     else:
         images, labels = _import(run, per_class)
     seconds = time.perf_counter() - t0
@@ -138,5 +180,6 @@ def distill_stage(run: Run) -> None:
     torch_save({"images": images, "labels": labels}, out / "images.pt")
     write_json(out / "meta.json", {"method": run.cfg.distill.method, "per_class": per_class,
                                    "images": len(labels), "seconds": seconds,
-                                   "images_per_second": len(labels) / max(seconds, 1e-9)})
+                                   "images_per_second": len(labels) / max(seconds, 1e-9),
+                                   **({"breaks": list(breaks)} if breaks else {})})
     print(f"distill: {len(labels)} images ({per_class}/class, {run.cfg.distill.method}) in {seconds:.0f}s")

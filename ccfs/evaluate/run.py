@@ -6,7 +6,6 @@ objective; finished students are skipped, so the stage resumes.
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import replace
 
@@ -22,15 +21,6 @@ from ccfs.device import group_size
 def best_last20(hist, recipe) -> float | None:
     """The paper's metric, where the recipe tests more than the final epoch (None otherwise)."""
     return hist.best_last20(recipe.epochs) if len(hist.test_acc) > 1 else None
-
-
-def distilled_sha1(data: Split, n: int) -> str | None:
-    """A hash of the distilled images a synthetic set holds (its first `n` rows), so that
-    records of sets over one distilled part pair, and a grown distilled file does not
-    change it; None for a set without any."""
-    if n == 0:
-        return None
-    return hashlib.sha1(data.images[:n].numpy().tobytes() + data.labels[:n].numpy().tobytes()).hexdigest()[:12]
 
 
 def evaluate_group(run: Run, items: list[tuple[str, str, int, str]], sets: dict) -> list[dict]:
@@ -60,8 +50,14 @@ def evaluate_group(run: Run, items: list[tuple[str, str, int, str]], sets: dict)
              "final_acc": hist.final_acc, "val_acc": hist.val_acc, "best_last20_acc": best_last20(hist, recipe),
              "test_acc_by_epoch": {str(k): v for k, v in sorted(hist.test_acc.items())},
              "images": len(data), "epochs": recipe.epochs, "train_seconds": seconds, **made,
-             "distilled_sha1": distilled_sha1(data, meta["distilled_per_class"] * d.num_classes)}
+             "distilled_sha1": _distilled_sha1(data, meta["distilled_per_class"] * d.num_classes)}
             for (name, _, seed, _), (data, sel, meta), hist in zip(items, chosen, hists)]
+
+
+def _distilled_sha1(data: Split, n: int) -> str | None:
+    """The hash of the distilled part a synthetic set holds (its first `n` rows; none for
+    n = 0): the same as its selection's inputs.json, and unchanged by a grown distilled file."""
+    return records.images_sha1(Split(data.images[:n], data.labels[:n]))
 
 
 def _synthetic(run: Run, run_name: str, seed: int, sets: dict) -> tuple[Split, dict, dict]:
@@ -166,6 +162,7 @@ def evaluate_stage(run: Run) -> None:
     world-size students), rank 0 appending the wave's records in a fixed order."""
     hard_label_runs(run.cfg, methods.run_names(run.cfg.select))  # a misnamed method fails before any student
     world, rank = distributed.world_size(), distributed.rank()
+    distributed.on_main(lambda: _check_inputs(run))
     sets: dict[tuple, tuple] = {}  # (run name, selection seed) -> its synthetic set, built once
     # two passes: under eval.sweep_seeds the picked value's other seeds are known only after the first
     for second in range(2 if run.cfg.eval.sweep_seeds > 0 else 1):
@@ -173,6 +170,25 @@ def evaluate_stage(run: Run) -> None:
             distributed.on_main(lambda: _say_picks(run))
         todo = distributed.on_main(lambda: _todo(run))
         _train(run, todo, world, rank, sets)
+
+
+def _check_inputs(run: Run) -> None:
+    """Every selection of the run over the present teacher and distilled images (a one-line
+    error for one made over others: `records.check_selection_inputs`), and the records of
+    students that trained over the inputs of an earlier one (a selection made again) set
+    aside (`records.stale`), so that they train again."""
+    inputs = {}
+    for name in methods.run_names(run.cfg.select):
+        for seed in run.cfg.eval.seeds:
+            folder = run.selection_dir(name, run.selection_seed(name, seed))
+            if (folder / "inputs.json").is_file():
+                records.check_selection_inputs(folder, run.selection_inputs(name))
+                inputs[(name, seed)] = read_json(folder / "inputs.json")
+    gone = records.stale(_records(run), inputs)
+    if gone:
+        records.set_aside(run.out, gone)
+        print(f"evaluate: {len(gone)} student record(s) were made over other inputs than their selections' "
+              f"present ones (a selection made again); moved to {run.out / records.STALE}, training them again")
 
 
 def _say_picks(run: Run) -> None:

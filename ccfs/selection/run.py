@@ -3,6 +3,7 @@
     OUT/select/<run>[/seed<s>]/selected_indices.json   {"ipc", "alpha", "idx_selected"} (official format)
     OUT/select/<run>[/seed<s>]/meta.json               distilled per class, per-class counts, seconds
     OUT/select/<run>[/seed<s>]/settings.json           the settings the selection was made with
+    OUT/select/<run>[/seed<s>]/inputs.json             the teacher and distilled part it was made over (sha1)
     OUT/select/ccfs/seed<s>/rounds.json                the round log (and state.json while running)
 
 Indices in selected_indices.json and rounds.json are rows of the dataset file's train split,
@@ -36,10 +37,11 @@ def select_one(run: Run, run_name: str, seed: int | None = None, groups: api.Fil
     cfg, folder = run.cfg, run.selection_dir(run_name, seed)
     label = run_name if seed is None else f"{run_name} seed {seed}"
     records.check_selection_settings(folder, cfg, run_name, write=True)
-    if (folder / "selected_indices.json").is_file():
+    state_path, done = folder / "state.json", (folder / "selected_indices.json").is_file()
+    records.check_selection_inputs(folder, run.selection_inputs(run_name), write=not (done or state_path.is_file()))
+    if done:
         print(f"select {label}: done already")
         return
-    state_path = folder / "state.json"
     state = RoundState(**read_json(state_path)) if state_path.is_file() else None
     t0 = time.perf_counter()
     sel = api.select(run_name, run.data, run.teacher, ipc=cfg.select.ipc, alpha=cfg.select.alpha,
