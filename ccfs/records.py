@@ -123,14 +123,17 @@ def check_selection_inputs(folder: Path, now: dict, *, write: bool = False) -> N
         write_json(path, now)
 
 
-def stale(found: list[dict], inputs: dict[tuple, dict]) -> list[dict]:
-    """The records of `found` whose student trained over other inputs than its selection is
-    made over now: `inputs` maps (method, seed) to that selection's inputs.json. Only what
-    both sides hold is compared (records and selections from before the hashes pass)."""
+def stale(found: list[dict], present: dict[tuple, dict]) -> list[dict]:
+    """The records of `found` whose student trained on another selection than the present
+    one: `present` maps (method, seed) to that selection's inputs.json and the sha1 of its
+    selected_indices.json (`selection_sha1`); a record differing in any of these (a selection
+    made again) is stale. Only what both sides hold is compared (records and selections
+    from before the hashes pass)."""
+    keys = (*INPUTS, "selection_sha1")
     out = []
     for r in found:
-        now = inputs.get((r["method"], r["seed"]))
-        if now and any(r.get(k) is not None and now.get(k) is not None and r[k] != now[k] for k in INPUTS):
+        now = present.get((r["method"], r["seed"])) or {}
+        if any(r.get(k) is not None and now.get(k) is not None and r[k] != now[k] for k in keys):
             out.append(r)
     return out
 
@@ -141,8 +144,10 @@ def set_aside(out: Path, gone: list[dict]) -> None:
     if not gone or not is_main():
         return
     drop = {json.dumps(r, sort_keys=True) for r in gone}
+    kept_before = {json.dumps(r, sort_keys=True) for r in load(Path(out) / STALE)}  # a rewrite cut short
     for r in gone:
-        append_jsonl(Path(out) / STALE, r)
+        if json.dumps(r, sort_keys=True) not in kept_before:
+            append_jsonl(Path(out) / STALE, r)
     path = Path(out) / FILE
     kept = [line for line in path.read_text().splitlines()
             if line.strip() and _canonical(line) not in drop]

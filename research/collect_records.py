@@ -29,7 +29,7 @@ from ccfs.config import load_config
 from ccfs.records import current, settled
 
 FIELDS = ("method", "model", "ipc", "alpha", "seed", "objective", "final_acc", "val_acc", "images", "epochs",
-          "train_seconds", "group", "settings", "teacher_sha1", "distilled_sha1", "commit", "tree_clean")
+          "train_seconds", "group", "settings", "teacher_sha1", "distilled_sha1", "selection_sha1", "commit", "tree_clean")
 
 # the records files whose question fixes what they hold: "does the distilled part help?" is asked
 # at 5 and 10 % (IPC 275, 550) on seeds 0-2 of each teacher, of KD students (docs/method.md §3)

@@ -375,13 +375,67 @@ def test_a_selection_over_changed_distilled_images_is_refused_and_its_students_t
         assert "teacher" not in err.split("(")[1] and len(err.strip().splitlines()) == 1
     shutil.rmtree(folder)
     assert _run(root, out, *args) == 0
-    assert "1 student record(s) were made over other inputs" in capsys.readouterr().out
+    assert "1 student record(s) were trained on an earlier selection" in capsys.readouterr().out
     now = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     stale = [json.loads(line) for line in (out / "results.stale.jsonl").read_text().splitlines()]
     assert stale == [recs["ccfs"]] and sorted(r["method"] for r in now) == ["ccfs", "random"]
     assert [r["distilled_sha1"] for r in now if r["method"] == "ccfs"] == [
         json.loads((folder / "inputs.json").read_text())["distilled_sha1"]] != [inputs["distilled_sha1"]]
     assert [r for r in now if r["method"] == "random"] == [recs["random"]]  # no distilled part: kept
+
+
+def test_records_of_a_selection_made_again_are_set_aside_whatever_the_seeds_asked(tmp_path, capsys):
+    """A selection made again over the same inputs (here: its file rewritten) has other
+    students: records name the selected_indices.json they trained on (`selection_sha1`), and
+    those of an earlier one are set aside, also for a seed the present command does not ask."""
+    from ccfs.artifacts import file_sha1
+
+    root = write_fake_fmnist(tmp_path / "fmnist")
+    out = tmp_path / "run"
+    assert _run(root, out, "select.method=[random]", "eval.seeds=[0,1]") == 0
+    recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    path = out / "select" / "random" / "seed1" / "selected_indices.json"
+    assert [r["selection_sha1"] for r in recs if r["seed"] == 1] == [file_sha1(path)]
+    sel = json.loads(path.read_text())
+    sel["idx_selected"] = sel["idx_selected"][1:] + sel["idx_selected"][:1]  # the same images, another file
+    path.write_text(json.dumps(sel))
+    capsys.readouterr()
+    assert _run(root, out, "select.method=[random]", "eval.seeds=[0]", stage="evaluate") == 0
+    assert "1 student record(s) were trained on an earlier selection" in capsys.readouterr().out
+    now = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert now == [r for r in recs if r["seed"] == 0]
+    assert [json.loads(line) for line in (out / "results.stale.jsonl").read_text().splitlines()] == [
+        r for r in recs if r["seed"] == 1]
+    assert _run(root, out, "select.method=[random]", "eval.seeds=[0,1]", stage="evaluate") == 0
+    assert sorted(r["seed"] for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())) == [0, 1]
+
+
+def test_a_distillation_grows_from_its_largest_images_and_only_over_the_same_settings(tmp_path, monkeypatch, capsys):
+    """A progress file older than images.pt (left by a synthesis grown since under torchrun,
+    which writes none) does not outrank it; images.pt is grown from only when its recorded
+    synthesis settings are the present ones, else the synthesis starts again."""
+    import ccfs.distill.run as drun
+
+    monkeypatch.setattr(drun, "SAVE_EVERY_S", 0.0)
+    root = write_fake_fmnist(tmp_path / "fmnist")
+    out = tmp_path / "run"
+    assert _run(root, out, "select.method=[distill_only]", stage="teacher") == 0
+    made = {}
+    for ipc in (3, 5, 7):
+        if ipc == 5:  # grown as under torchrun: without the progress file, which stays behind at 3
+            shutil.move(out / "distill" / "progress.pt", tmp_path / "progress3.pt")
+        if ipc == 7:
+            shutil.copy(tmp_path / "progress3.pt", out / "distill" / "progress.pt")
+        assert _run(root, out, "select.method=[distill_only]", f"select.ipc={ipc}", stage="distill") == 0
+        made[ipc] = torch.load(out / "distill" / "images.pt", weights_only=True)["images"].view(10, ipc, 1, 28, 28)
+    assert "(the images made before are kept)" in capsys.readouterr().out
+    assert torch.equal(made[7][:, :5], made[5]) and torch.equal(made[5][:, :3], made[3])
+    meta = json.loads((out / "distill" / "meta.json").read_text())
+    meta["synthesis"]["lr"] = 0.5  # as if made with other settings
+    (out / "distill" / "meta.json").write_text(json.dumps(meta))
+    (out / "distill" / "progress.pt").unlink()
+    assert _run(root, out, "select.method=[distill_only]", "select.ipc=8", stage="distill") == 0
+    assert "going on" not in capsys.readouterr().out
 
 
 def test_check_selection_inputs_names_a_changed_teacher(tmp_path):

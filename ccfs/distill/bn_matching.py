@@ -204,12 +204,12 @@ def _optimise_batch(teacher: nn.Module, bn: BNStatsLoss, x: torch.Tensor, y: tor
 class Progress:
     """A synthesis after its first `batches` batches: the pixels [n, C, H, W] in [0, 1] (rows
     of later batches are zero; in `on_batch` the live buffer, to be copied if kept), the
-    generator's state after them (None: the generator as given), and where the batches of
+    generator's state after them, and where the batches of
     each class restart (`class_batches`'s `breaks`: a grown synthesis keeps the batches of
     the smaller one)."""
     batches: int
     pixels: torch.Tensor
-    rng: torch.Tensor | None
+    rng: torch.Tensor
     breaks: tuple[int, ...] = ()
 
 
@@ -252,8 +252,7 @@ def synthesize(teacher: nn.Module, labels: torch.Tensor, image_shape: Sequence[i
         start = resume.batches
         if rank == 0:  # under torchrun the ranks' images are summed: the kept ones counted once
             out.copy_(resume.pixels)
-        if resume.rng is not None:
-            generator.set_state(resume.rng)
+        generator.set_state(resume.rng)
     if world > 1:  # torchrun: rank r makes batches r, r + N, ...; each batch its own generator
         base = int(torch.randint(2**62, (1,), generator=generator))
         gens = [torch.Generator().manual_seed(base + b) for b in range(len(batches))]

@@ -10,16 +10,18 @@
 
 A later request for more images per class grows a finished synthesis: its images stay as the
 first of each class (selections made over them stay valid) and only the new ones are made.
-With full batches that gives the images of asking for the larger number at once; after a
-partial batch the new batches start where the old ones ended (`grown`), so a directory grown
-in parts can hold other images than one made at once (selections and records hold the hash of
-the part they use, `ccfs.records`).
+Grown from its progress file (one process) after full batches, that gives the images of
+asking for the larger number at once; after a partial batch the new batches start where the
+old ones ended (`grown`), and without a usable progress file (`from_images`) they draw from a
+generator of their own, so a directory grown in parts can hold other new images than one
+made at once (selections and records hold the hash of the part they use, `ccfs.records`).
 
 `sre2l` / `cda` synthesise from the BatchNorm teacher (docs/method.md §5); `folder` / `tensor`
 import images made by any other method; `none` makes no distilled images.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict
@@ -130,7 +132,10 @@ def _synthesise(run: Run, per_class: int) -> tuple[torch.Tensor, torch.Tensor, t
     (`from_images`): a growth never makes an earlier image again."""
     path, key, b = run.distill_dir / PROGRESS, synthesis_key(run), run.cfg.distill.batch_ipc
     single = distributed.world_size() == 1  # torchrun: every rank makes its share, no progress file
-    resume, source = resume_point(load_progress(path), key, per_class) if single else None, f"({path})"
+    saved = load_progress(path) if single else None
+    if saved is not None and saved["per_class"] < _meta(run).get("per_class", 0):
+        saved = None  # older than images.pt (grown under torchrun since): images.pt holds the images
+    resume, source = resume_point(saved, key, per_class), f"({path})"
     if resume is None:
         resume, source = from_images(run, key, per_class), "(the images made before are kept)"
     batches = batch_count(per_class, b, resume.breaks if resume else ())
@@ -143,25 +148,32 @@ def _synthesise(run: Run, per_class: int) -> tuple[torch.Tensor, torch.Tensor, t
 
 
 def from_images(run: Run, key: dict, per_class: int) -> Progress | None:
-    """A finished OUT/distill/images.pt of fewer images per class, where no progress file
-    says how it was made (deleted, damaged, or made under torchrun): its images kept
-    (`grown`), the new batches drawn from a generator of their own, seeded by the run's
-    seed and the kept count."""
-    meta_path, images_path = run.distill_dir / "meta.json", run.distill_dir / "images.pt"
-    if not (meta_path.is_file() and images_path.is_file()) or key["init"] != "noise":
-        return None
-    old, breaks = read_json(meta_path)["per_class"], tuple(read_json(meta_path).get("breaks", ()))
-    if not 0 < old < per_class:
+    """A finished OUT/distill/images.pt of fewer images per class, made with the same
+    synthesis settings, where no progress file says how it was made (deleted, damaged, or
+    made under torchrun): its images kept (`grown`), the new batches drawn from a generator
+    of their own, seeded by the run's seed and the kept count."""
+    meta, images_path = _meta(run), run.distill_dir / "images.pt"
+    old, breaks = meta.get("per_class", 0), tuple(meta.get("breaks", ()))
+    if not (0 < old < per_class and images_path.is_file() and key["init"] == "noise"
+            and meta.get("synthesis") == json.loads(json.dumps(key))):
         return None
     pixels = read_artifact(images_path, lambda f: torch.load(f, weights_only=True))["images"].float() / 255
+    if len(pixels) != old * key["classes"]:
+        return None
     rng = torch.Generator().manual_seed(run.cfg.seed * 1_000_003 + old).get_state()
     return grown(Progress(batch_count(old, key["batch_ipc"], breaks), pixels, rng, breaks), old, per_class, key)
+
+
+def _meta(run: Run) -> dict:
+    """OUT/distill/meta.json of the images made so far ({} where there are none)."""
+    path = run.distill_dir / "meta.json"
+    return read_json(path) if path.is_file() else {}
 
 
 def distill_stage(run: Run) -> None:
     out = run.distill_dir
     per_class = methods.distilled_needed(run.cfg.select, run.cfg.select.cpc)
-    done = (out / "meta.json").is_file() and read_json(out / "meta.json")["per_class"] >= per_class
+    done = _meta(run).get("per_class", 0) >= per_class
     if done or per_class == 0 or run.cfg.distill.method == "none":
         if per_class and run.cfg.distill.method == "none":
             print("distill: method none, no distilled images (methods that need them will fail)")
@@ -181,5 +193,6 @@ def distill_stage(run: Run) -> None:
     write_json(out / "meta.json", {"method": run.cfg.distill.method, "per_class": per_class,
                                    "images": len(labels), "seconds": seconds,
                                    "images_per_second": len(labels) / max(seconds, 1e-9),
+                                   **({"synthesis": synthesis_key(run)} if run.cfg.distill.synthesises else {}),
                                    **({"breaks": list(breaks)} if breaks else {})})
     print(f"distill: {len(labels)} images ({per_class}/class, {run.cfg.distill.method}) in {seconds:.0f}s")

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from ccfs.selection import methods
 from ccfs import api, distributed, records
-from ccfs.artifacts import git_commit, git_tree_clean, read_json
+from ccfs.artifacts import file_sha1, git_commit, git_tree_clean, read_json
 from ccfs.config import to_dict
 from ccfs.context import Run
 from ccfs.data.datasets import Split
@@ -50,7 +50,8 @@ def evaluate_group(run: Run, items: list[tuple[str, str, int, str]], sets: dict)
              "final_acc": hist.final_acc, "val_acc": hist.val_acc, "best_last20_acc": best_last20(hist, recipe),
              "test_acc_by_epoch": {str(k): v for k, v in sorted(hist.test_acc.items())},
              "images": len(data), "epochs": recipe.epochs, "train_seconds": seconds, **made,
-             "distilled_sha1": _distilled_sha1(data, meta["distilled_per_class"] * d.num_classes)}
+             "distilled_sha1": _distilled_sha1(data, meta["distilled_per_class"] * d.num_classes),
+             "selection_sha1": file_sha1(run.selection_dir(name, run.selection_seed(name, seed)) / "selected_indices.json")}
             for (name, _, seed, _), (data, sel, meta), hist in zip(items, chosen, hists)]
 
 
@@ -175,20 +176,32 @@ def evaluate_stage(run: Run) -> None:
 def _check_inputs(run: Run) -> None:
     """Every selection of the run over the present teacher and distilled images (a one-line
     error for one made over others: `records.check_selection_inputs`), and the records of
-    students that trained over the inputs of an earlier one (a selection made again) set
-    aside (`records.stale`), so that they train again."""
-    inputs = {}
+    students of an earlier selection (one made again: its file or its inputs differ from the
+    record's) set aside (`records.stale`), so that they train again."""
     for name in methods.run_names(run.cfg.select):
-        for seed in run.cfg.eval.seeds:
-            folder = run.selection_dir(name, run.selection_seed(name, seed))
+        for seed in run.selection_seeds(name):
+            folder = run.selection_dir(name, seed)
             if (folder / "inputs.json").is_file():
                 records.check_selection_inputs(folder, run.selection_inputs(name))
-                inputs[(name, seed)] = read_json(folder / "inputs.json")
-    gone = records.stale(_records(run), inputs)
+    recs, present = _records(run), {}
+    for r in recs:
+        which = (r["method"], r["seed"])
+        if which not in present:
+            present[which] = _made_of(run.selection_dir(r["method"], run.selection_seed(r["method"], r["seed"])))
+    gone = records.stale(recs, present)
     if gone:
         records.set_aside(run.out, gone)
-        print(f"evaluate: {len(gone)} student record(s) were made over other inputs than their selections' "
-              f"present ones (a selection made again); moved to {run.out / records.STALE}, training them again")
+        print(f"evaluate: {len(gone)} student record(s) were trained on an earlier selection than the present "
+              f"one (made again); moved to {run.out / records.STALE}, training them again")
+
+
+def _made_of(folder) -> dict:
+    """What a selection folder is, by hash, for `records.stale`: its inputs.json and the sha1
+    of its selected_indices.json ({} for no finished selection)."""
+    if not (folder / "selected_indices.json").is_file():
+        return {}
+    inputs = read_json(folder / "inputs.json") if (folder / "inputs.json").is_file() else {}
+    return {**inputs, "selection_sha1": file_sha1(folder / "selected_indices.json")}
 
 
 def _say_picks(run: Run) -> None:

@@ -103,7 +103,8 @@ def lockstep(run: Run, run_name: str, seeds: list[int], limit: int) -> None:
     fails each selection in it). The selections' files are each seed's, as one at a time."""
     groups = api.FilterGroups(len(seeds), limit)
     errors: dict[int, BaseException] = {}
-    run.teacher, run.distilled  # noqa: B018  (read once here, not by the threads at once)
+    run.distilled, run.selection_inputs(run_name)  # (the teacher, the distilled images and their hashes
+    # read once here, not by the threads at once)
 
     def one(seed: int) -> None:
         try:
