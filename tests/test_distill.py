@@ -248,18 +248,27 @@ def test_an_interrupted_synthesis_resumes_to_the_same_images():
         run(resume=Progress(9, kept[-1].pixels, kept[-1].rng))
 
 
+GROW_KEY = {"batch_ipc": 2, "init": "noise", "classes": 3}
+
+
+def growable_synthesis():
+    """(run(per_class, **synthesize kwargs), its progress key): a seeded noise-initialised
+    synthesis of 3 classes in batches of 2 images per class."""
+    teacher = tiny_bn_net(channels=1)
+    params = SynthParams(iterations=2, lr=0.1, batch_ipc=2, jitter=1)
+
+    def run(per_class, **kw):
+        return synthesize(teacher, torch.arange(3).repeat_interleave(per_class), (1, 8, 8), [0.3], std=[0.4],
+                          params=params, generator=torch.Generator().manual_seed(5), **kw)
+    return run, dict(GROW_KEY)
+
+
 def test_a_finished_synthesis_grows_into_the_larger_one():
     """With noise initialisation and full batches, the first batches of 4 images per class
     are those of 2 per class: continuing after them gives the larger synthesis exactly."""
     from ccfs.distill.run import resume_point
 
-    teacher = tiny_bn_net(channels=1)
-    params = SynthParams(iterations=2, lr=0.1, batch_ipc=2, jitter=1)
-    key = {"batch_ipc": 2, "init": "noise", "classes": 3}
-
-    def run(per_class, **kw):
-        return synthesize(teacher, torch.arange(3).repeat_interleave(per_class), (1, 8, 8), [0.3], std=[0.4],
-                          params=params, generator=torch.Generator().manual_seed(5), **kw)
+    run, key = growable_synthesis()
 
     last = []
     small = run(2, on_batch=lambda p: last.append((p.batches, quantize(p.pixels), p.rng.clone())))
@@ -284,13 +293,7 @@ def test_a_synthesis_grown_after_a_partial_batch_keeps_every_earlier_image():
     and an interrupted growth resumes to the same images."""
     from ccfs.distill.run import batch_count, resume_point
 
-    teacher = tiny_bn_net(channels=1)
-    params = SynthParams(iterations=2, lr=0.1, batch_ipc=2, jitter=1)
-    key = {"batch_ipc": 2, "init": "noise", "classes": 3}
-
-    def run(per_class, **kw):
-        return synthesize(teacher, torch.arange(3).repeat_interleave(per_class), (1, 8, 8), [0.3], std=[0.4],
-                          params=params, generator=torch.Generator().manual_seed(5), **kw)
+    run, key = growable_synthesis()
 
     kept = []
     small = quantize(run(3, on_batch=lambda p: kept.append(Progress(p.batches, quantize(p.pixels), p.rng.clone()))))

@@ -145,18 +145,21 @@ def cda_min_scale(step: int, total: int, schedule: str, min_scale: float, *, mil
     raise ConfigError(f"distill: cda_schedule must be one of {CDA_SCHEDULES}, got {schedule!r}")
 
 
+def class_runs(n: int, batch_ipc: int, breaks: Sequence[int] = ()) -> list[tuple[int, int]]:
+    """A class's `n` positions as runs [start, stop) of `batch_ipc`, each also ending at every
+    position in `breaks` (a synthesis grown after a partial batch)."""
+    bounds = [0, *sorted(x for x in set(breaks) if 0 < x < n), n]
+    return [(i, min(i + batch_ipc, hi)) for lo, hi in pairwise(bounds) for i in range(lo, hi, batch_ipc)]
+
+
 def class_batches(labels: torch.Tensor, batch_ipc: int, breaks: Sequence[int] = ()) -> list[torch.Tensor]:
-    """Positions in `labels` grouped into batches: batch b holds the b-th run of
-    `batch_ipc` positions of every class (class-major inside the batch); runs also end at
-    each class's position in `breaks` (a synthesis grown after a partial batch). With equal
-    class counts every batch holds every class; a class with fewer images drops out of the
-    last batches."""
+    """Positions in `labels` grouped into batches: batch b holds the b-th run of every class
+    (`class_runs`; class-major inside the batch). With equal class counts every batch holds
+    every class; a class with fewer images drops out of the last batches."""
     runs = []
     for c in labels.unique().tolist():
         p = (labels == c).nonzero().flatten()
-        bounds = [0, *sorted(x for x in set(breaks) if 0 < x < len(p)), len(p)]
-        runs.append([p[i:min(i + batch_ipc, hi)] for lo, hi in pairwise(bounds)
-                     for i in range(lo, hi, batch_ipc)])
+        runs.append([p[a:b] for a, b in class_runs(len(p), batch_ipc, breaks)])
     return [torch.cat([r[b] for r in runs if b < len(r)]) for b in range(max(map(len, runs), default=0))]
 
 

@@ -22,10 +22,8 @@ import images made by any other method; `none` makes no distilled images.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict
-from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -35,7 +33,7 @@ from ccfs.api import distill_images
 from ccfs.selection import methods
 from ccfs.artifacts import read_artifact, read_json, torch_save, write_json
 from ccfs.context import Run
-from ccfs.distill.bn_matching import Progress
+from ccfs.distill.bn_matching import Progress, class_runs
 from ccfs.distill.folder import (export_png_folder, import_png_folder, import_tensor_file, quantize,
                                  save_image_grid)
 from ccfs.distill.synthesis import synth_params
@@ -92,8 +90,7 @@ def grown(done: Progress, old: int, per_class: int, key: dict) -> Progress:
 
 def batch_count(per_class: int, batch_ipc: int, breaks: tuple[int, ...] = ()) -> int:
     """How many batches a synthesis of `per_class` images per class makes (`class_batches`)."""
-    bounds = [0, *sorted(x for x in set(breaks) if 0 < x < per_class), per_class]
-    return sum(math.ceil((hi - lo) / batch_ipc) for lo, hi in pairwise(bounds))
+    return len(class_runs(per_class, batch_ipc, breaks))
 
 
 def progress_saver(path: Path, key: dict, per_class: int, batches: int, every_s: float = SAVE_EVERY_S):
